@@ -1,0 +1,44 @@
+# Two commands set everything up on a fresh machine:
+#   make run    venv + dependencies + build, then the main job
+#   make test   venv + dependencies + build, then ruff and the test suite
+# A second call reinstalls and rebuilds nothing unless its inputs changed.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .make
+# The CUDA kernels are compiled whenever nvcc is found under CUDA_HOME.
+export CUDA_HOME ?= /usr/local/cuda
+export TORCH_CUDA_ARCH_LIST ?= 8.0;9.0
+export MAX_JOBS ?= $(shell nproc)
+
+EXTENSION := detkit/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
+EXTENSION_SOURCES := setup.py $(shell find detkit/layers/csrc -type f)
+
+.PHONY: run test build lint bench clean
+
+run: build
+	$(PY) tools/benchmark_ops.py
+
+test: build lint
+	$(PY) -m pytest -q
+
+build: $(EXTENSION)
+
+lint: $(STAMPS)/deps
+	$(VENV)/bin/ruff check .
+
+bench: build
+	$(PY) tools/benchmark_ops.py --json benchmark_ops.json
+
+$(STAMPS)/deps: requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	mkdir -p $(STAMPS) && touch $@
+
+$(EXTENSION): $(STAMPS)/deps $(EXTENSION_SOURCES)
+	$(PY) -m pip install --quiet --no-build-isolation --no-deps -e .
+	touch $@
+
+clean:
+	rm -rf build $(STAMPS) detkit/_C*.so *.egg-info

@@ -1,0 +1,453 @@
+// CPU kernels of detkit::roi_pool_forward / roi_pool_backward.
+//
+// Forward has two loops over the same geometry table (one row per RoI):
+//  * pool_planes walks one (RoI, channel) plane at a time: cheapest when the
+//    RoIs cover little of a contiguous (NCHW) map;
+//  * pool_channel_blocks walks each bin's cells once and takes the max of a
+//    block of channels at a time, a loop the compiler vectorises. It reads
+//    channels-last (NHWC) memory; a contiguous input is transposed to NHWC
+//    first when the RoIs cover enough of the map to pay for the copy.
+// Both parallelise over independent outputs. Backward parallelises over
+// channels, so no two threads touch the same input element, and adds every
+// element's contributions in (RoI, bin) order: deterministic and bitwise
+// equal to a serial loop.
+#include <algorithm>
+#include <atomic>
+#include <cfloat>
+#include <cmath>
+#include <cstdint>
+#include <vector>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include "../roi_pool_checks.h"
+#include "../roi_pool_geometry.h"
+
+// Builds the hot loop for AVX-512, AVX2 and baseline x86-64; the loader picks
+// the best one the machine supports.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define DETKIT_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define DETKIT_CPU_CLONES
+#endif
+
+namespace detkit {
+namespace roi_pool {
+namespace {
+
+// Channels pooled together by pool_channel_blocks: their running max and
+// argmax stay in L1 while the bin's cells are scanned.
+constexpr int64_t kChannelBlock = 128;
+
+// Bytes of input gradient that backward accumulates into at a time.
+constexpr int64_t kScatterBytes = 256 * 1024;
+
+struct PoolShape {
+  int64_t channels, height, width, pooled_height, pooled_width;
+  int64_t bins() const { return pooled_height * pooled_width; }
+  int64_t row_size() const { return geometry_row_size(pooled_height, pooled_width); }
+};
+
+// One geometry-table row per RoI. Validates each RoI's batch index and
+// corners, so the pooling loops can trust the table.
+template <typename T>
+std::vector<int32_t> build_geometry(
+    const at::Tensor& rois, double spatial_scale, int64_t num_images, const PoolShape& s) {
+  const at::Tensor rois_c = rois.contiguous();
+  const T* r = rois_c.const_data_ptr<T>();
+  const int64_t num_rois = rois.size(0);
+  const T scale = static_cast<T>(spatial_scale);
+  std::vector<int32_t> table(num_rois * s.row_size());
+  for (int64_t k = 0; k < num_rois; ++k) {
+    const T* roi = r + 5 * k;
+    const bool finite = std::isfinite(roi[1]) && std::isfinite(roi[2]) &&
+        std::isfinite(roi[3]) && std::isfinite(roi[4]);
+    if (!finite || !is_valid_batch_index(roi[0], num_images)) {
+      const double values[5] = {double(roi[0]), double(roi[1]), double(roi[2]),
+                                double(roi[3]), double(roi[4])};
+      fail_bad_roi(k, values, num_images);
+    }
+    fill_geometry_row<T>(
+        roi[0], roi[1], roi[2], roi[3], roi[4], scale, s.height, s.width, s.pooled_height,
+        s.pooled_width, table.data() + k * s.row_size());
+  }
+  return table;
+}
+
+// Number of feature-map cells the RoIs' bins cover, counted per channel.
+int64_t cells_visited(const std::vector<int32_t>& table, const PoolShape& s) {
+  int64_t cells = 0;
+  for (size_t row = 0; row < table.size(); row += s.row_size()) {
+    const int32_t* h = table.data() + row + 1;
+    const int32_t* w = h + 2 * s.pooled_height;
+    int64_t rows = 0, cols = 0;
+    for (int64_t b = 0; b < s.pooled_height; ++b) rows += std::max(h[2 * b + 1] - h[2 * b], 0);
+    for (int64_t b = 0; b < s.pooled_width; ++b) cols += std::max(w[2 * b + 1] - w[2 * b], 0);
+    cells += rows * cols;
+  }
+  return cells;
+}
+
+// Max pooling of plane after plane: output [K, C, bins] from NCHW input.
+// Argmax is written only when kArgmax (training); inference skips it.
+template <typename T, bool kArgmax>
+void pool_planes(
+    const T* input, const std::vector<int32_t>& table, int64_t num_rois, const PoolShape& s,
+    T* output, int32_t* argmax) {
+  const int64_t plane = s.height * s.width;
+  const int64_t bins = s.bins();
+  at::parallel_for(0, num_rois * s.channels, 16, [&](int64_t begin, int64_t end) {
+    for (int64_t kc = begin; kc < end; ++kc) {
+      const int32_t* geo = table.data() + (kc / s.channels) * s.row_size();
+      const int32_t* hb = geo + 1;
+      const int32_t* wb = hb + 2 * s.pooled_height;
+      const T* src = input + (geo[0] * s.channels + kc % s.channels) * plane;
+      for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
+        for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
+          const bool empty = hb[2 * ph + 1] <= hb[2 * ph] || wb[2 * pw + 1] <= wb[2 * pw];
+          T best = empty ? T(0) : T(-FLT_MAX);
+          int32_t best_index = -1;
+          for (int32_t h = hb[2 * ph]; h < hb[2 * ph + 1]; ++h) {
+            for (int32_t w = wb[2 * pw]; w < wb[2 * pw + 1]; ++w) {
+              const int32_t index = h * static_cast<int32_t>(s.width) + w;
+              if (src[index] > best) {
+                best = src[index];
+                best_index = index;
+              }
+            }
+          }
+          output[kc * bins + ph * s.pooled_width + pw] = best;
+          if (kArgmax) {
+            argmax[kc * bins + ph * s.pooled_width + pw] = best_index;
+          }
+        }
+      }
+    }
+  });
+}
+
+// 32-byte vectors (GCC vector extensions): one AVX2 register, two SSE ones.
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef int32_t i32x8 __attribute__((vector_size(32)));
+typedef double f64x4 __attribute__((vector_size(32)));
+typedef int64_t i64x4 __attribute__((vector_size(32)));
+
+template <typename T>
+struct Vector;
+template <>
+struct Vector<float> {
+  using Values = f32x8;
+  using Indices = i32x8;  // the type of a comparison mask of Values
+  static constexpr int kWidth = 8;
+};
+template <>
+struct Vector<double> {
+  using Values = f64x4;
+  using Indices = i64x4;
+  static constexpr int kWidth = 4;
+};
+
+// Channels pooled in registers at once: four vectors.
+template <typename T>
+constexpr int kRegisterChannels = 4 * Vector<T>::kWidth;
+
+// Max (and argmax) over the cells [h0, h1) x [w0, w1) of kRegisterChannels
+// consecutive channels of an NHWC image, starting at `image`; the running
+// max and argmax stay in vector registers. Channel i's result is stored at
+// best_out[i * out_stride] (and index_out[i * out_stride]).
+template <typename T, bool kArgmax>
+__attribute__((always_inline)) inline void scan_channels_vector(
+    const T* image, int32_t width, int64_t channels, int32_t h0, int32_t h1, int32_t w0,
+    int32_t w1, T init, T* best_out, int32_t* index_out, int64_t out_stride) {
+  using V = typename Vector<T>::Values;
+  using I = typename Vector<T>::Indices;
+  constexpr int kWidth = Vector<T>::kWidth;
+  V best[4];
+  I index[4];
+  for (int j = 0; j < 4; ++j) {
+    best[j] = V{} + init;
+    index[j] = I{} - 1;
+  }
+  for (int32_t h = h0; h < h1; ++h) {
+    for (int32_t w = w0; w < w1; ++w) {
+      const int32_t cell = h * width + w;
+      const T* src = image + cell * channels;
+      for (int j = 0; j < 4; ++j) {
+        V v;
+        __builtin_memcpy(&v, src + j * kWidth, sizeof(V));
+        const I greater = v > best[j];
+        best[j] = greater ? v : best[j];
+        if (kArgmax) {
+          index[j] = greater ? I{} + cell : index[j];
+        }
+      }
+    }
+  }
+  for (int j = 0; j < 4; ++j) {
+    if (out_stride == 1) {
+      __builtin_memcpy(best_out + j * kWidth, &best[j], sizeof(V));
+    } else {
+      for (int i = 0; i < kWidth; ++i) best_out[(j * kWidth + i) * out_stride] = best[j][i];
+    }
+    if (kArgmax && out_stride == 1 && sizeof(I) == sizeof(int32_t) * kWidth) {
+      __builtin_memcpy(index_out + j * kWidth, &index[j], sizeof(I));
+    } else if (kArgmax) {
+      for (int i = 0; i < kWidth; ++i) {
+        index_out[(j * kWidth + i) * out_stride] = static_cast<int32_t>(index[j][i]);
+      }
+    }
+  }
+}
+
+// Scalar version of scan_channels_vector for the last `count` channels.
+template <typename T, bool kArgmax>
+inline void scan_channels_scalar(
+    const T* image, int32_t width, int64_t channels, int32_t h0, int32_t h1, int32_t w0,
+    int32_t w1, int64_t count, T init, T* best_out, int32_t* index_out, int64_t out_stride) {
+  for (int64_t i = 0; i < count; ++i) {
+    T best = init;
+    int32_t best_index = -1;
+    for (int32_t h = h0; h < h1; ++h) {
+      for (int32_t w = w0; w < w1; ++w) {
+        const int32_t cell = h * width + w;
+        if (image[cell * channels + i] > best) {
+          best = image[cell * channels + i];
+          best_index = cell;
+        }
+      }
+    }
+    best_out[i * out_stride] = best;
+    if (kArgmax) {
+      index_out[i * out_stride] = best_index;
+    }
+  }
+}
+
+// Pools channels [c0, c0 + count) of one RoI from an NHWC image. The result
+// of bin b and channel c0 + i goes to best[b * bin_stride + i * channel_stride]
+// (and best_index[...]): channels-last output has channel stride 1, NCHW
+// output bin stride 1.
+template <typename T, bool kArgmax>
+__attribute__((always_inline)) inline void pool_block(
+    const T* image, int64_t width, int64_t channels, const int32_t* hb, const int32_t* wb,
+    int64_t pooled_height, int64_t pooled_width, int64_t c0, int64_t count, T* best,
+    int32_t* best_index, int64_t bin_stride, int64_t channel_stride) {
+  const int32_t w = static_cast<int32_t>(width);
+  for (int64_t ph = 0; ph < pooled_height; ++ph) {
+    for (int64_t pw = 0; pw < pooled_width; ++pw) {
+      const int64_t bin = ph * pooled_width + pw;
+      const int32_t h0 = hb[2 * ph], h1 = hb[2 * ph + 1], w0 = wb[2 * pw], w1 = wb[2 * pw + 1];
+      const T init = (h1 <= h0 || w1 <= w0) ? T(0) : T(-FLT_MAX);
+      T* m = best + bin * bin_stride;
+      int32_t* a = kArgmax ? best_index + bin * bin_stride : nullptr;
+      int64_t i = 0;
+      for (; i + kRegisterChannels<T> <= count; i += kRegisterChannels<T>) {
+        scan_channels_vector<T, kArgmax>(
+            image + c0 + i, w, channels, h0, h1, w0, w1, init, m + i * channel_stride,
+            kArgmax ? a + i * channel_stride : nullptr, channel_stride);
+      }
+      scan_channels_scalar<T, kArgmax>(
+          image + c0 + i, w, channels, h0, h1, w0, w1, count - i, init, m + i * channel_stride,
+          kArgmax ? a + i * channel_stride : nullptr, channel_stride);
+    }
+  }
+}
+
+#define DETKIT_DEFINE_POOL_BLOCK(T)                                                            \
+  DETKIT_CPU_CLONES void pool_block_cloned(                                                   \
+      const T* image, int64_t width, int64_t channels, const int32_t* hb, const int32_t* wb,  \
+      int64_t pooled_height, int64_t pooled_width, int64_t c0, int64_t count, T* best,        \
+      int32_t* best_index, int64_t bin_stride, int64_t channel_stride) {                      \
+    if (best_index != nullptr) {                                                              \
+      pool_block<T, true>(image, width, channels, hb, wb, pooled_height, pooled_width, c0,    \
+                          count, best, best_index, bin_stride, channel_stride);               \
+    } else {                                                                                  \
+      pool_block<T, false>(image, width, channels, hb, wb, pooled_height, pooled_width, c0,   \
+                           count, best, best_index, bin_stride, channel_stride);              \
+    }                                                                                         \
+  }
+DETKIT_DEFINE_POOL_BLOCK(float)
+DETKIT_DEFINE_POOL_BLOCK(double)
+#undef DETKIT_DEFINE_POOL_BLOCK
+
+// Max pooling over blocks of channels from NHWC input into channels-last
+// ([K, bins, C]) or NCHW ([K, C, bins]) output. `argmax` may be null (inference).
+template <typename T>
+void pool_channel_blocks(
+    const T* input, const std::vector<int32_t>& table, int64_t num_rois, const PoolShape& s,
+    bool channels_last_output, T* output, int32_t* argmax) {
+  const int64_t blocks = (s.channels + kChannelBlock - 1) / kChannelBlock;
+  const int64_t bins = s.bins();
+  const int64_t bin_stride = channels_last_output ? s.channels : 1;
+  const int64_t channel_stride = channels_last_output ? 1 : bins;
+  at::parallel_for(0, num_rois * blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t k = item / blocks;
+      const int64_t c0 = (item % blocks) * kChannelBlock;
+      const int32_t* geo = table.data() + k * s.row_size();
+      const int32_t* hb = geo + 1;
+      const int32_t* wb = hb + 2 * s.pooled_height;
+      const T* image = input + geo[0] * s.height * s.width * s.channels;
+      const int64_t offset = k * bins * s.channels + c0 * channel_stride;
+      pool_block_cloned(image, s.width, s.channels, hb, wb, s.pooled_height, s.pooled_width, c0,
+                        std::min(kChannelBlock, s.channels - c0), output + offset,
+                        argmax == nullptr ? nullptr : argmax + offset, bin_stride,
+                        channel_stride);
+    }
+  });
+}
+
+// Whether transposing a contiguous input to NHWC and pooling channel blocks
+// beats pooling plane by plane. Plane pooling costs a scalar comparison per
+// visited cell plus loop overhead per bin; channel blocks compare a vector of
+// channels at once but pay for the transposing copy and the output scatter.
+bool prefer_channel_blocks(int64_t visited, int64_t num_rois, int64_t num_images, const PoolShape& s) {
+  const int64_t bin_visits = num_rois * s.bins();
+  const int64_t plane_cost = visited + 4 * bin_visits;
+  const int64_t block_cost = 2 * num_images * s.height * s.width + visited / 4 + 2 * bin_visits;
+  return block_cost < plane_cost;
+}
+
+std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
+    const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_height,
+    int64_t pooled_width, bool with_argmax) {
+  check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
+  TORCH_CHECK(
+      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
+      "roi_pool: on CPU the input dtype must be float32 or float64, got ", input.scalar_type(),
+      " (float16/bfloat16 CPU input is pooled in float32 inside torch.autocast('cpu'))");
+  const PoolShape s{input.size(1), input.size(2), input.size(3), pooled_height, pooled_width};
+  const int64_t num_rois = rois.size(0);
+  const at::MemoryFormat format = pooled_memory_format(input);
+  at::Tensor output = at::empty(
+      {num_rois, s.channels, pooled_height, pooled_width}, input.options().memory_format(format));
+  at::Tensor argmax = allocate_argmax(output, with_argmax);
+
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_pool_forward_cpu", [&] {
+    const auto table = build_geometry<scalar_t>(rois, spatial_scale, input.size(0), s);
+    if (output.numel() == 0) {
+      return;
+    }
+    scalar_t* out = output.mutable_data_ptr<scalar_t>();
+    int32_t* arg = with_argmax ? argmax.mutable_data_ptr<int32_t>() : nullptr;
+    if (format == at::MemoryFormat::ChannelsLast) {
+      const at::Tensor nhwc = input.contiguous(at::MemoryFormat::ChannelsLast);
+      pool_channel_blocks(nhwc.const_data_ptr<scalar_t>(), table, num_rois, s, true, out, arg);
+    } else if (prefer_channel_blocks(cells_visited(table, s), num_rois, input.size(0), s)) {
+      const at::Tensor nhwc = input.contiguous(at::MemoryFormat::ChannelsLast);
+      pool_channel_blocks(nhwc.const_data_ptr<scalar_t>(), table, num_rois, s, false, out, arg);
+    } else if (with_argmax) {
+      pool_planes<scalar_t, true>(input.contiguous().const_data_ptr<scalar_t>(), table, num_rois,
+                                  s, out, arg);
+    } else {
+      pool_planes<scalar_t, false>(input.contiguous().const_data_ptr<scalar_t>(), table, num_rois,
+                                   s, out, nullptr);
+    }
+  });
+  return {output, argmax};
+}
+
+// Adds grad[k, c, bin] to grad_input[batch[k], c, argmax[k, c, bin]] for the
+// channels [c_begin, c_end), in (RoI, bin) order for every input element.
+// `grad`, `argmax` and `grad_input` are dense, NCHW or (if `channels_last`)
+// NHWC. Channels are taken a block at a time, sized so that the block of the
+// gradient being accumulated stays in L2 while every RoI adds to it. Returns false if an argmax lies outside
+// the plane (it is skipped).
+template <typename T>
+bool scatter_channels(
+    const T* grad, const int32_t* argmax, const std::vector<int64_t>& batch, const PoolShape& s,
+    T* grad_input, bool channels_last, int64_t c_begin, int64_t c_end) {
+  const int64_t plane = s.height * s.width;
+  const int64_t bins = s.bins();
+  const int64_t channels = s.channels;
+  const int64_t num_rois = static_cast<int64_t>(batch.size());
+  bool outside = false;
+  const int64_t block = std::max<int64_t>(1, kScatterBytes / (plane * sizeof(T)));
+  if (!channels_last) {
+    for (int64_t c0 = c_begin; c0 < c_end; c0 += block) {
+      const int64_t c1 = std::min(c0 + block, c_end);
+      for (int64_t k = 0; k < num_rois; ++k) {
+        for (int64_t c = c0; c < c1; ++c) {
+          const T* g = grad + (k * channels + c) * bins;
+          const int32_t* a = argmax + (k * channels + c) * bins;
+          T* target = grad_input + (batch[k] * channels + c) * plane;
+          for (int64_t b = 0; b < bins; ++b) {
+            outside |= a[b] >= plane;
+            if (a[b] >= 0 && a[b] < plane) target[a[b]] += g[b];
+          }
+        }
+      }
+    }
+    return !outside;
+  }
+  for (int64_t c0 = c_begin; c0 < c_end; c0 += block) {
+    const int64_t c1 = std::min(c0 + block, c_end);
+    for (int64_t k = 0; k < num_rois; ++k) {
+      T* target = grad_input + batch[k] * plane * channels;
+      for (int64_t b = 0; b < bins; ++b) {
+        const T* g = grad + (k * bins + b) * channels;
+        const int32_t* a = argmax + (k * bins + b) * channels;
+        for (int64_t c = c0; c < c1; ++c) {
+          outside |= a[c] >= plane;
+          if (a[c] >= 0 && a[c] < plane) target[a[c] * channels + c] += g[c];
+        }
+      }
+    }
+  }
+  return !outside;
+}
+
+at::Tensor roi_pool_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& rois, const at::Tensor& argmax,
+    double spatial_scale, int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
+    int64_t channels, int64_t height, int64_t width) {
+  check_backward_args(grad, rois, argmax, spatial_scale, pooled_height, pooled_width,
+                      batch_size, channels, height, width);
+  TORCH_CHECK(
+      grad.scalar_type() == at::kFloat || grad.scalar_type() == at::kDouble,
+      "roi_pool: on CPU the grad dtype must be float32 or float64, got ", grad.scalar_type());
+  const at::MemoryFormat format = pooled_memory_format(argmax);
+  // at::zeros would drop the memory format: allocate, then zero.
+  at::Tensor grad_input =
+      at::empty({batch_size, channels, height, width}, grad.options().memory_format(format))
+          .zero_();
+  const PoolShape s{channels, height, width, pooled_height, pooled_width};
+
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_pool_backward_cpu", [&] {
+    const auto table = build_geometry<scalar_t>(rois, spatial_scale, batch_size, s);
+    if (grad.numel() == 0) {
+      return;
+    }
+    std::vector<int64_t> batch(rois.size(0));
+    for (size_t k = 0; k < batch.size(); ++k) batch[k] = table[k * s.row_size()];
+    const at::Tensor grad_dense = grad.contiguous(format);
+    const at::Tensor argmax_dense = argmax.contiguous(format);
+    std::atomic<bool> valid{true};
+    at::parallel_for(0, channels, 1, [&](int64_t c_begin, int64_t c_end) {
+      if (!scatter_channels(grad_dense.const_data_ptr<scalar_t>(),
+                            argmax_dense.const_data_ptr<int32_t>(), batch, s,
+                            grad_input.mutable_data_ptr<scalar_t>(),
+                            format == at::MemoryFormat::ChannelsLast, c_begin, c_end)) {
+        valid = false;
+      }
+    });
+    TORCH_CHECK_VALUE(
+        valid, "roi_pool: argmax holds indices outside the ", height, " x ", width,
+        " feature map; pass the argmax that roi_pool_forward returned");
+  });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(detkit, CPU, m) {
+  m.impl("roi_pool_forward", &roi_pool_forward_cpu);
+  m.impl("roi_pool_backward", &roi_pool_backward_cpu);
+}
+
+}  // namespace roi_pool
+}  // namespace detkit
