@@ -274,17 +274,34 @@ DETKIT_DEFINE_POOL_BLOCK(float)
 DETKIT_DEFINE_POOL_BLOCK(double)
 #undef DETKIT_DEFINE_POOL_BLOCK
 
-// Max pooling over blocks of channels from NHWC input into channels-last
-// ([K, bins, C]) or NCHW ([K, C, bins]) output. `argmax` may be null (inference).
+// Writes the [rows, cols] tile transposed to out[cols, rows].
+template <typename V>
+void transpose_tile(const V* tile, int64_t rows, int64_t cols, V* out) {
+  constexpr int64_t kStep = 8;
+  for (int64_t c0 = 0; c0 < cols; c0 += kStep) {
+    const int64_t c1 = std::min(c0 + kStep, cols);
+    for (int64_t r = 0; r < rows; ++r) {
+      for (int64_t c = c0; c < c1; ++c) out[c * rows + r] = tile[r * cols + c];
+    }
+  }
+}
+
+// Max pooling over blocks of channels into channels-last ([K, bins, C]) or
+// NCHW ([K, C, bins]) output. The input is NHWC, or, when `blocked`, split
+// into channel blocks [N, C / kChannelBlock, H, W, kChannelBlock] so that a
+// block's cells lie next to each other in memory. `argmax` may be null.
 template <typename T>
 void pool_channel_blocks(
-    const T* input, const std::vector<int32_t>& table, int64_t num_rois, const PoolShape& s,
-    bool channels_last_output, T* output, int32_t* argmax) {
+    const T* input, bool blocked, const std::vector<int32_t>& table, int64_t num_rois,
+    const PoolShape& s, bool channels_last_output, T* output, int32_t* argmax) {
   const int64_t blocks = (s.channels + kChannelBlock - 1) / kChannelBlock;
   const int64_t bins = s.bins();
   const int64_t bin_stride = channels_last_output ? s.channels : 1;
   const int64_t channel_stride = channels_last_output ? 1 : bins;
   at::parallel_for(0, num_rois * blocks, 1, [&](int64_t begin, int64_t end) {
+    // NCHW output: pool into a channels-last tile, then write it out transposed.
+    std::vector<T> tile(channels_last_output ? 0 : bins * kChannelBlock);
+    std::vector<int32_t> tile_index(argmax == nullptr ? 0 : tile.size());
     for (int64_t item = begin; item < end; ++item) {
       const int64_t k = item / blocks;
       const int64_t c0 = (item % blocks) * kChannelBlock;
@@ -293,12 +310,37 @@ void pool_channel_blocks(
       const int32_t* wb = hb + 2 * s.pooled_height;
       const T* image = input + geo[0] * s.height * s.width * s.channels;
       const int64_t offset = k * bins * s.channels + c0 * channel_stride;
-      pool_block_cloned(image, s.width, s.channels, hb, wb, s.pooled_height, s.pooled_width, c0,
-                        std::min(kChannelBlock, s.channels - c0), output + offset,
-                        argmax == nullptr ? nullptr : argmax + offset, bin_stride,
-                        channel_stride);
+      // Where the block's first channel lies, and the distance between cells.
+      const T* block_image = blocked ? image + c0 * s.height * s.width : image + c0;
+      const int64_t cell_stride = blocked ? kChannelBlock : s.channels;
+      const int64_t count = std::min(kChannelBlock, s.channels - c0);
+      if (channels_last_output) {
+        pool_block_cloned(block_image, s.width, cell_stride, hb, wb, s.pooled_height,
+                          s.pooled_width, 0, count, output + offset,
+                          argmax == nullptr ? nullptr : argmax + offset, bin_stride, 1);
+        continue;
+      }
+      pool_block_cloned(block_image, s.width, cell_stride, hb, wb, s.pooled_height,
+                        s.pooled_width, 0, count, tile.data(),
+                        argmax == nullptr ? nullptr : tile_index.data(), count, 1);
+      transpose_tile(tile.data(), bins, count, output + offset);
+      if (argmax != nullptr) {
+        transpose_tile(tile_index.data(), bins, count, argmax + offset);
+      }
     }
   });
+}
+
+// A copy of NCHW `input` that pool_channel_blocks reads well: channel-blocked
+// [N, C / kChannelBlock, H, W, kChannelBlock] when the blocks divide C, else NHWC.
+at::Tensor channel_blocked(const at::Tensor& input) {
+  const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
+  if (c % kChannelBlock != 0) {
+    return input.contiguous(at::MemoryFormat::ChannelsLast);
+  }
+  return input.reshape({n, c / kChannelBlock, kChannelBlock, h, w})
+      .permute({0, 1, 3, 4, 2})
+      .contiguous();
 }
 
 // Whether transposing a contiguous input to NHWC and pooling channel blocks
@@ -336,10 +378,12 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
     int32_t* arg = with_argmax ? argmax.mutable_data_ptr<int32_t>() : nullptr;
     if (format == at::MemoryFormat::ChannelsLast) {
       const at::Tensor nhwc = input.contiguous(at::MemoryFormat::ChannelsLast);
-      pool_channel_blocks(nhwc.const_data_ptr<scalar_t>(), table, num_rois, s, true, out, arg);
+      pool_channel_blocks(nhwc.const_data_ptr<scalar_t>(), false, table, num_rois, s, true, out,
+                          arg);
     } else if (prefer_channel_blocks(cells_visited(table, s), num_rois, input.size(0), s)) {
-      const at::Tensor nhwc = input.contiguous(at::MemoryFormat::ChannelsLast);
-      pool_channel_blocks(nhwc.const_data_ptr<scalar_t>(), table, num_rois, s, false, out, arg);
+      const at::Tensor copy = channel_blocked(input);
+      pool_channel_blocks(copy.const_data_ptr<scalar_t>(), copy.dim() == 5, table, num_rois, s,
+                          false, out, arg);
     } else if (with_argmax) {
       pool_planes<scalar_t, true>(input.contiguous().const_data_ptr<scalar_t>(), table, num_rois,
                                   s, out, arg);
