@@ -30,7 +30,10 @@ __all__ = ["ROIPool", "roi_pool"]
 
 
 def _output_size(output_size: int | Sequence[int]) -> tuple[int, int]:
-    size = (output_size, output_size) if isinstance(output_size, int) else tuple(output_size)
+    if isinstance(output_size, int):
+        size = (output_size, output_size)
+    else:
+        size = tuple(output_size) if isinstance(output_size, Sequence) else ()
     if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
         raise ValueError(
             f"roi_pool: output_size must be a positive int or a pair (h, w) of positive ints, "
@@ -86,6 +89,17 @@ def _roi_pool_forward_fake(
     torch._check(
         rois.dim() == 2 and rois.shape[1] == 5,
         lambda: f"roi_pool: rois must be a Tensor[K, 5], got shape {tuple(rois.shape)}",
+    )
+    torch._check(
+        input.device == rois.device,
+        lambda: f"roi_pool: input and rois must be on the same device, got input on "
+        f"{input.device} and rois on {rois.device}",
+    )
+    torch._check(
+        rois.dtype == input.dtype
+        or (input.dtype in (torch.float16, torch.bfloat16) and rois.dtype == torch.float32),
+        lambda: f"roi_pool: rois dtype must match the input dtype (float16/bfloat16 input also "
+        f"takes float32 rois), got input {input.dtype} and rois {rois.dtype}",
     )
     torch._check(
         pooled_height > 0 and pooled_width > 0,
