@@ -92,14 +92,18 @@ def _roi_pool_forward_fake(
     )
     torch._check(
         input.device == rois.device,
-        lambda: f"roi_pool: input and rois must be on the same device, got input on "
-        f"{input.device} and rois on {rois.device}",
+        lambda: (
+            f"roi_pool: input and rois must be on the same device, got input on "
+            f"{input.device} and rois on {rois.device}"
+        ),
     )
     torch._check(
         rois.dtype == input.dtype
         or (input.dtype in (torch.float16, torch.bfloat16) and rois.dtype == torch.float32),
-        lambda: f"roi_pool: rois dtype must match the input dtype (float16/bfloat16 input also "
-        f"takes float32 rois), got input {input.dtype} and rois {rois.dtype}",
+        lambda: (
+            f"roi_pool: rois dtype must match the input dtype (float16/bfloat16 input also "
+            f"takes float32 rois), got input {input.dtype} and rois {rois.dtype}"
+        ),
     )
     torch._check(
         pooled_height > 0 and pooled_width > 0,

@@ -39,12 +39,16 @@ cuda::Strides4 strides_of(const at::Tensor& t) {
   return {t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
-// The per-RoI geometry table on the device; fails a device assert on bad RoIs.
-at::Tensor geometry_table(const at::Tensor& rois, double spatial_scale, const cuda::PoolShape& s) {
+// The forward kernel keeps an RoI's geometry row in (48 KiB of) shared memory.
+void check_shared_geometry(const cuda::PoolShape& s) {
   TORCH_CHECK(
       geometry_row_size(s.pooled_height, s.pooled_width) * sizeof(int32_t) <= 48 * 1024,
       "roi_pool: a pooled size of ", s.pooled_height, " x ", s.pooled_width,
       " is too large for the CUDA kernel");
+}
+
+// The per-RoI geometry table on the device; fails a device assert on bad RoIs.
+at::Tensor geometry_table(const at::Tensor& rois, double spatial_scale, const cuda::PoolShape& s) {
   const at::Tensor rois_c = rois.contiguous();
   at::Tensor table = at::empty(
       {s.num_rois, geometry_row_size(s.pooled_height, s.pooled_width)},
@@ -74,11 +78,13 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cuda(
   if (s.num_rois == 0) {
     return {output, argmax};
   }
-  const at::Tensor table = geometry_table(rois, spatial_scale, s);
+  check_shared_geometry(s);
   const at::Tensor features = input.contiguous(format);
+  const at::Tensor rois_c = rois.contiguous();
   C10_CUDA_CHECK(cuda::launch_forward(
-      dtype, features.const_data_ptr(), format == at::MemoryFormat::ChannelsLast,
-      table.const_data_ptr<int32_t>(), s, output.mutable_data_ptr(),
+      dtype, to_kernel_dtype(rois.scalar_type()), features.const_data_ptr(),
+      rois_c.const_data_ptr(), spatial_scale, format == at::MemoryFormat::ChannelsLast, s,
+      output.mutable_data_ptr(),
       with_argmax ? argmax.mutable_data_ptr<int32_t>() : nullptr,
       c10::cuda::getCurrentCUDAStream()));
   return {output, argmax};
@@ -100,8 +106,8 @@ at::Tensor roi_pool_backward_cuda(
   if (grad.numel() == 0) {
     return at::empty({batch_size, channels, height, width}, options).zero_();
   }
-  const at::Tensor table = geometry_table(rois, spatial_scale, s);
   if (at::globalContext().deterministicAlgorithms()) {
+    const at::Tensor table = geometry_table(rois, spatial_scale, s);
     at::Tensor grad_input = at::empty({batch_size, channels, height, width}, options);
     C10_CUDA_CHECK(cuda::launch_backward_gather(
         dtype, grad.const_data_ptr(), strides_of(grad), argmax.const_data_ptr<int32_t>(),
@@ -115,10 +121,11 @@ at::Tensor roi_pool_backward_cuda(
   at::Tensor accumulator =
       at::empty({batch_size, channels, height, width}, reduced ? options.dtype(at::kFloat) : options)
           .zero_();
+  const at::Tensor rois_c = rois.contiguous();
   C10_CUDA_CHECK(cuda::launch_backward_atomic(
-      dtype, grad.const_data_ptr(), strides_of(grad), argmax.const_data_ptr<int32_t>(),
-      strides_of(argmax), table.const_data_ptr<int32_t>(), s, accumulator.mutable_data_ptr(),
-      strides_of(accumulator), stream));
+      dtype, to_kernel_dtype(rois.scalar_type()), grad.const_data_ptr(), strides_of(grad),
+      argmax.const_data_ptr<int32_t>(), strides_of(argmax), rois_c.const_data_ptr(), s,
+      accumulator.mutable_data_ptr(), strides_of(accumulator), stream));
   return reduced ? accumulator.to(grad.scalar_type()) : accumulator;
 }
 

@@ -54,6 +54,11 @@ struct Scalar<__nv_bfloat16> {
   __device__ static __nv_bfloat16 store(float v) { return __float2bfloat16(v); }
 };
 
+// Calls f(T{}, R{}) with the storage types of the features and the RoIs:
+// the RoIs have the features' type, or float32 for float16/bfloat16 features.
+template <typename F>
+cudaError_t dispatch_with_rois(DType dtype, DType roi_dtype, F&& f);
+
 // Calls f(T{}) with the storage type named by `dtype`.
 template <typename F>
 cudaError_t dispatch(DType dtype, F&& f) {
@@ -70,19 +75,23 @@ cudaError_t dispatch(DType dtype, F&& f) {
   return cudaErrorInvalidValue;
 }
 
+template <typename F>
+cudaError_t dispatch_with_rois(DType dtype, DType roi_dtype, F&& f) {
+  return dispatch(dtype, [&](auto tag) {
+    using T = decltype(tag);
+    return roi_dtype == dtype ? f(tag, tag) : f(tag, float{});
+  });
+}
+
 int64_t ceil_div(int64_t a, int64_t b) {
   return (a + b - 1) / b;
 }
 
+// Writes the geometry-table row of one RoI; a bad batch index or corner
+// fails the device assert.
 template <typename R>
-__global__ void geometry_kernel(
-    const R* __restrict__ rois, double spatial_scale, PoolShape s, int32_t* __restrict__ table) {
+__device__ void roi_geometry(const R* roi, double spatial_scale, const PoolShape& s, int32_t* row) {
   using T = typename Scalar<R>::compute;
-  const int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (k >= s.num_rois) {
-    return;
-  }
-  const R* roi = rois + 5 * k;
   const T batch = Scalar<R>::load(roi[0]);
   const T x1 = Scalar<R>::load(roi[1]);
   const T y1 = Scalar<R>::load(roi[2]);
@@ -91,7 +100,6 @@ __global__ void geometry_kernel(
   const bool valid = is_valid_batch_index(batch, s.num_images) && isfinite(x1) &&
       isfinite(y1) && isfinite(x2) && isfinite(y2);
   assert(valid && "roi_pool: rois need an integer batch index in [0, N) and finite corners");
-  int32_t* row = table + k * geometry_row_size(s.pooled_height, s.pooled_width);
   if (!valid) {  // never reached while the assert is on; still, read nothing outside the input
     for (int64_t i = 0; i < geometry_row_size(s.pooled_height, s.pooled_width); ++i) row[i] = 0;
     return;
@@ -100,15 +108,26 @@ __global__ void geometry_kernel(
                        s.pooled_height, s.pooled_width, row);
 }
 
-template <typename T, bool kChannelsLast>
+template <typename R>
+__global__ void geometry_kernel(
+    const R* __restrict__ rois, double spatial_scale, PoolShape s, int32_t* __restrict__ table) {
+  const int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
+  if (k < s.num_rois) {
+    roi_geometry(rois + 5 * k, spatial_scale, s,
+                 table + k * geometry_row_size(s.pooled_height, s.pooled_width));
+  }
+}
+
+template <typename T, typename R, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads) forward_kernel(
-    const T* __restrict__ input, const int32_t* __restrict__ table, PoolShape s,
+    const T* __restrict__ input, const R* __restrict__ rois, double spatial_scale, PoolShape s,
     int64_t outputs_per_block, T* __restrict__ output, int32_t* __restrict__ argmax) {
   using C = typename Scalar<T>::compute;
   extern __shared__ int32_t geometry[];
-  const int row_size = static_cast<int>(geometry_row_size(s.pooled_height, s.pooled_width));
   const int64_t k = blockIdx.x;
-  for (int i = threadIdx.x; i < row_size; i += blockDim.x) geometry[i] = table[k * row_size + i];
+  if (threadIdx.x == 0) {
+    roi_geometry(rois + 5 * k, spatial_scale, s, geometry);
+  }
   __syncthreads();
 
   const int32_t* hb = geometry + 1;
@@ -177,13 +196,12 @@ __device__ __forceinline__ int64_t offset(const Strides4& st, int64_t n, int64_t
   return n * st.n + c * st.c + h * st.h + w * st.w;
 }
 
-template <typename T, bool kChannelsLast>
+template <typename T, typename R, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads) backward_atomic_kernel(
     const T* __restrict__ grad, Strides4 gs, const int32_t* __restrict__ argmax, Strides4 as,
-    const int32_t* __restrict__ table, PoolShape s, typename Scalar<T>::compute* grad_input,
+    const R* __restrict__ rois, PoolShape s, typename Scalar<T>::compute* grad_input,
     Strides4 is) {
   const int64_t total = s.num_rois * s.channels * s.pooled_height * s.pooled_width;
-  const int64_t row_size = geometry_row_size(s.pooled_height, s.pooled_width);
   const int64_t plane = s.height * s.width;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
@@ -193,7 +211,13 @@ __global__ void __launch_bounds__(kThreads) backward_atomic_kernel(
     if (index < 0 || index >= plane) {  // empty bin (argmax from forward is never >= plane)
       continue;
     }
-    atomicAdd(grad_input + table[k * row_size] * is.n + c * is.c + index * is.w,
+    const auto batch = Scalar<R>::load(rois[5 * k]);
+    const bool valid = is_valid_batch_index(batch, s.num_images);
+    assert(valid && "roi_pool: rois need an integer batch index in [0, N)");
+    if (!valid) {
+      continue;
+    }
+    atomicAdd(grad_input + static_cast<int64_t>(batch) * is.n + c * is.c + index * is.w,
               Scalar<T>::load(grad[offset(gs, k, c, ph, pw)]));
   }
 }
@@ -270,8 +294,9 @@ cudaError_t launch_geometry(
 }
 
 cudaError_t launch_forward(
-    DType dtype, const void* input, bool channels_last, const int32_t* table,
-    const PoolShape& shape, void* output, int32_t* argmax, cudaStream_t stream) {
+    DType dtype, DType roi_dtype, const void* input, const void* rois, double spatial_scale,
+    bool channels_last, const PoolShape& shape, void* output, int32_t* argmax,
+    cudaStream_t stream) {
   const int64_t per_roi = shape.channels * shape.pooled_height * shape.pooled_width;
   if (shape.num_rois == 0 || per_roi == 0) {
     return cudaSuccess;
@@ -280,22 +305,26 @@ cudaError_t launch_forward(
       std::max(kThreads * kOutputsPerThread, ceil_div(per_roi, kMaxGridY));
   const dim3 grid(static_cast<unsigned>(shape.num_rois), static_cast<unsigned>(ceil_div(per_roi, per_block)));
   const size_t shared = sizeof(int32_t) * geometry_row_size(shape.pooled_height, shape.pooled_width);
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_with_rois(dtype, roi_dtype, [&](auto tag, auto roi_tag) {
     using T = decltype(tag);
+    using R = decltype(roi_tag);
     const T* in = static_cast<const T*>(input);
+    const R* r = static_cast<const R*>(rois);
     T* out = static_cast<T*>(output);
     if (channels_last) {
-      forward_kernel<T, true><<<grid, kThreads, shared, stream>>>(in, table, shape, per_block, out, argmax);
+      forward_kernel<T, R, true><<<grid, kThreads, shared, stream>>>(
+          in, r, spatial_scale, shape, per_block, out, argmax);
     } else {
-      forward_kernel<T, false><<<grid, kThreads, shared, stream>>>(in, table, shape, per_block, out, argmax);
+      forward_kernel<T, R, false><<<grid, kThreads, shared, stream>>>(
+          in, r, spatial_scale, shape, per_block, out, argmax);
     }
     return cudaGetLastError();
   });
 }
 
 cudaError_t launch_backward_atomic(
-    DType dtype, const void* grad, Strides4 grad_strides, const int32_t* argmax,
-    Strides4 argmax_strides, const int32_t* table, const PoolShape& shape, void* grad_input,
+    DType dtype, DType roi_dtype, const void* grad, Strides4 grad_strides, const int32_t* argmax,
+    Strides4 argmax_strides, const void* rois, const PoolShape& shape, void* grad_input,
     Strides4 input_strides, cudaStream_t stream) {
   const int64_t total = shape.num_rois * shape.channels * shape.pooled_height * shape.pooled_width;
   if (total == 0) {
@@ -303,17 +332,19 @@ cudaError_t launch_backward_atomic(
   }
   // Walk outputs in the order of argmax's memory: channels fastest if channels-last.
   const bool channels_last = argmax_strides.c == 1 && shape.channels > 1;
-  return dispatch(dtype, [&](auto tag) {
+  return dispatch_with_rois(dtype, roi_dtype, [&](auto tag, auto roi_tag) {
     using T = decltype(tag);
+    using R = decltype(roi_tag);
     using A = typename Scalar<T>::compute;
     const T* g = static_cast<const T*>(grad);
+    const R* r = static_cast<const R*>(rois);
     A* gi = static_cast<A*>(grad_input);
     if (channels_last) {
-      backward_atomic_kernel<T, true><<<grid_for(total), kThreads, 0, stream>>>(
-          g, grad_strides, argmax, argmax_strides, table, shape, gi, input_strides);
+      backward_atomic_kernel<T, R, true><<<grid_for(total), kThreads, 0, stream>>>(
+          g, grad_strides, argmax, argmax_strides, r, shape, gi, input_strides);
     } else {
-      backward_atomic_kernel<T, false><<<grid_for(total), kThreads, 0, stream>>>(
-          g, grad_strides, argmax, argmax_strides, table, shape, gi, input_strides);
+      backward_atomic_kernel<T, R, false><<<grid_for(total), kThreads, 0, stream>>>(
+          g, grad_strides, argmax, argmax_strides, r, shape, gi, input_strides);
     }
     return cudaGetLastError();
   });

@@ -30,16 +30,19 @@ cudaError_t launch_geometry(
 
 // Max-pools `input` (NCHW, or NHWC when `channels_last`) into `output` and
 // `argmax` laid out in the same format; `argmax` may be null (inference).
+// Each block computes its RoI's geometry row in shared memory. `rois` has the
+// input's type, or float32 for float16/bfloat16 input.
 cudaError_t launch_forward(
-    DType dtype, const void* input, bool channels_last, const int32_t* table,
-    const PoolShape& shape, void* output, int32_t* argmax, cudaStream_t stream);
+    DType dtype, DType roi_dtype, const void* input, const void* rois, double spatial_scale,
+    bool channels_last, const PoolShape& shape, void* output, int32_t* argmax,
+    cudaStream_t stream);
 
 // Adds every output gradient to its argmax input element with atomics.
 // `grad_input` (zero-filled) has the float32 type for float16/bfloat16 grads,
 // else the grad's type.
 cudaError_t launch_backward_atomic(
-    DType dtype, const void* grad, Strides4 grad_strides, const int32_t* argmax,
-    Strides4 argmax_strides, const int32_t* table, const PoolShape& shape, void* grad_input,
+    DType dtype, DType roi_dtype, const void* grad, Strides4 grad_strides, const int32_t* argmax,
+    Strides4 argmax_strides, const void* rois, const PoolShape& shape, void* grad_input,
     Strides4 input_strides, cudaStream_t stream);
 
 // Writes every input gradient element by gathering the outputs that chose it,
