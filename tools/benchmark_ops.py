@@ -7,8 +7,9 @@ Before timing, each shape checks that both ops give exactly the same outputs and
 a mismatch aborts with exit status 1. The two ops are timed in alternation (tv, detkit, tv, …) so
 that a noisy machine slows both alike, and the median of the repeats is reported. Passes:
 forward at inference (no gradient needed), forward at training (input requires a gradient, so
-the argmax is kept), backward alone, and forward+backward. On CUDA the forward's effective
-memory bandwidth is printed next to the device's peak.
+the argmax is kept), backward alone, forward+backward, and the bare operators (forward with
+argmax, backward) without the Python wrapper and autograd around them. On CUDA the forward's
+effective memory bandwidth is printed next to the device's peak.
 """
 
 from __future__ import annotations
@@ -153,11 +154,28 @@ def time_pair(
 
 
 def passes(x: Tensor, rois: Tensor, grad: Tensor) -> dict[str, dict[str, Callable[[], object]]]:
-    """The timed work of each pass, for both ops."""
+    """The timed work of each pass, for both implementations.
+
+    The "op" passes call the registered operators directly (forward with argmax, and
+    backward), without the Python wrappers and the autograd machinery around them.
+    """
     leaf = x.detach().clone().requires_grad_()
+    size = (OUTPUT_SIZE, OUTPUT_SIZE)
+    raw = {
+        "torchvision": (
+            lambda: torch.ops.torchvision.roi_pool(x, rois, SPATIAL_SCALE, *size),
+            torch.ops.torchvision._roi_pool_backward,
+        ),
+        "detkit": (
+            lambda: torch.ops.detkit.roi_pool_forward(x, rois, SPATIAL_SCALE, *size, True),
+            torch.ops.detkit.roi_pool_backward,
+        ),
+    }
     calls = {}
     for name, pool in (("torchvision", pool_torchvision), ("detkit", pool_detkit)):
         out = pool(leaf, rois)  # kept for the backward-only pass
+        op_forward, op_backward = raw[name]
+        argmax = op_forward()[1]
 
         def infer(pool=pool) -> Tensor:
             with torch.no_grad():
@@ -169,11 +187,16 @@ def passes(x: Tensor, rois: Tensor, grad: Tensor) -> dict[str, dict[str, Callabl
         def forward_backward(pool=pool) -> object:
             return torch.autograd.grad(pool(leaf, rois), leaf, grad)
 
+        def backward_op(op_backward=op_backward, argmax=argmax) -> Tensor:
+            return op_backward(grad, rois, argmax, SPATIAL_SCALE, *size, *x.shape)
+
         calls[name] = {
             "forward (inference)": infer,
             "forward (training)": lambda pool=pool: pool(leaf, rois),
             "backward": backward,
             "forward+backward": forward_backward,
+            "op forward": op_forward,
+            "op backward": backward_op,
         }
     return {p: {n: calls[n][p] for n in calls} for p in calls["detkit"]}
 
@@ -205,8 +228,8 @@ def benchmark(device: torch.device, shape: Shape, repeat: int) -> list[Row]:
     for what, fns in passes(x, rois, grad).items():
         tv_ms, dk_ms = time_pair(device, fns["torchvision"], fns["detkit"], repeat)
         row = Row(device.type, shape.name, what, tv_ms, dk_ms, tv_ms / dk_ms)
-        if device.type == "cuda" and what.startswith("forward ("):
-            moved = forward_bytes(shape, x.element_size(), what == "forward (training)")
+        if device.type == "cuda" and "forward" in what and "backward" not in what:
+            moved = forward_bytes(shape, x.element_size(), what != "forward (inference)")
             # torchvision always writes the argmax, so its minimum includes it
             tv_moved = forward_bytes(shape, x.element_size(), True)
             row.detkit_gbps = moved / dk_ms / 1e6
