@@ -16,11 +16,14 @@ bool is_reduced_float(at::ScalarType t) {
   return t == at::kHalf || t == at::kBFloat16;
 }
 
-void check_pooled_size(int64_t pooled_height, int64_t pooled_width) {
+void check_pooling(double spatial_scale, int64_t pooled_height, int64_t pooled_width) {
   TORCH_CHECK_VALUE(
       pooled_height > 0 && pooled_width > 0,
       "roi_pool: pooled_height and pooled_width must be positive, got (", pooled_height, ", ",
       pooled_width, ")");
+  TORCH_CHECK_VALUE(
+      std::isfinite(spatial_scale) && spatial_scale > 0,
+      "roi_pool: spatial_scale must be a positive finite number, got ", spatial_scale);
 }
 
 void check_rois(const at::Tensor& rois, const at::Tensor& features, const char* features_name) {
@@ -53,10 +56,7 @@ void check_forward_args(
       at::isFloatingType(input.scalar_type()),
       "roi_pool: input must have a floating-point dtype, got ", input.scalar_type());
   check_rois(rois, input, "input");
-  check_pooled_size(pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(
-      std::isfinite(spatial_scale) && spatial_scale > 0,
-      "roi_pool: spatial_scale must be a positive finite number, got ", spatial_scale);
+  check_pooling(spatial_scale, pooled_height, pooled_width);
   TORCH_CHECK_VALUE(
       input.size(2) * input.size(3) <= std::numeric_limits<int32_t>::max(),
       "roi_pool: a feature map of ", input.size(2), " x ", input.size(3),
@@ -68,10 +68,7 @@ void check_backward_args(
     double spatial_scale, int64_t pooled_height, int64_t pooled_width, int64_t batch_size,
     int64_t channels, int64_t height, int64_t width) {
   check_rois(rois, grad, "grad");
-  check_pooled_size(pooled_height, pooled_width);
-  TORCH_CHECK_VALUE(
-      std::isfinite(spatial_scale) && spatial_scale > 0,
-      "roi_pool: spatial_scale must be a positive finite number, got ", spatial_scale);
+  check_pooling(spatial_scale, pooled_height, pooled_width);
   TORCH_CHECK_VALUE(
       batch_size >= 0 && channels >= 0 && height >= 0 && width >= 0,
       "roi_pool: input sizes must be non-negative, got [", batch_size, ", ", channels, ", ",

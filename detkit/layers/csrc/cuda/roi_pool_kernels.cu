@@ -170,25 +170,26 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
   }
 }
 
-// Splits flat index e of a [K, C, PH, PW] tensor stored NCHW (or NHWC when
-// kChannelsLast) into its coordinates.
+// Splits flat index e of an [n, channels, height, width] tensor stored NCHW
+// (or NHWC when kChannelsLast) into its coordinates.
 template <bool kChannelsLast>
-__device__ __forceinline__ void pooled_coordinates(
-    int64_t e, const PoolShape& s, int64_t& k, int64_t& c, int64_t& ph, int64_t& pw) {
+__device__ __forceinline__ void unflatten(
+    int64_t e, int64_t channels, int64_t height, int64_t width, int64_t& n, int64_t& c,
+    int64_t& h, int64_t& w) {
   if (kChannelsLast) {
-    c = e % s.channels;
-    e /= s.channels;
-    pw = e % s.pooled_width;
-    e /= s.pooled_width;
-    ph = e % s.pooled_height;
-    k = e / s.pooled_height;
+    c = e % channels;
+    e /= channels;
+    w = e % width;
+    e /= width;
+    h = e % height;
+    n = e / height;
   } else {
-    pw = e % s.pooled_width;
-    e /= s.pooled_width;
-    ph = e % s.pooled_height;
-    e /= s.pooled_height;
-    c = e % s.channels;
-    k = e / s.channels;
+    w = e % width;
+    e /= width;
+    h = e % height;
+    e /= height;
+    c = e % channels;
+    n = e / channels;
   }
 }
 
@@ -206,7 +207,7 @@ __global__ void __launch_bounds__(kThreads) backward_atomic_kernel(
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
     int64_t k, c, ph, pw;
-    pooled_coordinates<kChannelsLast>(e, s, k, c, ph, pw);
+    unflatten<kChannelsLast>(e, s.channels, s.pooled_height, s.pooled_width, k, c, ph, pw);
     const int32_t index = argmax[offset(as, k, c, ph, pw)];
     if (index < 0 || index >= plane) {  // empty bin (argmax from forward is never >= plane)
       continue;
@@ -231,22 +232,8 @@ __global__ void __launch_bounds__(kThreads) backward_gather_kernel(
   const int64_t row_size = geometry_row_size(s.pooled_height, s.pooled_width);
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
        e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    int64_t rest = e, n, c, h, w;
-    if (kChannelsLast) {
-      c = rest % s.channels;
-      rest /= s.channels;
-      w = rest % s.width;
-      rest /= s.width;
-      h = rest % s.height;
-      n = rest / s.height;
-    } else {
-      w = rest % s.width;
-      rest /= s.width;
-      h = rest % s.height;
-      rest /= s.height;
-      c = rest % s.channels;
-      n = rest / s.channels;
-    }
+    int64_t n, c, h, w;
+    unflatten<kChannelsLast>(e, s.channels, s.height, s.width, n, c, h, w);
     const int32_t index = static_cast<int32_t>(h * s.width + w);
     C sum = C(0);
     for (int64_t k = 0; k < s.num_rois; ++k) {
