@@ -4,9 +4,9 @@
 //  * pool_planes walks one (RoI, channel) plane at a time: cheapest when the
 //    RoIs cover little of a contiguous (NCHW) map;
 //  * pool_channel_blocks walks each bin's cells once and takes the max of a
-//    block of channels at a time, a loop the compiler vectorises. It reads
-//    channels-last (NHWC) memory; a contiguous input is transposed to NHWC
-//    first when the RoIs cover enough of the map to pay for the copy.
+//    block of channels at a time in vector registers. It reads channels-last
+//    (NHWC) memory; a contiguous input is first copied into channel blocks
+//    when the RoIs cover enough of the map to pay for the copy.
 // Both parallelise over independent outputs. Backward parallelises over
 // channels, so no two threads touch the same input element, and adds every
 // element's contributions in (RoI, bin) order: deterministic and bitwise

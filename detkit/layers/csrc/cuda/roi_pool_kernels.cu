@@ -1,16 +1,17 @@
 // CUDA kernels of detkit's RoI max pooling.
 //
-// forward: one block per (RoI, slice of the RoI's outputs). The block loads
-//   the RoI's bin bounds from the geometry table into shared memory once;
-//   each thread then computes outputs in memory order, so writes coalesce
+// forward: one block per (RoI, slice of the RoI's outputs). One thread puts
+//   the RoI's bin bounds into shared memory (the geometry table's row, built
+//   in place); each thread then computes outputs in memory order, so writes coalesce
 //   (and, for channels-last input, so do reads: consecutive threads take
 //   consecutive channels of the same cell). No output or argmax zero-fill.
 // backward, atomic (default): one thread per output gradient, atomicAdd into
-//   the input gradient (float32 accumulation for float16/bfloat16).
+//   the input gradient (float32 accumulation for float16/bfloat16); the batch
+//   index is read from the RoI row.
 // backward, gather (torch.use_deterministic_algorithms(True)): one thread per
 //   input-gradient element sums, in (RoI, bin) order, the gradients of the
 //   outputs whose argmax is that element: no atomics, bitwise reproducible,
-//   slower when RoIs are many.
+//   slower when RoIs are many. It reads the whole geometry table (launch_geometry).
 #undef NDEBUG  // keep the device assert on bad RoIs in release builds
 #include <algorithm>
 #include <cassert>

@@ -23,7 +23,8 @@ struct PoolShape {
 };
 
 // Writes the geometry table [num_rois, geometry_row_size] (roi_pool_geometry.h)
-// for `rois` [num_rois, 5]. A bad batch index or corner fails a device assert.
+// for `rois` [num_rois, 5], which the deterministic backward reads. A bad batch
+// index or corner fails a device assert.
 cudaError_t launch_geometry(
     DType roi_dtype, const void* rois, double spatial_scale, const PoolShape& shape,
     int32_t* table, cudaStream_t stream);
