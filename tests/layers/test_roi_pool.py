@@ -938,6 +938,24 @@ def test_autocast_cpu_leaves_float32_alone() -> None:
 # ---------------------------------------------------------------------------- CUDA
 
 
+@requires_cuda
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
+def test_autocast_cuda_pools_conv_features_with_float32_rois(dtype: torch.dtype) -> None:
+    """Under CUDA autocast a conv yields reduced-precision features; float32 RoIs pool them."""
+    gen = torch.Generator().manual_seed(59)
+    conv = nn.Conv2d(3, 4, 3, padding=1).cuda()
+    images = torch.randn(2, 3, 12, 10, generator=gen).cuda()
+    rois = random_rois(gen, 2, 9, 12, 10, scale=0.5).float().cuda()
+    with torch.autocast("cuda", dtype=dtype):
+        features = conv(images)
+        output = roi_pool(features, rois, (3, 2), 0.5)
+    assert features.dtype == dtype and output.dtype == dtype
+    expected = roi_pool(features.detach().float(), rois, (3, 2), 0.5).to(dtype)
+    assert torch.equal(output, expected)
+    output.float().sum().backward()
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+
+
 @pytest.fixture
 def deterministic():
     previous = torch.are_deterministic_algorithms_enabled()
