@@ -1,0 +1,11 @@
+"""detkit's configuration: typed defaults, YAML files with ``_BASE_``, overrides, validation."""
+
+from .loading import (
+    ConfigError,
+    add_config,
+    dump_config,
+    get_default_config,
+    load_config,
+)
+
+__all__ = ["ConfigError", "add_config", "dump_config", "get_default_config", "load_config"]

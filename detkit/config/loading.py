@@ -1,0 +1,196 @@
+"""Loading configs: YAML files with ``_BASE_`` inheritance, ``KEY=VALUE`` overrides, validation.
+
+Every key a file or an override sets must exist in the defaults (detkit's, plus what projects
+add with :func:`add_config`) and take a value of the declared type; anything else raises
+:class:`ConfigError` naming the key, where it came from and, for a typo, the closest valid key.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf.errors import OmegaConfBaseException
+
+from .defaults import DetkitConfig
+
+BASE_KEY = "_BASE_"
+
+
+class ConfigError(ValueError):
+    """A config file or override that detkit cannot use; the message says what and where."""
+
+
+def get_default_config() -> DictConfig:
+    """detkit's defaults: a typed config that refuses unknown keys."""
+    cfg = OmegaConf.structured(DetkitConfig)
+    OmegaConf.set_struct(cfg, True)
+    return cfg
+
+
+def add_config(cfg: DictConfig, extra_defaults: Any) -> DictConfig:
+    """Returns ``cfg`` with a project's own keys added.
+
+    ``extra_defaults`` is a dataclass (instance or type) or a nested mapping of new keys and
+    their defaults, e.g. ``{"MODEL": {"MY_HEAD": {"DEPTH": 3}}}``. Keys that already exist are
+    refused, so a project cannot silently change detkit's defaults.
+    """
+    if dataclasses.is_dataclass(extra_defaults):
+        extra = OmegaConf.structured(extra_defaults)
+    else:
+        extra = OmegaConf.create(dict(extra_defaults))
+    for key in _all_keys(extra, sections=False):
+        if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
+            raise ConfigError(f"add_config: {key} is already defined; projects add new keys only")
+    merged = copy.deepcopy(cfg)
+    _add_sections(merged, extra)
+    OmegaConf.set_struct(merged, True)
+    return merged
+
+
+def _add_sections(cfg: DictConfig, extra: DictConfig) -> None:
+    """Adds the (typed) nodes of ``extra`` to ``cfg``, descending into shared sections."""
+    for key in extra:
+        node = extra._get_node(key)
+        if key in cfg and isinstance(node, DictConfig):
+            _add_sections(cfg[key], node)
+        else:
+            with open_dict(cfg):
+                cfg[key] = node
+
+
+def load_config(
+    path: str | Path, overrides: Iterable[str] = (), defaults: DictConfig | None = None
+) -> DictConfig:
+    """Loads ``path`` (following its ``_BASE_`` chain) over the defaults, then the overrides.
+
+    Args:
+        path: a YAML config file.
+        overrides: ``"KEY=VALUE"`` strings with dotted keys; values are parsed as YAML
+            (``SOLVER.STEPS=[3000, 4000]``).
+        defaults: the config to start from, e.g. the result of :func:`add_config` when the file
+            uses a project's keys; detkit's defaults when omitted.
+    """
+    cfg = copy.deepcopy(defaults) if defaults is not None else get_default_config()
+    OmegaConf.set_struct(cfg, True)
+    for file, data in _read_chain(Path(path), []):
+        _merge(cfg, data, prefix="", source=str(file))
+    for text in overrides:
+        key, value = _parse_override(text)
+        _assign(cfg, key, value, source=f"override {text!r}")
+    return cfg
+
+
+def dump_config(cfg: DictConfig) -> str:
+    """The resolved config as YAML; :func:`load_config` reads it back unchanged."""
+    return OmegaConf.to_yaml(cfg)
+
+
+_ABSENT = object()
+
+
+def _all_keys(cfg: DictConfig, prefix: str = "", sections: bool = True) -> list[str]:
+    """Dotted names of every key in ``cfg``; sections included unless ``sections=False``."""
+    keys = []
+    for key in cfg:
+        full = f"{prefix}{key}"
+        node = cfg._get_node(key)
+        if isinstance(node, DictConfig):
+            keys += [full] if sections else []
+            keys += _all_keys(node, f"{full}.", sections)
+        else:
+            keys.append(full)
+    return keys
+
+
+def _read_chain(file: Path, seen: list[Path]) -> list[tuple[Path, dict]]:
+    """The files of a ``_BASE_`` chain with their contents, the farthest base first."""
+    resolved = file.resolve()
+    if resolved in seen:
+        cycle = " -> ".join(str(p) for p in [*seen, resolved])
+        raise ConfigError(f"_BASE_ chain loops: {cycle}")
+    if not file.is_file():
+        raise ConfigError(f"config file not found: {file}")
+    try:
+        data = yaml.safe_load(file.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{file}: not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{file}: a config file must hold a mapping of keys, got {data!r}")
+    base = data.pop(BASE_KEY, None)
+    if base is None:
+        return [(file, data)]
+    base_file = file.parent / str(base)
+    if not base_file.is_file():
+        raise ConfigError(f"{file}: _BASE_ file {base!r} not found (looked for {base_file})")
+    return [*_read_chain(base_file, [*seen, resolved]), (file, data)]
+
+
+def _merge(cfg: DictConfig, data: Mapping, prefix: str, source: str) -> None:
+    for name, value in data.items():
+        key = f"{prefix}{name}"
+        node = OmegaConf.select(cfg, key, default=_ABSENT)
+        if node is _ABSENT:
+            raise ConfigError(_unknown_key_message(cfg, key, source))
+        if isinstance(node, DictConfig):
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{source}: {key} is a section; give it a mapping, not {value!r}")
+            _merge(cfg, value, prefix=f"{key}.", source=source)
+        else:
+            _assign(cfg, key, value, source)
+
+
+def _assign(cfg: DictConfig, key: str, value: Any, source: str) -> None:
+    node = OmegaConf.select(cfg, key, default=_ABSENT)
+    if node is _ABSENT:
+        raise ConfigError(_unknown_key_message(cfg, key, source))
+    if isinstance(node, DictConfig) and not isinstance(value, Mapping):
+        raise ConfigError(f"{source}: {key} is a section; give it a mapping, not {value!r}")
+    try:
+        OmegaConf.update(cfg, key, value, merge=True)
+    except OmegaConfBaseException as error:
+        expected = _declared_type(cfg, key)
+        raise ConfigError(
+            f"{source}: {key} takes {expected}, got {value!r} ({type(value).__name__})"
+        ) from error
+
+
+def _declared_type(cfg: DictConfig, key: str) -> str:
+    parent, _, name = key.rpartition(".")
+    node = (OmegaConf.select(cfg, parent) if parent else cfg)._get_node(name)
+    if isinstance(node, ListConfig):
+        element = node._metadata.element_type
+        return f"a list of {getattr(element, '__name__', element)}"
+    name = str(getattr(node._metadata.ref_type, "__name__", node._metadata.ref_type))
+    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+
+
+def _unknown_key_message(cfg: DictConfig, key: str, source: str) -> str:
+    message = f"{source}: unknown config key {key}"
+    match = difflib.get_close_matches(key, _all_keys(cfg), n=1, cutoff=0.6)
+    if match:
+        message += f"; did you mean {match[0]}?"
+    if key.split(".")[0] not in cfg:
+        message += (
+            f" (no section {key.split('.')[0]} in the defaults; if a project defines it, add the "
+            "project's keys with detkit.config.add_config and pass them as load_config(..., "
+            "defaults=...))"
+        )
+    return message
+
+
+def _parse_override(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    key = key.strip()
+    if not sep or not key or " " in key:
+        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. SOLVER.BASE_LR=0.01)")
+    try:
+        return key, yaml.safe_load(raw)
+    except yaml.YAMLError as error:
+        raise ConfigError(f"override {text!r}: the value is not valid YAML: {error}") from error
