@@ -1,5 +1,6 @@
 """Layers with compiled kernels (``detkit._C``) and their thin Python wrappers."""
 
+from .batch_norm import FrozenBatchNorm2d
 from .roi_pool import ROIPool, roi_pool
 
-__all__ = ["ROIPool", "roi_pool"]
+__all__ = ["FrozenBatchNorm2d", "ROIPool", "roi_pool"]
