@@ -1,7 +1,35 @@
 """The Fast R-CNN model's parts and the registries they are built from."""
 
+from .backbone import BACKBONE_REGISTRY, Backbone, ShapeSpec, build_backbone
 from .box_regression import Box2BoxTransform
+from .build import build_model
 from .matcher import Matcher
+from .meta_arch import META_ARCH_REGISTRY, FastRCNN
+from .roi_heads import (
+    ROI_BOX_HEAD_REGISTRY,
+    ROI_HEADS_REGISTRY,
+    FastRCNNFCHead,
+    FastRCNNOutputLayers,
+    StandardROIHeads,
+)
 from .sampling import SAMPLER_REGISTRY, FastRCNNSampler, build_sampler
 
-__all__ = ["SAMPLER_REGISTRY", "Box2BoxTransform", "FastRCNNSampler", "Matcher", "build_sampler"]
+__all__ = [
+    "BACKBONE_REGISTRY",
+    "META_ARCH_REGISTRY",
+    "ROI_BOX_HEAD_REGISTRY",
+    "ROI_HEADS_REGISTRY",
+    "SAMPLER_REGISTRY",
+    "Backbone",
+    "Box2BoxTransform",
+    "FastRCNN",
+    "FastRCNNFCHead",
+    "FastRCNNOutputLayers",
+    "FastRCNNSampler",
+    "Matcher",
+    "ShapeSpec",
+    "StandardROIHeads",
+    "build_backbone",
+    "build_model",
+    "build_sampler",
+]

@@ -1,0 +1,14 @@
+"""build_model: the whole detector from a config."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .meta_arch import META_ARCH_REGISTRY
+
+
+def build_model(cfg) -> nn.Module:
+    """The meta-architecture named by ``MODEL.META_ARCHITECTURE``, on ``MODEL.DEVICE``."""
+    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).from_config(cfg)
+    return model.to(torch.device(cfg.MODEL.DEVICE))

@@ -1,0 +1,114 @@
+"""Fast R-CNN's sibling outputs: class scores and class-specific box deltas, their loss and the
+detections they decode to (paper §2.2, §2.3, §3)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional
+from torchvision.ops import batched_nms
+
+from ...structures import Boxes, Instances
+from ..box_regression import Box2BoxTransform
+
+
+class FastRCNNOutputLayers(nn.Module):
+    """``cls_score`` (K + 1 classes, background last) and ``bbox_pred`` (4 deltas per class)."""
+
+    def __init__(
+        self,
+        input_size: int,
+        num_classes: int,
+        box2box_transform: Box2BoxTransform,
+        smooth_l1_beta: float = 1.0,
+        loss_weight: float = 1.0,
+        score_thresh: float = 0.05,
+        nms_thresh: float = 0.3,
+        detections_per_image: int = 100,
+    ) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.cls_score = nn.Linear(input_size, num_classes + 1)
+        self.bbox_pred = nn.Linear(input_size, 4 * num_classes)
+        nn.init.normal_(self.cls_score.weight, std=0.01)  # the paper's initialisation
+        nn.init.normal_(self.bbox_pred.weight, std=0.001)
+        nn.init.zeros_(self.cls_score.bias)
+        nn.init.zeros_(self.bbox_pred.bias)
+        self.box2box_transform = box2box_transform
+        self.smooth_l1_beta = smooth_l1_beta
+        self.loss_weight = loss_weight
+        self.score_thresh = score_thresh
+        self.nms_thresh = nms_thresh
+        self.detections_per_image = detections_per_image
+
+    @classmethod
+    def from_config(cls, cfg, input_size: int) -> FastRCNNOutputLayers:
+        heads, box = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
+        return cls(
+            input_size,
+            heads.NUM_CLASSES,
+            Box2BoxTransform(box.BBOX_REG_WEIGHTS),
+            smooth_l1_beta=box.SMOOTH_L1_BETA,
+            loss_weight=box.LOSS_WEIGHT,
+            score_thresh=heads.SCORE_THRESH_TEST,
+            nms_thresh=heads.NMS_THRESH_TEST,
+            detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
+        )
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        return self.cls_score(x), self.bbox_pred(x)
+
+    def losses(
+        self, scores: Tensor, deltas: Tensor, proposals: list[Instances]
+    ) -> dict[str, Tensor]:
+        """Cross-entropy over all sampled RoIs plus ``loss_weight`` x smooth-L1 over the
+        foreground ones, both normalised by the number of sampled RoIs."""
+        gt_classes = torch.cat([p.gt_classes for p in proposals])
+        proposal_boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
+        gt_boxes = torch.cat([p.gt_boxes.tensor for p in proposals])
+        loss_cls = functional.cross_entropy(scores, gt_classes, reduction="mean")
+        foreground = torch.nonzero((gt_classes >= 0) & (gt_classes < self.num_classes)).flatten()
+        predicted = deltas.view(len(deltas), self.num_classes, 4)[
+            foreground, gt_classes[foreground]
+        ]
+        targets = self.box2box_transform.get_deltas(
+            proposal_boxes[foreground], gt_boxes[foreground]
+        )
+        loss_box = functional.smooth_l1_loss(
+            predicted, targets, beta=self.smooth_l1_beta, reduction="sum"
+        )
+        loss_box = self.loss_weight * loss_box / max(gt_classes.numel(), 1)
+        return {"loss_cls": loss_cls, "loss_box_reg": loss_box}
+
+    def inference(
+        self, scores: Tensor, deltas: Tensor, proposals: list[Instances]
+    ) -> list[Instances]:
+        """Per image: softmax, class-specific boxes clipped to the image, score threshold,
+        per-class NMS, the best ``detections_per_image``."""
+        counts = [len(p) for p in proposals]
+        results = []
+        for image_scores, image_deltas, image in zip(
+            scores.split(counts), deltas.split(counts), proposals, strict=True
+        ):
+            results.append(self._detect(image_scores, image_deltas, image))
+        return results
+
+    def _detect(self, scores: Tensor, deltas: Tensor, proposals: Instances) -> Instances:
+        probs = functional.softmax(scores, dim=1)[:, : self.num_classes]
+        boxes = self.box2box_transform.apply_deltas(deltas, proposals.proposal_boxes.tensor)
+        boxes = Boxes(boxes.view(-1, 4))
+        boxes.clip(proposals.image_size)
+        boxes = boxes.tensor.view(-1, self.num_classes, 4)
+        keep = torch.nonzero(probs > self.score_thresh)  # (roi, class) pairs
+        boxes, probs, classes = (
+            boxes[keep[:, 0], keep[:, 1]],
+            probs[keep[:, 0], keep[:, 1]],
+            keep[:, 1],
+        )
+        kept = batched_nms(boxes, probs, classes, self.nms_thresh)[: self.detections_per_image]
+        return Instances(
+            proposals.image_size,
+            pred_boxes=Boxes(boxes[kept]),
+            scores=probs[kept],
+            pred_classes=classes[kept],
+        )
