@@ -1,0 +1,84 @@
+"""Loading detkit checkpoints and torchvision ImageNet weights into a detector."""
+
+from __future__ import annotations
+
+import os
+import pickle
+from typing import Any
+
+import torch
+from fvcore.common.checkpoint import Checkpointer
+from torch import nn
+
+# torchvision VGG16 classifier layers that initialise the box head, as in the paper.
+VGG16_CLASSIFIER_TO_BOX_HEAD = {
+    "classifier.0.": "roi_heads.box_head.fc6.",
+    "classifier.3.": "roi_heads.box_head.fc7.",
+}
+
+
+class DetectionCheckpointer(Checkpointer):
+    """fvcore's Checkpointer that also reads torchvision ImageNet ``state_dict`` files.
+
+    A file holding ``{"model": state_dict, ...}`` is a detkit checkpoint. Any other state dict is
+    taken for torchvision weights (vgg16, resnet18/34/50/101) and mapped by name: backbone keys
+    gain the ``backbone.`` prefix and VGG16's fc6/fc7 go to the box head; weights the detector
+    has no place for are reported and skipped, as are the detector's parameters the file lacks.
+    Files are read with ``torch.load(weights_only=True)``; a file that needs arbitrary
+    unpickling (which can run code) is refused unless ``allow_unsafe_pickle=True``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        save_dir: str = "",
+        *,
+        allow_unsafe_pickle: bool = False,
+        **checkpointables,
+    ) -> None:
+        super().__init__(model, save_dir, **checkpointables)
+        self.allow_unsafe_pickle = allow_unsafe_pickle
+
+    def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
+        if path and not os.path.isfile(path) and not self.path_manager.exists(path):
+            raise FileNotFoundError(f"checkpoint not found: {path}")
+        return super().load(path, checkpointables)
+
+    def _load_file(self, filename: str) -> dict[str, Any]:
+        try:
+            data = torch.load(
+                filename, map_location="cpu", weights_only=not self.allow_unsafe_pickle
+            )
+        except pickle.UnpicklingError as error:
+            raise RuntimeError(
+                f"{filename} needs arbitrary unpickling to load, which can run code; if you trust "
+                "it, load it with DetectionCheckpointer(model, allow_unsafe_pickle=True)"
+            ) from error
+        if not isinstance(data, dict):
+            raise ValueError(
+                f"{filename}: expected a checkpoint dict or a state_dict, got {type(data)}"
+            )
+        if isinstance(data.get("model"), dict):
+            return data
+        return {"model": self._map_torchvision(data, filename)}
+
+    def _map_torchvision(self, state: dict[str, Any], filename: str) -> dict[str, Any]:
+        own = self.model.state_dict()
+        mapped, unused = {}, []
+        for key, value in state.items():
+            target = f"backbone.{key}"
+            for source, head in VGG16_CLASSIFIER_TO_BOX_HEAD.items():
+                if key.startswith(source):
+                    target = head + key[len(source) :]
+            if target in own:
+                mapped[target] = value
+            else:
+                unused.append(key)
+        if not mapped:
+            raise ValueError(f"{filename}: none of its {len(state)} weights match this model")
+        if unused:
+            self.logger.info(
+                f"{filename}: {len(unused)} torchvision weights have no place in this model and "
+                f"were skipped: {', '.join(sorted(unused)[:8])}{' …' if len(unused) > 8 else ''}"
+            )
+        return mapped
