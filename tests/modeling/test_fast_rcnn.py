@@ -89,8 +89,8 @@ def make_input(height: int, width: int, with_targets: bool = True) -> dict:
 
 @pytest.mark.parametrize(
     "overrides",
-    [[], ["MODEL.BACKBONE.NAME=ResNet", "MODEL.RESNETS.DEPTH=18"]],
-    ids=["VGG16", "ResNet-18"],
+    [[]] + [["MODEL.BACKBONE.NAME=ResNet", f"MODEL.RESNETS.DEPTH={d}"] for d in (18, 34, 50, 101)],
+    ids=["VGG16", "ResNet-18", "ResNet-34", "ResNet-50", "ResNet-101"],
 )
 def test_train_and_test_contracts(overrides: list[str]) -> None:
     torch.manual_seed(0)
