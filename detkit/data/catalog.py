@@ -1,0 +1,85 @@
+"""Named datasets and their metadata: the catalogs every loader and evaluator looks up."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable
+from typing import Any
+
+
+class _DatasetCatalog:
+    """Maps a dataset name to a function that returns its list of dataset dicts.
+
+    A dataset dict holds ``file_name``, ``height``, ``width``, ``image_id`` and ``annotations``
+    (each with ``bbox`` as absolute XYXY pixels and ``category_id`` in ``[0, K)``).
+    """
+
+    def __init__(self) -> None:
+        self._loaders: dict[str, Callable[[], list[dict]]] = {}
+
+    def register(self, name: str, loader: Callable[[], list[dict]]) -> None:
+        if not callable(loader):
+            raise TypeError(f"DatasetCatalog.register({name!r}): the loader must be callable")
+        if name in self._loaders:
+            raise ValueError(f"dataset {name!r} is already registered")
+        self._loaders[name] = loader
+
+    def get(self, name: str) -> list[dict]:
+        """Loads and returns the dataset dicts of ``name``."""
+        if name not in self._loaders:
+            close = difflib.get_close_matches(name, self._loaders, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            known = ", ".join(sorted(self._loaders))
+            raise KeyError(f"dataset {name!r} is not registered{hint} Registered: {known}")
+        dicts = self._loaders[name]()
+        if not isinstance(dicts, list):
+            raise TypeError(
+                f"dataset {name!r}: its loader returned {type(dicts)}, not a list of dicts"
+            )
+        return dicts
+
+    def list(self) -> list[str]:
+        return sorted(self._loaders)
+
+    def remove(self, name: str) -> None:
+        self._loaders.pop(name)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._loaders
+
+
+class Metadata:
+    """Facts about a dataset (``thing_classes``, ``evaluator_type``, …) as attributes."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def set(self, **facts: Any) -> Metadata:
+        for key, value in facts.items():
+            existing = getattr(self, key, None)
+            if existing is not None and existing != value:
+                raise ValueError(
+                    f"metadata {key!r} of dataset {self.name!r} is already {existing!r}; "
+                    f"refusing to change it to {value!r}"
+                )
+            setattr(self, key, value)
+        return self
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return getattr(self, key, default)
+
+
+class _MetadataCatalog:
+    def __init__(self) -> None:
+        self._metadata: dict[str, Metadata] = {}
+
+    def get(self, name: str) -> Metadata:
+        """The metadata of ``name``, created empty on first use."""
+        return self._metadata.setdefault(name, Metadata(name))
+
+    def remove(self, name: str) -> None:
+        self._metadata.pop(name, None)
+
+
+DatasetCatalog = _DatasetCatalog()
+MetadataCatalog = _MetadataCatalog()
