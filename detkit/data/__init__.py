@@ -1,5 +1,6 @@
 """Datasets: catalogs, loaders for COCO and PASCAL VOC, the built-in registrations."""
 
+from .build import get_detection_dataset_dicts
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .datasets import (
     VOC_CLASSES,
@@ -10,15 +11,20 @@ from .datasets import (
     register_coco_instances,
     register_pascal_voc,
 )
+from .proposals import PROPOSAL_LOADER_REGISTRY, attach_proposals, load_proposals
 
 register_builtin_datasets(datasets_root())
 
 __all__ = [
+    "PROPOSAL_LOADER_REGISTRY",
     "VOC_CLASSES",
     "DatasetCatalog",
     "Metadata",
     "MetadataCatalog",
+    "attach_proposals",
+    "get_detection_dataset_dicts",
     "load_coco_json",
+    "load_proposals",
     "load_voc_instances",
     "register_coco_instances",
     "register_pascal_voc",
