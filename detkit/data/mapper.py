@@ -1,0 +1,112 @@
+"""DatasetMapper: one dataset dict → the model's input dict (image, proposals, instances)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from ..structures import Boxes, Instances
+from .transforms import choose_short_edge, horizontal_flip, resize_shortest_edge
+
+
+class DatasetMapper:
+    """Reads the image (OpenCV, BGR), resizes its shortest edge, flips it at random in training,
+    and moves ground-truth boxes and proposals with it. Boxes left without area are dropped.
+
+    Output: ``{"image": uint8 [3, H, W] in MODEL.INPUT_FORMAT order, "proposals":
+    Instances(proposal_boxes, objectness_logits), "instances": Instances(gt_boxes, gt_classes)
+    (training), "height", "width", "image_id", "file_name"}``.
+    """
+
+    def __init__(
+        self,
+        is_train: bool,
+        min_sizes: Sequence[int],
+        max_size: int,
+        flip_probability: float = 0.5,
+        input_format: str = "BGR",
+        seed: int | None = None,
+    ) -> None:
+        if input_format not in ("BGR", "RGB"):
+            raise ValueError(
+                f"DatasetMapper: input_format must be BGR or RGB, got {input_format!r}"
+            )
+        self.is_train = is_train
+        self.min_sizes = list(min_sizes)
+        self.max_size = max_size
+        self.flip_probability = flip_probability if is_train else 0.0
+        self.input_format = input_format
+        self.rng = np.random.default_rng(seed)
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool = True) -> DatasetMapper:
+        sizes = cfg.INPUT.MIN_SIZE_TRAIN if is_train else [cfg.INPUT.MIN_SIZE_TEST]
+        max_size = cfg.INPUT.MAX_SIZE_TRAIN if is_train else cfg.INPUT.MAX_SIZE_TEST
+        return cls(is_train, sizes, max_size, input_format=cfg.MODEL.INPUT_FORMAT)
+
+    def __call__(self, record: dict) -> dict:
+        image = read_image(record["file_name"])
+        if image.shape[:2] != (record["height"], record["width"]):
+            raise ValueError(
+                f"{record['file_name']}: image is {image.shape[1]}x{image.shape[0]} but the "
+                f"dataset says {record['width']}x{record['height']}"
+            )
+        image, resize = resize_shortest_edge(
+            image, choose_short_edge(self.min_sizes, self.rng), self.max_size
+        )
+        maps = [resize]
+        if self.flip_probability and self.rng.random() < self.flip_probability:
+            image, flip = horizontal_flip(image)
+            maps.append(flip)
+        if self.input_format == "RGB":
+            image = image[:, :, ::-1]
+        size = image.shape[:2]
+        output = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "height": record["height"],
+            "width": record["width"],
+            "image_id": record["image_id"],
+            "file_name": record["file_name"],
+        }
+        if "proposal_boxes" in record:
+            boxes, keep = _apply(maps, np.asarray(record["proposal_boxes"], np.float32), size)
+            logits = np.asarray(record["proposal_objectness_logits"], np.float32)[keep]
+            output["proposals"] = Instances(
+                size,
+                proposal_boxes=Boxes(torch.from_numpy(boxes)),
+                objectness_logits=torch.from_numpy(logits),
+            )
+        if self.is_train:
+            annotations = [a for a in record["annotations"] if not a.get("iscrowd", 0)]
+            boxes = np.array([a["bbox"] for a in annotations], np.float32).reshape(-1, 4)
+            classes = np.array([a["category_id"] for a in annotations], np.int64)
+            boxes, keep = _apply(maps, boxes, size)
+            output["instances"] = Instances(
+                size,
+                gt_boxes=Boxes(torch.from_numpy(boxes)),
+                gt_classes=torch.from_numpy(classes[keep]),
+            )
+        return output
+
+
+def _apply(maps, boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Boxes through every map, clipped to the image; returns those with area and their indices."""
+    for box_map in maps:
+        boxes = box_map(boxes)
+    boxes[:, 0::2] = boxes[:, 0::2].clip(0, size[1])
+    boxes[:, 1::2] = boxes[:, 1::2].clip(0, size[0])
+    keep = np.nonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))[0]
+    return boxes[keep], keep
+
+
+def read_image(path: str) -> np.ndarray:
+    """The image at ``path`` as BGR uint8 ``[H, W, 3]``; a clear error when it cannot be read."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        reason = "no such file" if not os.path.exists(path) else "not a readable image"
+        raise FileNotFoundError(f"cannot read image {path}: {reason}")
+    return image
