@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pickle
 import shutil
+import zlib
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -21,7 +22,8 @@ MODES = ("fast", "quality")
 def selective_search(
     image: np.ndarray, mode: str = "fast", max_proposals: int = 2000
 ) -> np.ndarray:
-    """``[n, 4]`` XYXY proposals of a BGR image, in selective search's own order (best first)."""
+    """``[n, 4]`` XYXY proposals of a BGR image, at most ``max_proposals``; the same image
+    always gives the same proposals in the same order, in any process."""
     if mode not in MODES:
         raise ValueError(f"selective search mode must be one of {MODES}, got {mode!r}")
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
@@ -30,7 +32,12 @@ def selective_search(
         search.switchToSelectiveSearchFast()
     else:
         search.switchToSelectiveSearchQuality()
-    rects = search.process()[:max_proposals].astype(np.float32).reshape(-1, 4)
+    # OpenCV returns the same set of boxes every time but ranks them with an unseeded random
+    # factor; a canonical order shuffled by a seed taken from the pixels makes the result
+    # reproducible (selective search's ranking is mostly random anyway).
+    rects = np.unique(search.process().astype(np.float32).reshape(-1, 4), axis=0)
+    order = np.random.default_rng(zlib.crc32(image.tobytes())).permutation(len(rects))
+    rects = rects[order][:max_proposals]
     rects[:, 2:] += rects[:, :2]  # x, y, w, h -> x1, y1, x2, y2
     return rects
 
@@ -55,7 +62,7 @@ def compute_proposal_file(
 
     Each image's result is kept in ``<out_file>.parts/`` as soon as it is done, so an
     interrupted run resumes where it stopped; the final file appears only when complete.
-    Logits rank the proposals in selective search's order (``-rank``).
+    Logits are ``-rank`` in the reproducible order of :func:`selective_search`.
     """
     out_file = Path(out_file)
     parts = out_file.with_name(out_file.name + ".parts")
