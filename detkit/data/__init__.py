@@ -11,6 +11,8 @@ from .datasets import (
     register_coco_instances,
     register_pascal_voc,
 )
+from .loaders import build_detection_test_loader, build_detection_train_loader
+from .mapper import DatasetMapper
 from .proposals import PROPOSAL_LOADER_REGISTRY, attach_proposals, load_proposals
 
 register_builtin_datasets(datasets_root())
@@ -19,9 +21,12 @@ __all__ = [
     "PROPOSAL_LOADER_REGISTRY",
     "VOC_CLASSES",
     "DatasetCatalog",
+    "DatasetMapper",
     "Metadata",
     "MetadataCatalog",
     "attach_proposals",
+    "build_detection_test_loader",
+    "build_detection_train_loader",
     "get_detection_dataset_dicts",
     "load_coco_json",
     "load_proposals",

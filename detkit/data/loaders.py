@@ -1,0 +1,153 @@
+"""Training and test data loaders.
+
+Training draws from an infinite stream of index batches that depends only on the seed (and the
+process's rank), so a run resumed at iteration k sees exactly the batches a straight run sees
+from k on. Each batch holds ``IMS_PER_BATCH`` images of one orientation (landscape or portrait),
+the paper's hierarchical sampling: N images per step, R/N RoIs from each.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
+
+from .build import get_detection_dataset_dicts
+from .mapper import DatasetMapper
+
+
+def index_batches(
+    aspect_landscape: Sequence[bool], batch_size: int, seed: int, rank: int = 0, world_size: int = 1
+) -> Iterator[list[int]]:
+    """Endless batches of dataset indices for one process.
+
+    Epoch e visits the images in the order of a permutation seeded by ``(seed, e)``; process
+    ``rank`` takes every ``world_size``-th position; indices are buffered by orientation and a
+    batch is released as soon as one orientation has ``batch_size`` of them.
+    """
+    count = len(aspect_landscape)
+    buckets: dict[bool, list[int]] = {True: [], False: []}
+    for epoch in itertools.count():
+        order = np.random.default_rng([seed, epoch]).permutation(count)
+        for index in order[rank::world_size]:
+            bucket = buckets[bool(aspect_landscape[index])]
+            bucket.append(int(index))
+            if len(bucket) == batch_size:
+                yield bucket.copy()
+                bucket.clear()
+
+
+class TrainingBatches(IterableDataset):
+    """Mapped batches of :func:`index_batches`, from ``start_iter`` on, split across workers.
+
+    Batch b is mapped by worker ``b % num_workers`` with a random generator seeded by
+    ``(seed, rank, b)``, so resizing and flipping do not depend on the number of workers.
+    """
+
+    def __init__(
+        self,
+        dataset_dicts: list[dict],
+        mapper: Callable[[dict], dict],
+        batch_size: int,
+        seed: int,
+        rank: int = 0,
+        world_size: int = 1,
+        start_iter: int = 0,
+    ) -> None:
+        self.dataset_dicts = dataset_dicts
+        self.mapper = mapper
+        self.batch_size = batch_size
+        self.seed, self.rank, self.world_size, self.start_iter = seed, rank, world_size, start_iter
+        self.landscape = [d["width"] >= d["height"] for d in dataset_dicts]
+
+    def __iter__(self) -> Iterator[list[dict]]:
+        worker = get_worker_info()
+        workers, worker_id = (worker.num_workers, worker.id) if worker else (1, 0)
+        batches = index_batches(
+            self.landscape, self.batch_size, self.seed, self.rank, self.world_size
+        )
+        for number, indices in enumerate(
+            itertools.islice(batches, self.start_iter, None), self.start_iter
+        ):
+            if number % workers != worker_id:
+                continue
+            if hasattr(self.mapper, "rng"):
+                self.mapper.rng = np.random.default_rng([self.seed, self.rank, number])
+            yield [self.mapper(copy.deepcopy(self.dataset_dicts[i])) for i in indices]
+
+
+def _distributed_rank_and_size() -> tuple[int, int]:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+def build_detection_train_loader(
+    cfg, mapper: Callable[[dict], dict] | None = None, start_iter: int = 0
+) -> DataLoader:
+    """Endless loader of lists of ``SOLVER.IMS_PER_BATCH / world_size`` mapped images."""
+    proposal_files = list(cfg.DATASETS.PROPOSAL_FILES_TRAIN) or None
+    dicts = get_detection_dataset_dicts(
+        list(cfg.DATASETS.TRAIN),
+        proposal_files,
+        proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN,
+    )
+    rank, world_size = _distributed_rank_and_size()
+    if cfg.SOLVER.IMS_PER_BATCH % world_size:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} does not divide among "
+            f"{world_size} processes"
+        )
+    seed = cfg.SEED if cfg.SEED >= 0 else int(np.random.SeedSequence().entropy % 2**31)
+    batches = TrainingBatches(
+        dicts,
+        mapper or DatasetMapper.from_config(cfg, is_train=True),
+        cfg.SOLVER.IMS_PER_BATCH // world_size,
+        seed,
+        rank,
+        world_size,
+        start_iter,
+    )
+    return DataLoader(batches, batch_size=None, num_workers=cfg.DATALOADER.NUM_WORKERS)
+
+
+class _MappedList(Dataset):
+    def __init__(self, dicts: list[dict], mapper: Callable[[dict], dict]) -> None:
+        self.dicts, self.mapper = dicts, mapper
+
+    def __len__(self) -> int:
+        return len(self.dicts)
+
+    def __getitem__(self, index: int) -> dict:
+        return self.mapper(copy.deepcopy(self.dicts[index]))
+
+
+def _as_list(batch: list[dict]) -> list[dict]:
+    return batch
+
+
+def build_detection_test_loader(
+    cfg, dataset_name: str, mapper: Callable[[dict], dict] | None = None
+) -> DataLoader:
+    """The images of ``dataset_name`` in order, one per batch (a list of one mapped dict)."""
+    names = list(cfg.DATASETS.TEST)
+    files = list(cfg.DATASETS.PROPOSAL_FILES_TEST)
+    proposal_file = [files[names.index(dataset_name)]] if files and dataset_name in names else None
+    dicts = get_detection_dataset_dicts(
+        [dataset_name],
+        proposal_file,
+        proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST,
+        drop_difficult=False,
+    )
+    mapper = mapper or DatasetMapper.from_config(cfg, is_train=False)
+    return DataLoader(
+        _MappedList(dicts, mapper),
+        batch_size=1,
+        shuffle=False,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        collate_fn=_as_list,
+    )
