@@ -68,6 +68,7 @@ class DatasetsConfig:
     TEST: list[str] = field(default_factory=lambda: [])
     PROPOSAL_FILES_TRAIN: list[str] = field(default_factory=lambda: [])
     PROPOSAL_FILES_TEST: list[str] = field(default_factory=lambda: [])
+    PROPOSAL_LOADER: str = "auto"
     PRECOMPUTED_PROPOSAL_TOPK_TRAIN: int = 2000
     PRECOMPUTED_PROPOSAL_TOPK_TEST: int = 2000
 

@@ -14,6 +14,7 @@ from .datasets import (
 from .loaders import build_detection_test_loader, build_detection_train_loader
 from .mapper import DatasetMapper
 from .proposals import PROPOSAL_LOADER_REGISTRY, attach_proposals, load_proposals
+from .selective_search import compute_proposal_file, ensure_proposal_file
 
 register_builtin_datasets(datasets_root())
 
@@ -27,6 +28,8 @@ __all__ = [
     "attach_proposals",
     "build_detection_test_loader",
     "build_detection_train_loader",
+    "compute_proposal_file",
+    "ensure_proposal_file",
     "get_detection_dataset_dicts",
     "load_coco_json",
     "load_proposals",

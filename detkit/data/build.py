@@ -14,10 +14,13 @@ def get_detection_dataset_dicts(
     proposal_topk: int | None = None,
     proposal_min_size: float = 0.0,
     drop_difficult: bool = True,
+    proposal_loader: str = "auto",
 ) -> list[dict]:
     """The dataset dicts of ``names``, one after another, with their proposals attached.
 
-    ``proposal_files`` gives one file per dataset (pickle or ``.mat``). ``difficult`` VOC
+    ``proposal_files`` gives one file per dataset, read with ``proposal_loader`` from
+    ``PROPOSAL_LOADER_REGISTRY`` (``auto``: pickle or ``.mat`` by extension;
+    ``selective_search``: computed on first use and cached there). ``difficult`` VOC
     objects are removed unless ``drop_difficult=False`` (they are kept for evaluation).
     """
     if isinstance(names, str):
@@ -34,7 +37,7 @@ def get_detection_dataset_dicts(
         if proposal_files is not None:
             attach_proposals(
                 dicts,
-                load_proposals(proposal_files[index]),
+                load_proposals(proposal_files[index], proposal_loader, dicts),
                 source=f"{proposal_files[index]} (dataset {name!r})",
                 topk=proposal_topk,
                 min_size=proposal_min_size,

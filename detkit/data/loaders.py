@@ -95,6 +95,7 @@ def build_detection_train_loader(
         list(cfg.DATASETS.TRAIN),
         proposal_files,
         proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN,
+        proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
     )
     rank, world_size = _distributed_rank_and_size()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
@@ -142,6 +143,7 @@ def build_detection_test_loader(
         proposal_file,
         proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST,
         drop_difficult=False,
+        proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
     )
     mapper = mapper or DatasetMapper.from_config(cfg, is_train=False)
     return DataLoader(

@@ -1,6 +1,7 @@
 """Precomputed object proposals: reading proposal files and pairing them with images by id.
 
-Two layouts are read, each registered in ``PROPOSAL_LOADER_REGISTRY``:
+Proposal loaders are registered in ``PROPOSAL_LOADER_REGISTRY`` (``selective_search``, which
+computes a missing file first, lives in ``selective_search.py``). Two file layouts are read:
 
 * ``detectron2_pickle``: detectron2's layout, a dict with ``ids``, ``boxes`` (a list of
   ``[n, 4]`` arrays), optionally ``objectness_logits`` and ``bbox_mode`` (0 = XYXY_ABS,
@@ -23,8 +24,8 @@ from fvcore.common.registry import Registry
 logger = logging.getLogger(__name__)
 
 PROPOSAL_LOADER_REGISTRY = Registry("PROPOSAL_LOADER")
-PROPOSAL_LOADER_REGISTRY.__doc__ = """Proposal file readers: ``fn(path) -> {key: (boxes, logits)}``
-with boxes ``[n, 4]`` absolute XYXY, keyed by image id (or file-name stem)."""
+PROPOSAL_LOADER_REGISTRY.__doc__ = """Proposal loaders: ``fn(path, dataset_dicts) -> {key: (boxes,
+logits)}`` with boxes ``[n, 4]`` absolute XYXY, keyed by image id (or file-name stem)."""
 
 # Globals a proposal pickle may name: numpy's array and scalar reconstruction only.
 _SAFE_GLOBALS = {
@@ -51,7 +52,9 @@ class _ProposalUnpickler(pickle.Unpickler):
 
 
 @PROPOSAL_LOADER_REGISTRY.register()
-def detectron2_pickle(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def detectron2_pickle(
+    path: str | Path, dataset_dicts: list[dict] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     with open(path, "rb") as file:
         try:
             data = _ProposalUnpickler(file, encoding="latin1").load()
@@ -75,7 +78,9 @@ def detectron2_pickle(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarra
 
 
 @PROPOSAL_LOADER_REGISTRY.register()
-def fast_rcnn_mat(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+def fast_rcnn_mat(
+    path: str | Path, dataset_dicts: list[dict] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from scipy.io import loadmat
 
     data = loadmat(str(path))
@@ -112,13 +117,17 @@ def _as_logits(value: Any, count: int) -> np.ndarray:
     return np.asarray(value, dtype=np.float32).reshape(count)
 
 
-def load_proposals(path: str | Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Reads a proposal file: ``.mat`` files with ``fast_rcnn_mat``, others as pickles."""
+def load_proposals(
+    path: str | Path, loader: str = "auto", dataset_dicts: list[dict] | None = None
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Proposals from ``path`` with the registered ``loader``; ``auto`` reads an existing file,
+    ``.mat`` with ``fast_rcnn_mat`` and anything else as a pickle."""
     path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"proposal file not found: {path}")
-    kind = "fast_rcnn_mat" if path.suffix == ".mat" else "detectron2_pickle"
-    return PROPOSAL_LOADER_REGISTRY.get(kind)(path)
+    if loader == "auto":
+        if not path.is_file():
+            raise FileNotFoundError(f"proposal file not found: {path}")
+        loader = "fast_rcnn_mat" if path.suffix == ".mat" else "detectron2_pickle"
+    return PROPOSAL_LOADER_REGISTRY.get(loader)(path, dataset_dicts)
 
 
 def attach_proposals(

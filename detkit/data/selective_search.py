@@ -15,11 +15,12 @@ import numpy as np
 from tqdm import tqdm
 
 from .mapper import read_image
+from .proposals import PROPOSAL_LOADER_REGISTRY, detectron2_pickle
 
 MODES = ("fast", "quality")
 
 
-def selective_search(
+def selective_search_boxes(
     image: np.ndarray, mode: str = "fast", max_proposals: int = 2000
 ) -> np.ndarray:
     """``[n, 4]`` XYXY proposals of a BGR image, at most ``max_proposals``; the same image
@@ -45,7 +46,7 @@ def selective_search(
 def _one_image(job: tuple[str, str, int, Path]) -> tuple[str, int]:
     file_name, mode, max_proposals, part = job
     cv2.setNumThreads(1)
-    boxes = selective_search(read_image(file_name), mode, max_proposals)
+    boxes = selective_search_boxes(read_image(file_name), mode, max_proposals)
     np.save(part.with_suffix(".tmp.npy"), boxes)
     os.replace(part.with_suffix(".tmp.npy"), part)  # a part file is complete or absent
     return file_name, len(boxes)
@@ -62,7 +63,7 @@ def compute_proposal_file(
 
     Each image's result is kept in ``<out_file>.parts/`` as soon as it is done, so an
     interrupted run resumes where it stopped; the final file appears only when complete.
-    Logits are ``-rank`` in the reproducible order of :func:`selective_search`.
+    Logits are ``-rank`` in the reproducible order of :func:`selective_search_boxes`.
     """
     out_file = Path(out_file)
     parts = out_file.with_name(out_file.name + ".parts")
@@ -107,3 +108,11 @@ def ensure_proposal_file(
     if out_file.is_file():
         return out_file
     return compute_proposal_file(dataset_dicts, out_file, mode, workers)
+
+
+@PROPOSAL_LOADER_REGISTRY.register()
+def selective_search(path: str | Path, dataset_dicts: list[dict] | None) -> dict:
+    """Proposal loader: the file at ``path``, computed (fast mode) first if it is missing."""
+    if dataset_dicts is None:
+        raise ValueError("the selective_search proposal loader needs the dataset's dicts")
+    return detectron2_pickle(ensure_proposal_file(dataset_dicts, path))

@@ -10,7 +10,6 @@ from detkit.config import load_config
 from detkit.data import DatasetCatalog, build_detection_test_loader, build_detection_train_loader
 from detkit.data.datasets.coco import load_coco_json
 from detkit.data.datasets.shapes import ensure_shapes
-from detkit.data.selective_search import compute_proposal_file
 from detkit.modeling import build_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -20,7 +19,7 @@ def test_loaded_batches_train_and_evaluate_the_model(tmp_path: Path) -> None:
     folder = ensure_shapes(tmp_path, "val", num_images=4, seed=21)
     DatasetCatalog.register("tiny_e2e", lambda: load_coco_json(folder / "annotations.json", folder))
     try:
-        proposals = compute_proposal_file(DatasetCatalog.get("tiny_e2e"), tmp_path / "ss.pkl")
+        proposals = tmp_path / "ss.pkl"  # computed on first use by the selective_search loader
         cfg = load_config(
             REPO / "configs" / "Base-FastRCNN.yaml",
             [
@@ -35,11 +34,13 @@ def test_loaded_batches_train_and_evaluate_the_model(tmp_path: Path) -> None:
                 "MODEL.ROI_HEADS.NUM_CLASSES=3",
                 "MODEL.ROI_BOX_HEAD.FC_DIM=32",
                 "DATALOADER.NUM_WORKERS=0",
+                "DATASETS.PROPOSAL_LOADER=selective_search",
                 "SEED=1",
             ],
         )
         model = build_model(cfg).train()
         batch = next(iter(build_detection_train_loader(cfg)))
+        assert proposals.is_file()
         assert len(batch) == 2 and all(len(item["proposals"]) > 0 for item in batch)
         losses = model(batch)
         assert all(torch.isfinite(v) for v in losses.values())

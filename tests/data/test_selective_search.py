@@ -15,7 +15,7 @@ from detkit.data.datasets.shapes import ensure_shapes
 from detkit.data.selective_search import (
     compute_proposal_file,
     ensure_proposal_file,
-    selective_search,
+    selective_search_boxes,
 )
 from detkit.structures import Boxes, pairwise_iou
 
@@ -56,7 +56,7 @@ def test_resumes_from_finished_images(
 
 def test_selective_search_rejects_unknown_mode() -> None:
     with pytest.raises(ValueError, match="fast"):
-        selective_search(np.zeros((8, 8, 3), np.uint8), mode="slow")
+        selective_search_boxes(np.zeros((8, 8, 3), np.uint8), mode="slow")
 
 
 def test_compute_proposals_tool(tmp_path: Path) -> None:
