@@ -86,6 +86,16 @@ def _distributed_rank_and_size() -> tuple[int, int]:
     return 0, 1
 
 
+def _shared_seed(seed: int, world_size: int) -> int:
+    """``seed``, or a fresh one when negative, the same in every process (rank 0's)."""
+    if seed >= 0:
+        return seed
+    drawn = [int(np.random.SeedSequence().entropy % 2**31)]
+    if world_size > 1:
+        torch.distributed.broadcast_object_list(drawn, src=0)
+    return drawn[0]
+
+
 def build_detection_train_loader(
     cfg, mapper: Callable[[dict], dict] | None = None, start_iter: int = 0
 ) -> DataLoader:
@@ -103,7 +113,7 @@ def build_detection_train_loader(
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} does not divide among "
             f"{world_size} processes"
         )
-    seed = cfg.SEED if cfg.SEED >= 0 else int(np.random.SeedSequence().entropy % 2**31)
+    seed = _shared_seed(cfg.SEED, world_size)
     batches = TrainingBatches(
         dicts,
         mapper or DatasetMapper.from_config(cfg, is_train=True),
