@@ -13,7 +13,9 @@ from ..catalog import DatasetCatalog, MetadataCatalog
 logger = logging.getLogger(__name__)
 
 
-def load_coco_json(json_file: str | Path, image_root: str | Path, dataset_name: str | None = None) -> list[dict]:
+def load_coco_json(
+    json_file: str | Path, image_root: str | Path, dataset_name: str | None = None
+) -> list[dict]:
     """Dataset dicts of a COCO instances file.
 
     Boxes become absolute XYXY (``x, y, x + w, y + h``); sparse category ids become contiguous
@@ -68,7 +70,9 @@ def load_coco_json(json_file: str | Path, image_root: str | Path, dataset_name: 
     return dicts
 
 
-def register_coco_instances(name: str, metadata: dict, json_file: str | Path, image_root: str | Path) -> None:
+def register_coco_instances(
+    name: str, metadata: dict, json_file: str | Path, image_root: str | Path
+) -> None:
     """Registers a COCO-format dataset; it is read on first ``DatasetCatalog.get(name)``."""
     DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
     MetadataCatalog.get(name).set(

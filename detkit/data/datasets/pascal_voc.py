@@ -15,7 +15,9 @@ VOC_CLASSES = (
 )  # fmt: skip
 
 
-def load_voc_instances(dirname: str | Path, split: str, class_names: Sequence[str] = VOC_CLASSES) -> list[dict]:
+def load_voc_instances(
+    dirname: str | Path, split: str, class_names: Sequence[str] = VOC_CLASSES
+) -> list[dict]:
     """Dataset dicts of one split of a VOC folder.
 
     VOC boxes are 1-based and inclusive: ``xmin..xmax`` becomes ``(xmin - 1, ymin - 1, xmax,
@@ -30,7 +32,9 @@ def load_voc_instances(dirname: str | Path, split: str, class_names: Sequence[st
     for image_id in split_file.read_text().split():
         xml_file = root / "Annotations" / f"{image_id}.xml"
         if not xml_file.is_file():
-            raise FileNotFoundError(f"VOC annotation of image {image_id!r} not found, expected at {xml_file}")
+            raise FileNotFoundError(
+                f"VOC annotation of image {image_id!r} not found, expected at {xml_file}"
+            )
         try:
             tree = ET.parse(xml_file)
         except ET.ParseError as error:
@@ -40,9 +44,13 @@ def load_voc_instances(dirname: str | Path, split: str, class_names: Sequence[st
         for obj in tree.findall("object"):
             name = obj.findtext("name", "").strip()
             if name not in index:
-                raise ValueError(f"{xml_file}: class {name!r} is not one of the dataset's {len(index)} classes")
+                raise ValueError(
+                    f"{xml_file}: class {name!r} is not one of the dataset's {len(index)} classes"
+                )
             box = obj.find("bndbox")
-            xmin, ymin, xmax, ymax = (float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax"))
+            xmin, ymin, xmax, ymax = (
+                float(box.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")
+            )
             annotations.append(
                 {
                     "bbox": [xmin - 1.0, ymin - 1.0, xmax, ymax],
@@ -69,5 +77,9 @@ def register_pascal_voc(
     classes = tuple(class_names or VOC_CLASSES)
     DatasetCatalog.register(name, lambda: load_voc_instances(dirname, split, classes))
     MetadataCatalog.get(name).set(
-        thing_classes=list(classes), dirname=str(dirname), split=split, year=year, evaluator_type="pascal_voc"
+        thing_classes=list(classes),
+        dirname=str(dirname),
+        split=split,
+        year=year,
+        evaluator_type="pascal_voc",
     )

@@ -1,6 +1,6 @@
 """``shapes``: a synthetic detection set generated offline, deterministically from a seed.
 
-Circles, squares and triangles of varied size, colour and rotation, 1–6 per image, drawn over
+Circles, squares and triangles of varied size, colour and rotation, 1 to 6 per image, drawn over
 cluttered textured backgrounds, later shapes partly hiding earlier ones. Each split is written
 once as PNG images plus a COCO instances JSON under ``<root>/shapes/<split>/`` and reused after
 that. Generation goes to a temporary folder renamed into place at the end, so an interrupted run
@@ -30,7 +30,9 @@ def shapes_split_dir(root: str | Path, split: str) -> Path:
     return Path(root) / "shapes" / split
 
 
-def ensure_shapes(root: str | Path, split: str, num_images: int | None = None, seed: int = DEFAULT_SEED) -> Path:
+def ensure_shapes(
+    root: str | Path, split: str, num_images: int | None = None, seed: int = DEFAULT_SEED
+) -> Path:
     """The folder of ``split``, generated first if it is not complete yet."""
     default_count, offset = SPLITS.get(split, (None, 0))
     num_images = num_images or default_count
@@ -48,7 +50,14 @@ def ensure_shapes(root: str | Path, split: str, num_images: int | None = None, s
         image, boxes, classes = draw_image(rng)
         file_name = f"images/{index:05d}.png"
         cv2.imwrite(str(temporary / file_name), image)
-        images.append({"id": index + 1, "file_name": file_name, "height": image.shape[0], "width": image.shape[1]})
+        images.append(
+            {
+                "id": index + 1,
+                "file_name": file_name,
+                "height": image.shape[0],
+                "width": image.shape[1],
+            }
+        )
         for box, category in zip(boxes, classes, strict=True):
             x1, y1, x2, y2 = (float(v) for v in box)
             annotations.append(
@@ -81,7 +90,11 @@ def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray], 
         colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
         points = _outline(category, centre, size, float(rng.uniform(0, 2 * np.pi)))
         cv2.fillPoly(image, [np.round(points).astype(np.int32)], colour, lineType=cv2.LINE_AA)
-        boxes.append(np.concatenate([points.min(axis=0), points.max(axis=0)]).clip(0, [width, height, width, height]))
+        boxes.append(
+            np.concatenate([points.min(axis=0), points.max(axis=0)]).clip(
+                0, [width, height, width, height]
+            )
+        )
         classes.append(category)
     return image, boxes, classes
 
