@@ -1,0 +1,92 @@
+"""Helpers for code that runs in one process per GPU (or per CPU worker) under torch.distributed.
+
+Every helper also works without an initialised process group, as a world of one process, so the
+same code serves single-process and distributed runs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+import numpy as np
+import torch
+from torch import distributed as dist
+
+# The process group of the processes on this machine; set by detkit.engine.launch.
+_LOCAL_PROCESS_GROUP: dist.ProcessGroup | None = None
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def get_world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def get_rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def get_local_rank() -> int:
+    """The rank of this process among those on its machine (its GPU index)."""
+    if _LOCAL_PROCESS_GROUP is None:
+        return 0
+    return dist.get_rank(group=_LOCAL_PROCESS_GROUP)
+
+
+def is_main_process() -> bool:
+    """True in rank 0, the process that writes logs, checkpoints and results."""
+    return get_rank() == 0
+
+
+def synchronize() -> None:
+    """Waits until every process reaches this point."""
+    if get_world_size() > 1:
+        dist.barrier()
+
+
+@functools.lru_cache
+def _object_group() -> dist.ProcessGroup | None:
+    """A gloo group for gathering Python objects: NCCL would move their bytes through the GPU."""
+    if dist.get_backend() == "nccl":
+        return dist.new_group(backend="gloo")
+    return None
+
+
+def all_gather(data: Any) -> list[Any]:
+    """``data`` (any picklable object) from every process, in rank order, in every process."""
+    if get_world_size() == 1:
+        return [data]
+    gathered: list[Any] = [None] * get_world_size()
+    dist.all_gather_object(gathered, data, group=_object_group())
+    return gathered
+
+
+def gather(data: Any, dst: int = 0) -> list[Any]:
+    """``data`` from every process, in rank order, in process ``dst``; ``[]`` elsewhere."""
+    if get_world_size() == 1:
+        return [data]
+    gathered: list[Any] | None = [None] * get_world_size() if get_rank() == dst else None
+    dist.gather_object(data, gathered, dst=dst, group=_object_group())
+    return gathered if gathered is not None else []
+
+
+def shared_random_seed() -> int:
+    """A random seed drawn in rank 0 and the same in every process."""
+    seed = int(np.random.SeedSequence().entropy % 2**31)
+    return all_gather(seed)[0]
+
+
+def reduce_dict(values: dict[str, torch.Tensor], average: bool = True) -> dict[str, torch.Tensor]:
+    """Scalar tensors summed (or averaged) over all processes, the result in every process."""
+    world_size = get_world_size()
+    if world_size == 1:
+        return values
+    names = sorted(values)
+    stacked = torch.stack([values[name].detach() for name in names])
+    dist.all_reduce(stacked)
+    if average:
+        stacked /= world_size
+    return dict(zip(names, stacked, strict=True))

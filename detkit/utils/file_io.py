@@ -1,0 +1,42 @@
+"""Writing files so that a crash never leaves a half-written one behind."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO
+
+
+def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
+    """Creates or replaces ``path`` with what ``write(file)`` writes to a binary file.
+
+    The bytes go to a temporary file in the same folder, are flushed to disk, and the file is
+    renamed over ``path``: readers see the old file or the complete new one, never a part.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
+        with os.fdopen(descriptor, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        os.unlink(temporary)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def write_bytes_atomically(path: str | Path, data: bytes | str) -> None:
+    """``path`` holds ``data`` (text is UTF-8 encoded), written with :func:`write_atomically`."""
+    payload = data.encode() if isinstance(data, str) else data
+    write_atomically(path, lambda file: file.write(payload))

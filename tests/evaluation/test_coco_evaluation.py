@@ -1,0 +1,281 @@
+"""COCOEvaluator against pycocotools' COCOeval run directly on the same files."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import math
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from detkit.data import DatasetCatalog, MetadataCatalog, register_coco_instances
+from detkit.evaluation import COCOEvaluator, convert_to_coco_dict
+from detkit.structures import Boxes, Instances
+
+METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+
+@pytest.fixture
+def unique_name() -> Iterator[Callable[[], str]]:
+    """Fresh dataset names, unregistered again after the test."""
+    names = []
+
+    def make() -> str:
+        names.append(f"test_coco_eval_{uuid.uuid4().hex}")
+        return names[-1]
+
+    yield make
+    for name in names:
+        if name in DatasetCatalog:
+            DatasetCatalog.remove(name)
+        MetadataCatalog.remove(name)
+
+
+def output(boxes_xyxy, scores, classes, size=(480, 640)) -> dict:
+    return {
+        "instances": Instances(
+            size,
+            pred_boxes=Boxes(torch.tensor(boxes_xyxy, dtype=torch.float32).reshape(-1, 4)),
+            scores=torch.tensor(scores, dtype=torch.float32),
+            pred_classes=torch.tensor(classes, dtype=torch.int64),
+        )
+    }
+
+
+def write_sparse_coco(path: Path, rng: np.random.Generator) -> dict:
+    """Five images, categories 3 ("cat") and 7 ("dog"), boxes of all sizes, one crowd region."""
+    images = [
+        {"id": 10 * i, "file_name": f"{i}.jpg", "height": 480, "width": 640}
+        for i in (1, 2, 3, 4, 5)
+    ]
+    annotations = []
+    for image in images:
+        for _ in range(rng.integers(1, 6)):
+            w, h = np.exp(rng.uniform(np.log(8), np.log(300), size=2))  # small to large
+            x, y = rng.uniform(0, 640 - w), rng.uniform(0, 480 - h)
+            annotations.append(
+                {
+                    "id": len(annotations) + 1,
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice([3, 7])),
+                    "bbox": [x, y, w, h],
+                    "area": w * h,
+                    "iscrowd": 0,
+                }
+            )
+    annotations[-1]["iscrowd"] = 1
+    data = {
+        "images": images,
+        "annotations": annotations,
+        "categories": [{"id": 7, "name": "dog"}, {"id": 3, "name": "cat"}],
+    }
+    path.write_text(json.dumps(data))
+    return data
+
+
+def jittered_detections(data: dict, rng: np.random.Generator) -> list[dict]:
+    """COCO-format results: most objects found with noisy boxes, some missed, plus clutter."""
+    results = []
+    for ann in data["annotations"]:
+        if rng.uniform() < 0.2:
+            continue
+        x, y, w, h = ann["bbox"]
+        noise = rng.normal(scale=0.1, size=4) * [w, h, w, h]
+        category = ann["category_id"] if rng.uniform() < 0.85 else 10 - ann["category_id"]
+        results.append(
+            {
+                "image_id": ann["image_id"],
+                "category_id": category,
+                "bbox": [x + noise[0], y + noise[1], w + noise[2], h + noise[3]],
+                "score": float(rng.uniform(0.3, 1.0)),
+            }
+        )
+    for image in data["images"]:
+        for _ in range(3):
+            w, h = rng.uniform(10, 200, size=2)
+            results.append(
+                {
+                    "image_id": image["id"],
+                    "category_id": int(rng.choice([3, 7])),
+                    "bbox": [rng.uniform(0, 400), rng.uniform(0, 250), w, h],
+                    "score": float(rng.uniform(0.0, 0.6)),
+                }
+            )
+    return results
+
+
+def reference_stats(gt_json: Path, results: list[dict], cat_ids=None) -> np.ndarray:
+    """COCOeval's 12 summary numbers, straight from pycocotools."""
+    with contextlib.redirect_stdout(io.StringIO()):
+        gt = COCO(str(gt_json))
+        evaluation = COCOeval(gt, gt.loadRes([dict(r) for r in results]), "bbox")
+        if cat_ids is not None:
+            evaluation.params.catIds = cat_ids
+        evaluation.evaluate()
+        evaluation.accumulate()
+        evaluation.summarize()
+    return evaluation.stats
+
+
+def feed(evaluator: COCOEvaluator, data: dict, results: list[dict], contiguous: dict) -> None:
+    """Hands COCO-format results to the evaluator as model outputs, one image per batch."""
+    evaluator.reset()
+    for image in data["images"]:
+        mine = [r for r in results if r["image_id"] == image["id"]]
+        boxes = [[x, y, x + w, y + h] for x, y, w, h in (r["bbox"] for r in mine)]
+        inputs = [{"image_id": image["id"], "height": 480, "width": 640, "file_name": "x"}]
+        outputs = [
+            output(boxes, [r["score"] for r in mine], [contiguous[r["category_id"]] for r in mine])
+        ]
+        evaluator.process(inputs, outputs)
+
+
+def assert_percent_equal(ours: float, stat: float) -> None:
+    if stat < 0:  # COCOeval's "nothing to measure"
+        assert math.isnan(ours)
+    else:
+        assert ours == pytest.approx(100 * stat, abs=1e-6)
+
+
+def test_matches_cocoeval_on_a_file_with_sparse_category_ids(tmp_path, unique_name) -> None:
+    rng = np.random.default_rng(0)
+    gt_json = tmp_path / "instances.json"
+    data = write_sparse_coco(gt_json, rng)
+    results = jittered_detections(data, rng)
+    name = unique_name()
+    register_coco_instances(name, {}, gt_json, tmp_path)
+
+    evaluator = COCOEvaluator(name, output_dir=tmp_path / "inference")
+    feed(evaluator, data, results, contiguous={3: 0, 7: 1})  # sorted ids, as the loader does
+    ours = evaluator.evaluate()["bbox"]
+
+    stats = reference_stats(gt_json, results)
+    assert 0 < stats[0] < 1 and (stats[3:6] >= 0).all()  # a non-trivial case, all sizes
+    for metric, stat in zip(METRICS, stats[:6], strict=True):
+        assert_percent_equal(ours[metric], stat)
+    assert_percent_equal(ours["AP-cat"], reference_stats(gt_json, results, cat_ids=[3])[0])
+    assert_percent_equal(ours["AP-dog"], reference_stats(gt_json, results, cat_ids=[7])[0])
+
+    written = json.loads((tmp_path / "inference" / "coco_instances_results.json").read_text())
+    assert len(written) == len(results)
+    assert {r["category_id"] for r in written} == {3, 7}
+    assert not list((tmp_path / "inference").glob(".*"))  # no temporary file left behind
+
+    # after the dataset was loaded (its metadata now holds the id mapping) nothing changes
+    DatasetCatalog.get(name)
+    again = COCOEvaluator(name)
+    feed(again, data, results, contiguous={3: 0, 7: 1})
+    assert again.evaluate()["bbox"] == pytest.approx(ours, nan_ok=True)
+
+
+def test_perfect_detections_without_a_json_file(unique_name) -> None:
+    # objects of 40x40 (medium) and 120x100 (large) pixels, none small
+    dicts = [
+        {
+            "file_name": "a.jpg",
+            "image_id": 1,
+            "height": 200,
+            "width": 300,
+            "annotations": [
+                {"bbox": [10, 10, 50, 50], "category_id": 0},
+                {"bbox": [100, 50, 220, 150], "category_id": 1},
+            ],
+        },
+        {
+            "file_name": "b.jpg",
+            "image_id": 2,
+            "height": 200,
+            "width": 300,
+            "annotations": [{"bbox": [5, 5, 45, 45], "category_id": 1}],
+        },
+    ]
+    name = unique_name()
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["circle", "square"])
+    evaluator = COCOEvaluator(name)
+    for record in dicts:
+        boxes = [a["bbox"] for a in record["annotations"]]
+        classes = [a["category_id"] for a in record["annotations"]]
+        evaluator.process([record], [output(boxes, [1.0] * len(boxes), classes)])
+    results = evaluator.evaluate()["bbox"]
+    for metric in ("AP", "AP50", "AP75", "APm", "APl", "AP-circle", "AP-square"):
+        assert results[metric] == pytest.approx(100.0), metric
+    assert math.isnan(results["APs"])  # no small objects: nothing to measure, not 0
+
+
+def test_convert_to_coco_dict_maps_ids_back_and_boxes_to_xywh(unique_name) -> None:
+    dicts = [
+        {
+            "file_name": "a.jpg",
+            "image_id": 42,
+            "height": 20,
+            "width": 30,
+            "annotations": [
+                {"bbox": [1.0, 2.0, 11.0, 7.0], "category_id": 1, "iscrowd": 1},
+                {"bbox": [0.0, 0.0, 4.0, 4.0], "category_id": 0},
+            ],
+        }
+    ]
+    mapped, plain = unique_name(), unique_name()
+    for name in (mapped, plain):
+        DatasetCatalog.register(name, lambda: dicts)
+        MetadataCatalog.get(name).set(thing_classes=["a", "b"])
+    MetadataCatalog.get(mapped).set(thing_dataset_id_to_contiguous_id={5: 0, 9: 1})
+
+    coco = convert_to_coco_dict(mapped)
+    assert coco["images"] == [{"id": 42, "width": 30, "height": 20, "file_name": "a.jpg"}]
+    assert coco["categories"] == [{"id": 5, "name": "a"}, {"id": 9, "name": "b"}]
+    assert coco["annotations"] == [
+        {"id": 1, "image_id": 42, "category_id": 9, "bbox": [1, 2, 10, 5], "area": 50,
+         "iscrowd": 1},
+        {"id": 2, "image_id": 42, "category_id": 5, "bbox": [0, 0, 4, 4], "area": 16,
+         "iscrowd": 0},
+    ]  # fmt: skip
+    plain_coco = convert_to_coco_dict(plain)
+    assert [c["id"] for c in plain_coco["categories"]] == [1, 2]
+    assert [a["category_id"] for a in plain_coco["annotations"]] == [2, 1]
+
+
+def test_no_predictions_give_zero_ap_and_a_warning(tmp_path, unique_name, caplog) -> None:
+    gt_json = tmp_path / "instances.json"
+    write_sparse_coco(gt_json, np.random.default_rng(1))
+    name = unique_name()
+    register_coco_instances(name, {}, gt_json, tmp_path)
+    evaluator = COCOEvaluator(name, output_dir=tmp_path)
+    evaluator.process(
+        [{"image_id": 10, "height": 480, "width": 640, "file_name": "1.jpg"}],
+        [output([], [], [])],
+    )
+    with caplog.at_level(logging.WARNING, logger="detkit.evaluation"):
+        results = evaluator.evaluate()["bbox"]
+    assert results == dict.fromkeys([*METRICS, "AP-cat", "AP-dog"], 0.0)
+    assert "no predictions" in caplog.text
+    assert json.loads((tmp_path / "coco_instances_results.json").read_text()) == []
+
+
+def test_errors_name_the_problem(tmp_path, unique_name) -> None:
+    with pytest.raises(KeyError, match="not registered"):
+        COCOEvaluator(unique_name())
+    gt_json = tmp_path / "instances.json"
+    write_sparse_coco(gt_json, np.random.default_rng(2))
+    name = unique_name()
+    register_coco_instances(name, {}, gt_json, tmp_path)
+    evaluator = COCOEvaluator(name)
+    inputs = [{"image_id": 10, "height": 480, "width": 640, "file_name": "1.jpg"}]
+    with pytest.raises(KeyError, match="instances"):
+        evaluator.process(inputs, [{"proposals": None}])
+    with pytest.raises(ValueError, match="class 5"):
+        evaluator.process(inputs, [output([[0, 0, 5, 5]], [0.5], [5])])
+    evaluator.reset()
+    evaluator.process([{**inputs[0], "image_id": 999}], [output([[0, 0, 5, 5]], [0.5], [0])])
+    with pytest.raises(ValueError, match="999"):
+        evaluator.evaluate()
