@@ -1,0 +1,13 @@
+"""Optimizer and learning-rate schedule builders."""
+
+from .build import build_gradient_clipper, build_lr_scheduler, build_optimizer, get_optimizer_params
+from .lr_scheduler import LRMultiplier, warmup_multistep_schedule
+
+__all__ = [
+    "LRMultiplier",
+    "build_gradient_clipper",
+    "build_lr_scheduler",
+    "build_optimizer",
+    "get_optimizer_params",
+    "warmup_multistep_schedule",
+]

@@ -1,0 +1,82 @@
+"""Building the optimizer (the paper's SGD with per-parameter lr and decay) and its schedule."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .lr_scheduler import LRMultiplier, warmup_multistep_schedule
+
+_NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
+
+
+def get_optimizer_params(
+    model: nn.Module,
+    base_lr: float,
+    weight_decay: float,
+    weight_decay_norm: float = 0.0,
+    bias_lr_factor: float = 1.0,
+    weight_decay_bias: float | None = None,
+) -> list[dict]:
+    """One parameter group per trainable parameter, with its own lr and weight decay.
+
+    Biases (of any layer) train at ``base_lr * bias_lr_factor`` with ``weight_decay_bias`` (the
+    paper: lr x2, no decay); normalisation layers' weights use ``weight_decay_norm``. Frozen
+    parameters are left out and parameters shared between modules appear once.
+    """
+    if weight_decay_bias is None:
+        weight_decay_bias = weight_decay
+    groups, seen = [], set()
+    for module in model.modules():
+        for name, parameter in module.named_parameters(recurse=False):
+            if not parameter.requires_grad or parameter in seen:
+                continue
+            seen.add(parameter)
+            lr, decay = base_lr, weight_decay
+            if isinstance(module, _NORM_LAYERS):
+                decay = weight_decay_norm
+            if name == "bias":  # normalisation layers' biases included, as in detectron2
+                lr, decay = base_lr * bias_lr_factor, weight_decay_bias
+            groups.append({"params": [parameter], "lr": lr, "weight_decay": decay})
+    return groups
+
+
+def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
+    """SGD with momentum over :func:`get_optimizer_params` from the ``SOLVER`` keys."""
+    solver = cfg.SOLVER
+    groups = get_optimizer_params(
+        model,
+        base_lr=solver.BASE_LR,
+        weight_decay=solver.WEIGHT_DECAY,
+        weight_decay_norm=solver.WEIGHT_DECAY_NORM,
+        bias_lr_factor=solver.BIAS_LR_FACTOR,
+        weight_decay_bias=solver.WEIGHT_DECAY_BIAS,
+    )
+    if not groups:
+        raise ValueError("build_optimizer: the model has no trainable parameters")
+    return torch.optim.SGD(groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM)
+
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
+    """Linear warmup then steps by ``SOLVER.GAMMA`` at ``SOLVER.STEPS``, stepped per iteration."""
+    solver = cfg.SOLVER
+    schedule = warmup_multistep_schedule(
+        solver.MAX_ITER, solver.STEPS, solver.GAMMA, solver.WARMUP_ITERS, solver.WARMUP_FACTOR
+    )
+    return LRMultiplier(optimizer, schedule, solver.MAX_ITER)
+
+
+def build_gradient_clipper(cfg) -> Callable[[Iterable[torch.Tensor]], None] | None:
+    """A function that clips gradients in place per ``SOLVER.CLIP_GRADIENTS``, or None."""
+    clip = cfg.SOLVER.CLIP_GRADIENTS
+    if not clip.ENABLED:
+        return None
+    if clip.CLIP_TYPE == "value":
+        return lambda params: nn.utils.clip_grad_value_(params, clip.CLIP_VALUE)
+    if clip.CLIP_TYPE == "norm":
+        return lambda params: nn.utils.clip_grad_norm_(params, clip.CLIP_VALUE, clip.NORM_TYPE)
+    raise ValueError(
+        f"SOLVER.CLIP_GRADIENTS.CLIP_TYPE must be 'value' or 'norm', got {clip.CLIP_TYPE!r}"
+    )

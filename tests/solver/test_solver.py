@@ -1,0 +1,173 @@
+"""Optimizer parameter groups and the warmup + multi-step lr schedule, against hand-computed
+values."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from detkit.config import get_default_config
+from detkit.engine import LRScheduler, TrainerBase
+from detkit.solver import (
+    build_lr_scheduler,
+    build_optimizer,
+    get_optimizer_params,
+    warmup_multistep_schedule,
+)
+
+# BASE_LR 0.1, warmup from 0.01 * 0.1 = 0.001 over 10 iterations (linear: 0.001 + 0.0099 * i),
+# then 0.1, x0.1 at 60 and again at 80.
+EXPECTED_LR = {
+    0: 0.001,
+    1: 0.001 + 0.0099,
+    5: 0.0505,
+    9: 0.001 + 0.0099 * 9,
+    10: 0.1,
+    59: 0.1,
+    60: 0.01,
+    79: 0.01,
+    80: 0.001,
+    99: 0.001,
+}
+
+
+def solver_config(**solver):
+    cfg = get_default_config()
+    values = {
+        "BASE_LR": 0.1,
+        "MAX_ITER": 100,
+        "STEPS": [60, 80],
+        "GAMMA": 0.1,
+        "WARMUP_ITERS": 10,
+        "WARMUP_FACTOR": 0.01,
+        "BIAS_LR_FACTOR": 2.0,
+        "WEIGHT_DECAY": 1e-4,
+        "WEIGHT_DECAY_BIAS": 3e-4,
+        "WEIGHT_DECAY_NORM": 5e-4,
+    }
+    values.update(solver)
+    for key, value in values.items():
+        cfg.SOLVER[key] = value
+    return cfg
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(6, 5)  # the largest group: "the" lr the hook reports
+        self.norm = nn.BatchNorm1d(5)
+        self.frozen = nn.Linear(5, 2)
+        self.frozen.requires_grad_(False)
+        self.head = nn.Linear(5, 2, bias=False)
+        self.tied = self.head  # shared module: its weight must appear once
+
+
+def group_of(optimizer: torch.optim.Optimizer, parameter: torch.Tensor) -> dict:
+    groups = [g for g in optimizer.param_groups if any(p is parameter for p in g["params"])]
+    assert len(groups) == 1
+    return groups[0]
+
+
+class NoStep(TrainerBase):
+    def __init__(self, optimizer: torch.optim.Optimizer, bias: torch.Tensor) -> None:
+        super().__init__()
+        self.optimizer, self.bias = optimizer, bias
+        self.bias_lrs: dict[int, float] = {}
+
+    def run_step(self) -> None:
+        self.bias_lrs[self.iter] = group_of(self.optimizer, self.bias)["lr"]
+        self.optimizer.step()  # no gradients: changes nothing, but steps come in their order
+
+
+def test_lr_recorded_by_the_hook_follows_warmup_and_steps() -> None:
+    cfg = solver_config()
+    model = Net()
+    optimizer = build_optimizer(cfg, model)
+    trainer = NoStep(optimizer, model.fc.bias)
+    trainer.register_hooks([LRScheduler(optimizer, build_lr_scheduler(cfg, optimizer))])
+    trainer.train(0, 100)
+    recorded = {iteration: lr for lr, iteration in trainer.storage.history("lr").values()}
+    assert sorted(recorded) == list(range(100))
+    for iteration, lr in EXPECTED_LR.items():
+        assert recorded[iteration] == pytest.approx(lr, rel=1e-9), iteration
+        assert trainer.bias_lrs[iteration] == pytest.approx(2 * lr, rel=1e-9), iteration
+
+
+def test_schedule_multiplier() -> None:
+    schedule = warmup_multistep_schedule(100, [60, 80], 0.1, 10, 0.01)
+    for iteration, lr in EXPECTED_LR.items():
+        assert schedule(iteration / 100) == pytest.approx(lr / 0.1, rel=1e-9), iteration
+    plain = warmup_multistep_schedule(100, [], 0.1, 0, 0.01)
+    assert [plain(i / 100) for i in (0, 50, 99)] == [1.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("steps", [[80, 60], [60, 60], [60, 100], [60, 120], [0, 60]], ids=str)
+def test_bad_steps_raise_naming_the_key(steps: list[int]) -> None:
+    with pytest.raises(ValueError, match=r"SOLVER\.STEPS"):
+        warmup_multistep_schedule(100, steps, 0.1, 10, 0.01)
+    cfg = solver_config(STEPS=steps)
+    with pytest.raises(ValueError, match=r"SOLVER\.STEPS"):
+        build_lr_scheduler(cfg, build_optimizer(cfg, Net()))
+
+
+@pytest.mark.parametrize("warmup", [-1, 100, 150])
+def test_bad_warmup_raises(warmup: int) -> None:
+    with pytest.raises(ValueError, match=r"SOLVER\.WARMUP_ITERS"):
+        warmup_multistep_schedule(100, [60], 0.1, warmup, 0.01)
+
+
+def test_parameter_groups_lr_and_weight_decay() -> None:
+    cfg = solver_config()
+    model = Net()
+    optimizer = build_optimizer(cfg, model)
+    assert isinstance(optimizer, torch.optim.SGD)
+    assert optimizer.defaults["momentum"] == cfg.SOLVER.MOMENTUM
+    expected = {  # parameter: (lr, weight decay)
+        model.fc.weight: (0.1, 1e-4),
+        model.fc.bias: (0.2, 3e-4),  # BIAS_LR_FACTOR 2, WEIGHT_DECAY_BIAS
+        model.norm.weight: (0.1, 5e-4),  # WEIGHT_DECAY_NORM
+        model.head.weight: (0.1, 1e-4),
+    }
+    for parameter, (lr, decay) in expected.items():
+        group = group_of(optimizer, parameter)
+        assert (group["lr"], group["weight_decay"]) == pytest.approx((lr, decay))
+    grouped = [p for g in optimizer.param_groups for p in g["params"]]
+    # frozen parameters are left out; the shared head appears once; nothing else is there
+    assert not any(p is model.frozen.weight or p is model.frozen.bias for p in grouped)
+    assert len(grouped) == len({id(p) for p in grouped}) == 5  # expected + norm.bias
+
+
+def test_norm_layer_bias_is_a_bias_too() -> None:
+    # "Biases train at base_lr * bias_lr_factor" (get_optimizer_params' contract, and
+    # detectron2's rule: its bias override applies to normalisation layers' biases as well)
+    model = Net()
+    groups = get_optimizer_params(model, base_lr=0.1, weight_decay=1e-4, bias_lr_factor=2.0)
+    (group,) = [g for g in groups if g["params"][0] is model.norm.bias]
+    assert group["lr"] == pytest.approx(0.2)
+
+
+def test_scheduler_state_round_trip_restores_the_lr_mid_schedule(tmp_path: Path) -> None:
+    cfg = solver_config()
+    model = Net()
+    optimizer = build_optimizer(cfg, model)
+    scheduler = build_lr_scheduler(cfg, optimizer)
+    for _ in range(65):
+        optimizer.step()
+        scheduler.step()
+    torch.save(scheduler.state_dict(), tmp_path / "scheduler.pth")
+
+    fresh_optimizer = build_optimizer(cfg, model)
+    fresh = build_lr_scheduler(cfg, fresh_optimizer)
+    assert group_of(fresh_optimizer, model.fc.weight)["lr"] == pytest.approx(0.001)
+    fresh.load_state_dict(torch.load(tmp_path / "scheduler.pth", weights_only=True))
+    # iteration 65 lies between the steps at 60 and 80: 0.1 * 0.1
+    assert group_of(fresh_optimizer, model.fc.weight)["lr"] == pytest.approx(0.01)
+    assert group_of(fresh_optimizer, model.fc.bias)["lr"] == pytest.approx(0.02)
+    for _ in range(15):  # to iteration 80: the second step
+        fresh_optimizer.step()
+        fresh.step()
+    assert group_of(fresh_optimizer, model.fc.weight)["lr"] == pytest.approx(0.001)
+    assert fresh.get_last_lr() == [g["lr"] for g in fresh_optimizer.param_groups]
