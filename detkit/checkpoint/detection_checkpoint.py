@@ -10,6 +10,8 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 from torch import nn
 
+from ..utils.file_io import write_atomically, write_bytes_atomically
+
 # torchvision VGG16 classifier layers that initialise the box head, as in the paper.
 VGG16_CLASSIFIER_TO_BOX_HEAD = {
     "classifier.0.": "roi_heads.box_head.fc6.",
@@ -33,11 +35,34 @@ class DetectionCheckpointer(Checkpointer):
         model: nn.Module,
         save_dir: str = "",
         *,
+        save_to_disk: bool = True,
         allow_unsafe_pickle: bool = False,
         **checkpointables,
     ) -> None:
-        super().__init__(model, save_dir, **checkpointables)
+        super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.allow_unsafe_pickle = allow_unsafe_pickle
+
+    def save(self, name: str, **extra_state: Any) -> None:
+        """Writes ``<save_dir>/<name>.pth`` (model, checkpointables, ``extra_state``) and points
+        ``last_checkpoint`` at it.
+
+        Both files are written to a temporary name and renamed into place, so a crash or kill
+        mid-save leaves the previous checkpoint and tag intact, never a truncated file.
+        """
+        if not self.save_dir or not self.save_to_disk:
+            return
+        data = {"model": self.model.state_dict()}
+        data.update({key: obj.state_dict() for key, obj in self.checkpointables.items()})
+        data.update(extra_state)
+        basename = f"{name}.pth"
+        path = os.path.join(self.save_dir, basename)
+        self.logger.info(f"Saving checkpoint to {path}")
+        write_atomically(path, lambda file: torch.save(data, file))
+        self.tag_last_checkpoint(basename)
+
+    def tag_last_checkpoint(self, last_filename_basename: str) -> None:
+        path = os.path.join(self.save_dir, "last_checkpoint")
+        write_bytes_atomically(path, last_filename_basename)
 
     def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
         if path and not os.path.isfile(path) and not self.path_manager.exists(path):

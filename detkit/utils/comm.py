@@ -6,7 +6,9 @@ same code serves single-process and distributed runs.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -73,10 +75,36 @@ def gather(data: Any, dst: int = 0) -> list[Any]:
     return gathered if gathered is not None else []
 
 
+@contextlib.contextmanager
+def main_process_first() -> Iterator[None]:
+    """Runs the block in the main process first, then in the others.
+
+    Work that caches its result on first use (generating a dataset, computing proposals) is
+    then done once, by rank 0, and the other processes read what it wrote.
+    """
+    if not is_main_process():
+        synchronize()
+    yield
+    if is_main_process():
+        synchronize()
+
+
 def shared_random_seed() -> int:
     """A random seed drawn in rank 0 and the same in every process."""
     seed = int(np.random.SeedSequence().entropy % 2**31)
     return all_gather(seed)[0]
+
+
+def broadcast_buffers(module: torch.nn.Module, src: int = 0) -> None:
+    """Copies ``module``'s buffers (e.g. BatchNorm statistics) from process ``src`` to all.
+
+    DistributedDataParallel keeps parameters equal, but each process's last forward pass
+    updates its buffers from its own images; evaluating or saving needs one model.
+    """
+    if get_world_size() == 1:
+        return
+    for buffer in module.buffers():
+        dist.broadcast(buffer, src)
 
 
 def reduce_dict(values: dict[str, torch.Tensor], average: bool = True) -> dict[str, torch.Tensor]:

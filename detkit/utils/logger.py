@@ -1,0 +1,42 @@
+"""Logging set-up: the console for every process, ``log.txt`` for the main one."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+
+_FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
+_DATE_FORMAT = "%m/%d %H:%M:%S"
+
+
+def setup_logger(output_dir: str | Path | None = None, rank: int = 0) -> logging.Logger:
+    """Configures the ``detkit`` and ``fvcore`` loggers and returns ``detkit``'s.
+
+    Rank 0 logs INFO to the console and, when ``output_dir`` is given, DEBUG too (the model,
+    pycocotools' report) to ``output_dir/log.txt``, appended so a resumed run keeps one log.
+    Other ranks log warnings and errors only, to the console, prefixed with their rank. Calling
+    it again replaces the handlers it added before.
+    """
+    prefix = "" if rank == 0 else f"[rank {rank}] "
+    formatter = logging.Formatter(prefix + _FORMAT, _DATE_FORMAT)
+    console = logging.StreamHandler(sys.stdout)
+    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    handlers: list[logging.Handler] = [console]
+    if output_dir is not None and rank == 0:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.FileHandler(Path(output_dir) / "log.txt"))
+        handlers[-1].setLevel(logging.DEBUG)
+    for handler in handlers:
+        handler.setFormatter(formatter)
+    for name in ("detkit", "fvcore"):
+        logger = logging.getLogger(name)
+        for old in [h for h in logger.handlers if getattr(h, "_detkit", False)]:
+            logger.removeHandler(old)
+            old.close()
+        for handler in handlers:
+            handler._detkit = True  # type: ignore[attr-defined]
+            logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+    return logging.getLogger("detkit")
