@@ -10,14 +10,18 @@ from __future__ import annotations
 
 import copy
 import itertools
+import logging
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
+from ..utils import comm
 from .build import get_detection_dataset_dicts
 from .mapper import DatasetMapper
+
+logger = logging.getLogger(__name__)
 
 
 def index_batches(
@@ -80,40 +84,42 @@ class TrainingBatches(IterableDataset):
             yield [self.mapper(copy.deepcopy(self.dataset_dicts[i])) for i in indices]
 
 
-def _distributed_rank_and_size() -> tuple[int, int]:
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        return torch.distributed.get_rank(), torch.distributed.get_world_size()
-    return 0, 1
-
-
-def _shared_seed(seed: int, world_size: int) -> int:
-    """``seed``, or a fresh one when negative, the same in every process (rank 0's)."""
-    if seed >= 0:
-        return seed
-    drawn = [int(np.random.SeedSequence().entropy % 2**31)]
-    if world_size > 1:
-        torch.distributed.broadcast_object_list(drawn, src=0)
-    return drawn[0]
+def filter_images_without_objects(dicts: list[dict]) -> list[dict]:
+    """The images with at least one non-crowd object; the count dropped is logged."""
+    kept = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d["annotations"])]
+    if len(kept) < len(dicts):
+        logger.info(
+            f"Dropped {len(dicts) - len(kept)} of {len(dicts)} training images without objects "
+            "(DATALOADER.FILTER_EMPTY_ANNOTATIONS)"
+        )
+    if not kept:
+        raise ValueError("no training image has an object to learn from")
+    return kept
 
 
 def build_detection_train_loader(
     cfg, mapper: Callable[[dict], dict] | None = None, start_iter: int = 0
 ) -> DataLoader:
     """Endless loader of lists of ``SOLVER.IMS_PER_BATCH / world_size`` mapped images."""
+    if not cfg.DATASETS.TRAIN:
+        raise ValueError("DATASETS.TRAIN is empty; name the registered datasets to train on")
     proposal_files = list(cfg.DATASETS.PROPOSAL_FILES_TRAIN) or None
-    dicts = get_detection_dataset_dicts(
-        list(cfg.DATASETS.TRAIN),
-        proposal_files,
-        proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN,
-        proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
-    )
-    rank, world_size = _distributed_rank_and_size()
+    with comm.main_process_first():  # data made on first use (shapes, proposals) is made once
+        dicts = get_detection_dataset_dicts(
+            list(cfg.DATASETS.TRAIN),
+            proposal_files,
+            proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN,
+            proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
+        )
+    if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
+        dicts = filter_images_without_objects(dicts)
+    rank, world_size = comm.get_rank(), comm.get_world_size()
     if cfg.SOLVER.IMS_PER_BATCH % world_size:
         raise ValueError(
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} does not divide among "
             f"{world_size} processes"
         )
-    seed = _shared_seed(cfg.SEED, world_size)
+    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
     batches = TrainingBatches(
         dicts,
         mapper or DatasetMapper.from_config(cfg, is_train=True),
@@ -123,7 +129,14 @@ def build_detection_train_loader(
         world_size,
         start_iter,
     )
-    return DataLoader(batches, batch_size=None, num_workers=cfg.DATALOADER.NUM_WORKERS)
+    # its own generator: creating the iterator must not draw from torch's global one, which
+    # the model's sampling and dropout use (resuming would shift them by one draw)
+    return DataLoader(
+        batches,
+        batch_size=None,
+        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 class _MappedList(Dataset):
@@ -144,20 +157,27 @@ def _as_list(batch: list[dict]) -> list[dict]:
 def build_detection_test_loader(
     cfg, dataset_name: str, mapper: Callable[[dict], dict] | None = None
 ) -> DataLoader:
-    """The images of ``dataset_name`` in order, one per batch (a list of one mapped dict)."""
+    """The images of ``dataset_name`` in order, one per batch (a list of one mapped dict).
+
+    In a distributed run each process gets a contiguous share of the images (the evaluators
+    gather the results).
+    """
     names = list(cfg.DATASETS.TEST)
     files = list(cfg.DATASETS.PROPOSAL_FILES_TEST)
     proposal_file = [files[names.index(dataset_name)]] if files and dataset_name in names else None
-    dicts = get_detection_dataset_dicts(
-        [dataset_name],
-        proposal_file,
-        proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST,
-        drop_difficult=False,
-        proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
-    )
+    with comm.main_process_first():
+        dicts = get_detection_dataset_dicts(
+            [dataset_name],
+            proposal_file,
+            proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST,
+            drop_difficult=False,
+            proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
+        )
     mapper = mapper or DatasetMapper.from_config(cfg, is_train=False)
+    rank, world_size = comm.get_rank(), comm.get_world_size()
+    share = slice(len(dicts) * rank // world_size, len(dicts) * (rank + 1) // world_size)
     return DataLoader(
-        _MappedList(dicts, mapper),
+        _MappedList(dicts[share], mapper),
         batch_size=1,
         shuffle=False,
         num_workers=cfg.DATALOADER.NUM_WORKERS,

@@ -115,4 +115,4 @@ def selective_search(path: str | Path, dataset_dicts: list[dict] | None) -> dict
     """Proposal loader: the file at ``path``, computed (fast mode) first if it is missing."""
     if dataset_dicts is None:
         raise ValueError("the selective_search proposal loader needs the dataset's dicts")
-    return detectron2_pickle(ensure_proposal_file(dataset_dicts, path))
+    return detectron2_pickle(ensure_proposal_file(dataset_dicts, path, workers=os.cpu_count() or 1))

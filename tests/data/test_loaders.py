@@ -66,7 +66,12 @@ def test_train_loader_from_config_with_workers(workers: int) -> None:
     try:
         cfg = load_config(
             REPO / "configs" / "Base-FastRCNN.yaml",
-            ["DATASETS.TRAIN=[tiny_loader]", "SEED=4", f"DATALOADER.NUM_WORKERS={workers}"],
+            [
+                "DATASETS.TRAIN=[tiny_loader]",
+                "SEED=4",
+                f"DATALOADER.NUM_WORKERS={workers}",
+                "DATALOADER.FILTER_EMPTY_ANNOTATIONS=false",  # fake_dicts have no objects
+            ],
         )
         expected = take(TrainingBatches(fake_dicts(), dict, 2, seed=4), 8)
         assert take(build_detection_train_loader(cfg, mapper=dict), 8) == expected
@@ -74,3 +79,22 @@ def test_train_loader_from_config_with_workers(workers: int) -> None:
         assert [batch[0]["image_id"] for batch in test] == list(range(23))
     finally:
         DatasetCatalog.remove("tiny_loader")
+
+
+def test_images_without_objects_are_dropped_from_training_only() -> None:
+    dicts = fake_dicts(6)
+    dicts[1]["annotations"] = [{"bbox": [0, 0, 5, 5], "category_id": 0}]
+    dicts[4]["annotations"] = [{"bbox": [0, 0, 5, 5], "category_id": 0, "iscrowd": 1}]
+    dicts[5]["annotations"] = [{"bbox": [1, 1, 5, 5], "category_id": 0, "iscrowd": 0}]
+    DatasetCatalog.register("tiny_sparse", lambda: [dict(d) for d in dicts])
+    try:
+        cfg = load_config(
+            REPO / "configs" / "Base-FastRCNN.yaml",
+            ["DATASETS.TRAIN=[tiny_sparse]", "SEED=4", "DATALOADER.NUM_WORKERS=0"],
+        )
+        seen = set(itertools.chain(*take(build_detection_train_loader(cfg, mapper=dict), 6)))
+        assert seen == {1, 5}  # no objects (0, 2, 3) or only a crowd region (4): dropped
+        test = build_detection_test_loader(cfg, "tiny_sparse", mapper=dict)
+        assert [batch[0]["image_id"] for batch in test] == list(range(6))
+    finally:
+        DatasetCatalog.remove("tiny_sparse")

@@ -66,3 +66,43 @@ def test_interrupted_generation_leaves_nothing_to_reuse(tmp_path: Path, monkeypa
     monkeypatch.setattr(shapes, "draw_image", real_draw)
     folder = shapes.ensure_shapes(tmp_path, "val", num_images=5)
     assert len(load_coco_json(folder / "annotations.json", folder)) == 5
+
+
+def test_every_annotated_shape_stays_mostly_visible(monkeypatch) -> None:
+    drawn = []  # polygons filled into the image (3 channels), in drawing order
+    real_fill = shapes.cv2.fillPoly
+
+    def recording_fill(image, polygons, *args, **kwargs):
+        if image.ndim == 3:
+            drawn.append(polygons[0])
+        return real_fill(image, polygons, *args, **kwargs)
+
+    monkeypatch.setattr(shapes.cv2, "fillPoly", recording_fill)
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        drawn.clear()
+        image, boxes, _ = shapes.draw_image(rng)
+        assert len(drawn) == len(boxes) >= 1
+        masks = []
+        for polygon in drawn:
+            mask = np.zeros(image.shape[:2], np.uint8)
+            real_fill(mask, [polygon], 1)
+            masks.append(mask.astype(bool))
+        for index, mask in enumerate(masks):
+            covered = np.logical_or.reduce([np.zeros_like(mask), *masks[index + 1 :]])
+            assert (mask & ~covered).sum() >= shapes.MIN_VISIBLE * mask.sum()
+
+
+def test_split_of_an_older_generator_is_regenerated(tmp_path: Path) -> None:
+    folder = shapes.ensure_shapes(tmp_path, "val", num_images=2, seed=1)
+    annotations = folder / "annotations.json"
+    data = json.loads(annotations.read_text())
+    assert data["info"]["generator_version"] == shapes.GENERATOR_VERSION
+    data["info"]["generator_version"] = shapes.GENERATOR_VERSION - 1
+    annotations.write_text(json.dumps(data))
+    (folder / "selective_search.pkl").write_bytes(b"stale proposals")
+    shapes.ensure_shapes(tmp_path, "val", num_images=2, seed=1)
+    assert json.loads(annotations.read_text())["info"]["generator_version"] == (
+        shapes.GENERATOR_VERSION
+    )
+    assert not (folder / "selective_search.pkl").exists()

@@ -24,6 +24,10 @@ from .coco import load_coco_json
 SHAPE_CLASSES = ("circle", "square", "triangle")
 SPLITS = {"train": (600, 0), "val": (150, 1)}  # images, seed offset
 DEFAULT_SEED = 2015
+# Bumped whenever the same seed would draw different images; older splits are regenerated.
+GENERATOR_VERSION = 2
+MIN_VISIBLE = 0.5  # fraction of each shape that later shapes leave uncovered, at least
+PLACEMENT_ATTEMPTS = 10
 
 
 def shapes_split_dir(root: str | Path, split: str) -> Path:
@@ -33,14 +37,18 @@ def shapes_split_dir(root: str | Path, split: str) -> Path:
 def ensure_shapes(
     root: str | Path, split: str, num_images: int | None = None, seed: int = DEFAULT_SEED
 ) -> Path:
-    """The folder of ``split``, generated first if it is not complete yet."""
+    """The folder of ``split``, generated first if it is not complete yet or was made by an
+    older version of the generator (whose images differ)."""
     default_count, offset = SPLITS.get(split, (None, 0))
     num_images = num_images or default_count
     if not num_images:
         raise ValueError(f"shapes: split {split!r} has no default size; give num_images")
     target = shapes_split_dir(root, split)
     if (target / "annotations.json").is_file():
-        return target
+        info = json.loads((target / "annotations.json").read_text()).get("info", {})
+        if info.get("generator_version") == GENERATOR_VERSION:
+            return target
+        shutil.rmtree(target)  # stale: its images and proposals would not match this version
     temporary = target.with_name(f".{split}.partial-{os.getpid()}")
     shutil.rmtree(temporary, ignore_errors=True)
     (temporary / "images").mkdir(parents=True)
@@ -72,24 +80,52 @@ def ensure_shapes(
             )
     categories = [{"id": i + 1, "name": name} for i, name in enumerate(SHAPE_CLASSES)]
     (temporary / "annotations.json").write_text(
-        json.dumps({"images": images, "annotations": annotations, "categories": categories})
+        json.dumps(
+            {
+                "info": {"generator_version": GENERATOR_VERSION, "seed": seed},
+                "images": images,
+                "annotations": annotations,
+                "categories": categories,
+            }
+        )
     )
-    os.replace(temporary, target)  # only a complete split ever appears under its name
+    try:
+        os.replace(temporary, target)  # only a complete split ever appears under its name
+    except OSError:
+        if not (target / "annotations.json").is_file():
+            raise
+        shutil.rmtree(temporary)  # another process finished the same split first
     return target
 
 
 def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray], list[int]]:
-    """One image (BGR uint8) with its objects' boxes (XYXY) and classes."""
+    """One image (BGR uint8) with its objects' boxes (XYXY) and classes.
+
+    A shape may cover part of those drawn before it, but never more than ``1 - MIN_VISIBLE``
+    of any of them: a shape placed where it would is drawn elsewhere (or, after a few tries,
+    left out), so every annotated object can be seen.
+    """
     height, width = (int(v) for v in rng.integers(160, 257, size=2))
     image = _background(rng, height, width)
+    owner = np.full((height, width), -1, np.int32)  # index of the shape on top at each pixel
+    areas: list[int] = []
     boxes, classes = [], []
     for _ in range(int(rng.integers(1, 7))):
-        category = int(rng.integers(len(SHAPE_CLASSES)))
-        size = float(rng.uniform(18, min(height, width) * 0.45))
-        centre = rng.uniform([size, size], [width - size, height - size])
-        colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
-        points = _outline(category, centre, size, float(rng.uniform(0, 2 * np.pi)))
-        cv2.fillPoly(image, [np.round(points).astype(np.int32)], colour, lineType=cv2.LINE_AA)
+        for _attempt in range(PLACEMENT_ATTEMPTS):
+            category = int(rng.integers(len(SHAPE_CLASSES)))
+            size = float(rng.uniform(18, min(height, width) * 0.45))
+            centre = rng.uniform([size, size], [width - size, height - size])
+            colour = tuple(int(c) for c in rng.integers(0, 256, size=3))
+            points = _outline(category, centre, size, float(rng.uniform(0, 2 * np.pi)))
+            polygon = np.round(points).astype(np.int32)
+            mask = cv2.fillPoly(np.zeros((height, width), np.uint8), [polygon], 1).astype(bool)
+            if _keeps_others_visible(owner, areas, mask):
+                break
+        else:
+            continue
+        cv2.fillPoly(image, [polygon], colour, lineType=cv2.LINE_AA)
+        owner[mask] = len(areas)
+        areas.append(int(mask.sum()))
         boxes.append(
             np.concatenate([points.min(axis=0), points.max(axis=0)]).clip(
                 0, [width, height, width, height]
@@ -97,6 +133,12 @@ def draw_image(rng: np.random.Generator) -> tuple[np.ndarray, list[np.ndarray], 
         )
         classes.append(category)
     return image, boxes, classes
+
+
+def _keeps_others_visible(owner: np.ndarray, areas: list[int], mask: np.ndarray) -> bool:
+    """Whether every shape drawn so far keeps ``MIN_VISIBLE`` of its area outside ``mask``."""
+    visible = np.bincount(owner[~mask & (owner >= 0)], minlength=len(areas))
+    return all(visible[k] >= MIN_VISIBLE * areas[k] for k in range(len(areas)))
 
 
 def _outline(category: int, centre: np.ndarray, size: float, angle: float) -> np.ndarray:
