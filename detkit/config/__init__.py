@@ -6,6 +6,14 @@ from .loading import (
     dump_config,
     get_default_config,
     load_config,
+    looks_like_override,
 )
 
-__all__ = ["ConfigError", "add_config", "dump_config", "get_default_config", "load_config"]
+__all__ = [
+    "ConfigError",
+    "add_config",
+    "dump_config",
+    "get_default_config",
+    "load_config",
+    "looks_like_override",
+]

@@ -22,6 +22,12 @@ class ResNetsConfig:
 
 
 @dataclass
+class SmallConvNetConfig:
+    CHANNELS: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    CONVS_PER_STAGE: int = 2
+
+
+@dataclass
 class ROIHeadsConfig:
     NAME: str = "StandardROIHeads"
     NUM_CLASSES: int = 80
@@ -58,6 +64,7 @@ class ModelConfig:
     PIXEL_STD: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
     BACKBONE: BackboneConfig = field(default_factory=BackboneConfig)
     RESNETS: ResNetsConfig = field(default_factory=ResNetsConfig)
+    SMALL_CONVNET: SmallConvNetConfig = field(default_factory=SmallConvNetConfig)
     ROI_HEADS: ROIHeadsConfig = field(default_factory=ROIHeadsConfig)
     ROI_BOX_HEAD: ROIBoxHeadConfig = field(default_factory=ROIBoxHeadConfig)
 
@@ -84,6 +91,20 @@ class InputConfig:
 @dataclass
 class DataLoaderConfig:
     NUM_WORKERS: int = 2
+    FILTER_EMPTY_ANNOTATIONS: bool = True
+
+
+@dataclass
+class ClipGradientsConfig:
+    ENABLED: bool = False
+    CLIP_TYPE: str = "norm"
+    CLIP_VALUE: float = 10.0
+    NORM_TYPE: float = 2.0
+
+
+@dataclass
+class AMPConfig:
+    ENABLED: bool = False
 
 
 @dataclass
@@ -94,15 +115,22 @@ class SolverConfig:
     WEIGHT_DECAY: float = 0.0005
     BIAS_LR_FACTOR: float = 2.0
     WEIGHT_DECAY_BIAS: float = 0.0
+    WEIGHT_DECAY_NORM: float = 0.0
     MAX_ITER: int = 40000
     STEPS: list[int] = field(default_factory=lambda: [30000])
     GAMMA: float = 0.1
+    WARMUP_ITERS: int = 0
+    WARMUP_FACTOR: float = 0.001
+    CLIP_GRADIENTS: ClipGradientsConfig = field(default_factory=ClipGradientsConfig)
+    AMP: AMPConfig = field(default_factory=AMPConfig)
     CHECKPOINT_PERIOD: int = 5000
+    LOG_PERIOD: int = 20
 
 
 @dataclass
 class EvaluationConfig:
     EVAL_PERIOD: int = 0
+    EVALUATORS: list[str] = field(default_factory=lambda: [])
     DETECTIONS_PER_IMAGE: int = 100
 
 

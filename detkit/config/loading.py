@@ -10,6 +10,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -183,6 +184,16 @@ def _unknown_key_message(cfg: DictConfig, key: str, source: str) -> str:
             "defaults=...))"
         )
     return message
+
+
+# "KEY=VALUE" with an upper-case dotted key, as config keys are written.
+_OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*=")
+
+
+def looks_like_override(text: str) -> bool:
+    """Whether a command-line word is a ``KEY=VALUE`` override (and not, say, a file name or a
+    value that merely contains ``=``)."""
+    return bool(_OVERRIDE.match(text))
 
 
 def _parse_override(text: str) -> tuple[str, Any]:

@@ -1,0 +1,181 @@
+"""The standard hooks: timing, lr schedule, per-iteration seeding, checkpoints, evaluation,
+metric writers."""
+
+from __future__ import annotations
+
+import datetime
+import logging
+import time
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from fvcore.common.checkpoint import Checkpointer
+from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicCheckpointer
+
+from ..utils import comm
+from ..utils.events import EventWriter
+from .train_loop import HookBase
+
+logger = logging.getLogger("detkit.engine")
+
+
+class IterationTimer(HookBase):
+    """Records each step's duration as ``time`` and logs the training speed at the end,
+    leaving out the first ``warmup_iters`` steps (start-up costs, not training speed)."""
+
+    def __init__(self, warmup_iters: int = 3) -> None:
+        self._warmup_iters = warmup_iters
+        self._step_start = 0.0
+        self._timed_seconds = 0.0
+        self._timed_steps = 0
+        self._train_start = 0.0
+
+    def before_train(self) -> None:
+        self._train_start = time.perf_counter()
+
+    def before_step(self) -> None:
+        self._step_start = time.perf_counter()
+
+    def after_step(self) -> None:
+        seconds = time.perf_counter() - self._step_start
+        if self.trainer.iter - self.trainer.start_iter >= self._warmup_iters:
+            self._timed_seconds += seconds
+            self._timed_steps += 1
+        self.trainer.storage.put_scalar("time", seconds)
+
+    def after_train(self) -> None:
+        total = time.perf_counter() - self._train_start
+        message = f"Total training time: {datetime.timedelta(seconds=round(total))}"
+        if self._timed_steps:
+            speed = self._timed_seconds / self._timed_steps
+            message += f" ({speed:.4f} s/it over {self._timed_steps} iterations after warm-up)"
+        logger.info(message)
+
+
+class LRScheduler(HookBase):
+    """Records the lr used by each step as ``lr``, then advances the per-iteration schedule."""
+
+    def __init__(
+        self, optimizer: torch.optim.Optimizer, scheduler: torch.optim.lr_scheduler.LRScheduler
+    ) -> None:
+        self._optimizer = optimizer
+        self._scheduler = scheduler
+        # the group with the most weights stands for "the" lr (biases may use a multiple of it)
+        self._reported_group = max(
+            range(len(optimizer.param_groups)),
+            key=lambda i: sum(p.numel() for p in optimizer.param_groups[i]["params"]),
+        )
+
+    def after_step(self) -> None:
+        lr = self._optimizer.param_groups[self._reported_group]["lr"]
+        self.trainer.storage.put_scalar("lr", lr, smoothing_hint=False)
+        self._scheduler.step()
+
+
+class ReseedEachIteration(HookBase):
+    """Seeds torch's generators from ``(seed, rank, iteration)`` before each step.
+
+    The model's randomness (RoI sampling, dropout) then depends on nothing but the iteration,
+    so a run resumed from a checkpoint takes exactly the steps of a run that never stopped.
+    ``seed`` is a number or a function returning it (read when training starts, after a resume
+    may have restored the run's seed).
+    """
+
+    def __init__(self, seed: int | Callable[[], int]) -> None:
+        self._get_seed = seed if callable(seed) else lambda: seed
+        self._seed = 0
+
+    def before_train(self) -> None:
+        self._seed = int(self._get_seed())
+
+    def before_step(self) -> None:
+        entropy = [self._seed, comm.get_rank(), self.trainer.iter]
+        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+
+
+class PeriodicCheckpointer(HookBase):
+    """Saves a checkpoint every ``period`` iterations and ``model_final`` at the end.
+
+    ``extra_state`` returns what else the checkpoint records (the iteration is always saved).
+    Checkpoints are written by the main process only (``Checkpointer.save_to_disk``).
+    """
+
+    def __init__(
+        self,
+        checkpointer: Checkpointer,
+        period: int,
+        max_to_keep: int | None = None,
+        extra_state: Callable[[], dict] | None = None,
+    ) -> None:
+        self._checkpointer = checkpointer
+        self._period = period
+        self._max_to_keep = max_to_keep
+        self._extra_state = extra_state or dict
+        self._periodic: _FvcorePeriodicCheckpointer | None = None
+
+    def before_train(self) -> None:
+        self._periodic = _FvcorePeriodicCheckpointer(
+            self._checkpointer, self._period, self.trainer.max_iter, self._max_to_keep
+        )
+
+    def after_step(self) -> None:
+        self._periodic.step(self.trainer.iter, **self._extra_state())
+
+
+class EvalHook(HookBase):
+    """Runs ``eval_function`` every ``period`` iterations (0: never) and after the last one.
+
+    Its results, ``{dataset: {task: {metric: value}}}`` or ``{task: {metric: value}}``, are
+    recorded as scalars named ``dataset/task/metric`` at the iteration they were measured.
+    """
+
+    def __init__(self, period: int, eval_function: Callable[[], dict]) -> None:
+        self._period = period
+        self._eval_function = eval_function
+        self.latest_results: dict = {}
+
+    def _evaluate(self) -> None:
+        self.latest_results = self._eval_function()
+        if comm.is_main_process():
+            flat = _flatten(self.latest_results)
+            self.trainer.storage.put_scalars(smoothing_hint=False, **flat)
+        comm.synchronize()
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if self._period > 0 and done % self._period == 0 and done != self.trainer.max_iter:
+            self._evaluate()
+
+    def after_train(self) -> None:
+        if self.trainer.iter >= self.trainer.max_iter:  # finished, not interrupted
+            self._evaluate()
+
+
+def _flatten(results: dict, prefix: str = "") -> dict[str, float]:
+    flat = {}
+    for key, value in results.items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}/"))
+        else:
+            flat[f"{prefix}{key}"] = float(value)
+    return flat
+
+
+class PeriodicWriter(HookBase):
+    """Calls every writer each ``period`` iterations, after the last one, and closes them."""
+
+    def __init__(self, writers: Sequence[EventWriter], period: int = 20) -> None:
+        self._writers = list(writers)
+        self._period = period
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if done % self._period == 0 or done == self.trainer.max_iter:
+            for writer in self._writers:
+                writer.write()
+
+    def after_train(self) -> None:
+        for writer in self._writers:
+            writer.write()  # e.g. the final evaluation's results
+            writer.close()

@@ -1,0 +1,66 @@
+"""DefaultPredictor: a trained detector applied to one image, for demos and scripts."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..checkpoint import DetectionCheckpointer
+from ..config import ConfigError
+from ..data.selective_search import selective_search_boxes
+from ..data.transforms import resize_shortest_edge
+from ..modeling import build_model
+from ..structures import Boxes, Instances
+
+
+class DefaultPredictor:
+    """The model of ``cfg`` in eval mode with the weights of ``cfg.MODEL.WEIGHTS``.
+
+    Calling it on a BGR image prepares the image like the test-time mapper (shortest edge to
+    ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``, channels in
+    ``MODEL.INPUT_FORMAT`` order), moves the proposals with it, and returns the detections
+    (``pred_boxes``, ``scores``, ``pred_classes``) in the original image's pixels.
+    """
+
+    def __init__(self, cfg) -> None:
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError(
+                "DefaultPredictor: MODEL.WEIGHTS is empty; give a trained checkpoint "
+                "(e.g. MODEL.WEIGHTS=output/model_final.pth), random weights detect nothing"
+            )
+        if cfg.MODEL.INPUT_FORMAT not in ("BGR", "RGB"):
+            raise ConfigError(
+                f"MODEL.INPUT_FORMAT must be BGR or RGB, got {cfg.MODEL.INPUT_FORMAT!r}"
+            )
+        self.cfg = cfg
+        self.model = build_model(cfg).eval()
+        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+
+    def __call__(self, image_bgr: np.ndarray, proposals: np.ndarray | None = None) -> Instances:
+        """Detections on ``image_bgr`` (uint8 ``[H, W, 3]``) from ``proposals`` (``[n, 4]`` XYXY
+        in its pixels), or from fast selective search on it when none are given."""
+        height, width = image_bgr.shape[:2]
+        if proposals is None:
+            proposals = selective_search_boxes(image_bgr, "fast")
+        image, move_boxes = resize_shortest_edge(
+            image_bgr, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
+        )
+        moved = move_boxes(np.asarray(proposals, np.float32).reshape(-1, 4))
+        boxes = Boxes(torch.from_numpy(moved))
+        boxes.clip(image.shape[:2])
+        boxes = boxes[boxes.nonempty()]
+        if self.cfg.MODEL.INPUT_FORMAT == "RGB":
+            image = image[:, :, ::-1]
+        inputs = {
+            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "proposals": Instances(
+                image.shape[:2],
+                proposal_boxes=boxes,
+                # rank order, as in detkit's selective-search proposal files
+                objectness_logits=-torch.arange(len(boxes), dtype=torch.float32),
+            ),
+            "height": height,
+            "width": width,
+        }
+        with torch.no_grad():
+            return self.model([inputs])[0]["instances"]

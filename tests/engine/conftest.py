@@ -1,0 +1,143 @@
+"""Fixtures shared by the engine tests: a tiny shapes set with hand-made proposals, and configs
+for a model small enough to train a few iterations on a CPU in well under a second."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import DictConfig
+
+from detkit.config import load_config
+from detkit.data import DatasetCatalog, MetadataCatalog, load_coco_json
+from detkit.data.datasets.shapes import ensure_shapes
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES_CONFIG = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
+TINY_DATASET = "engine_tiny_shapes"
+
+# A model and inputs small enough for CPU tests; dropout stays on so that the random generator
+# matters (a resumed run must replay the same dropout masks).
+TINY_MODEL = [
+    "MODEL.BACKBONE.NAME=SmallConvNet",
+    "MODEL.SMALL_CONVNET.CHANNELS=[8, 16]",
+    "MODEL.ROI_BOX_HEAD.FC_DIM=32",
+    "MODEL.ROI_BOX_HEAD.DROPOUT=0.5",
+    "INPUT.MIN_SIZE_TRAIN=[96, 112]",
+    "INPUT.MAX_SIZE_TRAIN=160",
+    "INPUT.MIN_SIZE_TEST=96",
+    "INPUT.MAX_SIZE_TEST=160",
+    "DATALOADER.NUM_WORKERS=0",
+    "SOLVER.BASE_LR=0.01",
+    "SOLVER.WARMUP_ITERS=2",
+    "SOLVER.STEPS=[3]",
+    "SOLVER.LOG_PERIOD=2",
+    "DATASETS.TEST=[]",
+    "DATASETS.PROPOSAL_FILES_TEST=[]",
+    "DATASETS.PROPOSAL_LOADER=auto",
+    "SEED=7",
+]
+
+
+def write_proposal_file(annotations_json: Path, path: Path, seed: int = 0) -> Path:
+    """A detectron2-layout proposal pickle: every ground-truth box jittered four times, plus
+    random boxes, so training sees foreground and background RoIs without selective search."""
+    data = json.loads(annotations_json.read_text())
+    rng = np.random.default_rng(seed)
+    by_image: dict[int, list[list[float]]] = {}
+    for annotation in data["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation["bbox"])
+    ids, boxes = [], []
+    for image in data["images"]:
+        width, height = image["width"], image["height"]
+        rows = []
+        for x, y, w, h in by_image.get(image["id"], []):
+            for _ in range(4):
+                dx1, dy1, dx2, dy2 = rng.uniform(-0.1, 0.1, 4) * [w, h, w, h]
+                rows.append([x + dx1, y + dy1, x + w + dx2, y + h + dy2])
+        for _ in range(12):
+            x1, y1 = rng.uniform(0, [width - 24, height - 24])
+            rows.append(
+                [x1, y1, x1 + rng.uniform(16, width - x1), y1 + rng.uniform(16, height - y1)]
+            )
+        ids.append(image["id"])
+        boxes.append(np.asarray(rows, np.float32))
+    with open(path, "wb") as file:
+        pickle.dump(
+            {
+                "ids": ids,
+                "boxes": boxes,
+                "objectness_logits": [np.zeros(len(b), np.float32) for b in boxes],
+                "bbox_mode": 0,
+            },
+            file,
+        )
+    return path
+
+
+@dataclass(frozen=True)
+class TinyShapes:
+    name: str
+    folder: Path
+    proposal_file: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TinyShapes]:
+    """Eight shapes images registered as ``engine_tiny_shapes``, with a proposal file."""
+    root = tmp_path_factory.mktemp("engine_shapes")
+    folder = ensure_shapes(root, "tiny", num_images=8, seed=11)
+    proposals = write_proposal_file(folder / "annotations.json", root / "proposals.pkl")
+    DatasetCatalog.register(
+        TINY_DATASET, lambda: load_coco_json(folder / "annotations.json", folder, TINY_DATASET)
+    )
+    try:
+        yield TinyShapes(TINY_DATASET, folder, proposals)
+    finally:
+        DatasetCatalog.remove(TINY_DATASET)
+        MetadataCatalog.remove(TINY_DATASET)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_overrides() -> list[str]:
+    """The overrides that shrink the shapes config to the tiny model (for spawned processes)."""
+    return list(TINY_MODEL)
+
+
+@pytest.fixture
+def make_config(tiny_shapes: TinyShapes) -> Callable[..., DictConfig]:
+    """``make_config(output_dir, *overrides)``: the shapes config shrunk to the tiny model,
+    training on the tiny set; the output folder is created (``default_setup`` would do it)."""
+
+    def make(output_dir: Path, *overrides: str) -> DictConfig:
+        Path(output_dir).mkdir(parents=True, exist_ok=True)
+        return load_config(
+            SHAPES_CONFIG,
+            [
+                *TINY_MODEL,
+                f"DATASETS.TRAIN=[{tiny_shapes.name}]",
+                f"DATASETS.PROPOSAL_FILES_TRAIN=[{tiny_shapes.proposal_file}]",
+                f"OUTPUT_DIR={output_dir}",
+                *overrides,
+            ],
+        )
+
+    return make
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread() -> Iterator[None]:
+    """One intra-op thread: on a small, busy machine OpenMP's spinning threads make these tiny
+    models many times slower; results do not depend on it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -1,0 +1,147 @@
+"""The standard hooks, each in a bare trainer: when they act, what they record and save."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from detkit.checkpoint import DetectionCheckpointer
+from detkit.engine import (
+    EvalHook,
+    HookBase,
+    IterationTimer,
+    PeriodicCheckpointer,
+    PeriodicWriter,
+    ReseedEachIteration,
+    TrainerBase,
+)
+from detkit.utils.events import EventWriter
+
+
+class StepTrainer(TrainerBase):
+    """Draws one number from torch's generator per step; can fail at a given iteration."""
+
+    def __init__(self, fail_at: int | None = None) -> None:
+        super().__init__()
+        self.draws: dict[int, float] = {}
+        self.fail_at = fail_at
+
+    def run_step(self) -> None:
+        if self.iter == self.fail_at:
+            raise RuntimeError("simulated crash")
+        self.draws[self.iter] = torch.rand(()).item()
+
+
+def test_iteration_timer_records_one_time_per_step() -> None:
+    trainer = StepTrainer()
+    trainer.register_hooks([IterationTimer(warmup_iters=1)])
+    trainer.train(0, 3)
+    times = trainer.storage.history("time").values()
+    assert [it for _, it in times] == [0, 1, 2]
+    assert all(seconds >= 0 for seconds, _ in times)
+
+
+def test_reseeding_makes_each_step_depend_on_the_iteration_only() -> None:
+    straight = StepTrainer()
+    straight.register_hooks([ReseedEachIteration(5)])
+    straight.train(0, 4)
+    torch.manual_seed(1234)  # a resumed process starts from some other state
+    resumed = StepTrainer()
+    resumed.register_hooks([ReseedEachIteration(lambda: 5)])
+    resumed.train(2, 4)
+    assert resumed.draws == {2: straight.draws[2], 3: straight.draws[3]}
+    other = StepTrainer()
+    other.register_hooks([ReseedEachIteration(6)])
+    other.train(0, 4)
+    assert other.draws[2] != straight.draws[2]
+    assert straight.draws[0] != straight.draws[1]
+
+
+def test_periodic_checkpointer_saves_every_period_and_final(tmp_path: Path) -> None:
+    model = nn.Linear(2, 1)
+    checkpointer = DetectionCheckpointer(model, str(tmp_path))
+    trainer = StepTrainer()
+    trainer.register_hooks(
+        [PeriodicCheckpointer(checkpointer, 3, extra_state=lambda: {"seed": 17})]
+    )
+    trainer.train(0, 7)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["last_checkpoint", "model_0000002.pth", "model_0000005.pth", "model_final.pth"]
+    assert (tmp_path / "last_checkpoint").read_text().strip() == "model_final.pth"
+    for name, iteration in [("model_0000002", 2), ("model_0000005", 5), ("model_final", 6)]:
+        data = torch.load(tmp_path / f"{name}.pth", weights_only=True)
+        assert data["iteration"] == iteration and data["seed"] == 17
+        assert set(data["model"]) == {"weight", "bias"}
+
+
+class Results:
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def __call__(self, trainer: TrainerBase) -> dict:
+        self.calls.append(trainer.iter)
+        return {"val": {"bbox": {"AP": 10.0 + trainer.iter, "AP50": 50.0}}}
+
+
+@pytest.mark.parametrize(
+    ("period", "max_iter", "expected"),
+    [(2, 5, [1, 3, 5]), (2, 6, [1, 3, 6]), (0, 4, [4]), (10, 4, [4])],
+)
+def test_eval_hook_evaluates_every_period_and_once_at_the_end(
+    period: int, max_iter: int, expected: list[int]
+) -> None:
+    trainer = StepTrainer()
+    results = Results()
+    hook = EvalHook(period, lambda: results(trainer))
+    trainer.register_hooks([hook])
+    trainer.train(0, max_iter)
+    # after_step of iteration i (i + 1 a multiple of period), then after_train at max_iter
+    assert results.calls == expected
+    ap = trainer.storage.history("val/bbox/AP").values()
+    assert ap == [(10.0 + i, i) for i in expected]
+    assert trainer.storage.latest()["val/bbox/AP50"] == (50.0, max_iter)
+    assert hook.latest_results == {"val": {"bbox": {"AP": 10.0 + max_iter, "AP50": 50.0}}}
+
+
+def test_eval_hook_skips_the_final_evaluation_of_an_interrupted_run() -> None:
+    trainer = StepTrainer(fail_at=3)
+    results = Results()
+    trainer.register_hooks([EvalHook(2, lambda: results(trainer))])
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        trainer.train(0, 8)
+    assert results.calls == [1]
+
+
+class CountingWriter(EventWriter):
+    def __init__(self) -> None:
+        self.writes: list[int] = []
+        self.closed = False
+
+    def write(self) -> None:
+        from detkit.utils.events import get_event_storage
+
+        self.writes.append(get_event_storage().iter)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class AssertOpenHook(HookBase):
+    def __init__(self, writer: CountingWriter) -> None:
+        self.writer = writer
+
+    def after_train(self) -> None:
+        assert not self.writer.closed
+
+
+def test_periodic_writer_writes_each_period_the_last_step_and_at_the_end() -> None:
+    writer = CountingWriter()
+    trainer = StepTrainer()
+    trainer.register_hooks([AssertOpenHook(writer), PeriodicWriter([writer], period=3)])
+    trainer.train(0, 7)
+    # after iterations 2 and 5 (every 3), 6 (the last), then after_train at iteration 7
+    assert writer.writes == [2, 5, 6, 7]
+    assert writer.closed

@@ -1,0 +1,96 @@
+"""tools/demo.py: PNG files of the inputs' size, and one-line errors for bad inputs."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detkit.checkpoint import DetectionCheckpointer
+from detkit.config import load_config
+from detkit.modeling import build_model
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIG = REPO / "configs" / "Base-FastRCNN.yaml"
+TINY = [
+    "MODEL.BACKBONE.NAME=ResNet",
+    "MODEL.RESNETS.DEPTH=18",
+    "MODEL.ROI_HEADS.NUM_CLASSES=3",
+    "MODEL.ROI_BOX_HEAD.FC_DIM=32",
+    "INPUT.MIN_SIZE_TEST=96",
+    "INPUT.MAX_SIZE_TEST=160",
+    "DATASETS.TEST=[shapes_val]",
+]
+
+
+def load_demo():
+    spec = importlib.util.spec_from_file_location("demo", REPO / "tools" / "demo.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_demo()
+
+
+@pytest.fixture
+def weights(tmp_path: Path) -> str:
+    torch.manual_seed(0)
+    model = build_model(load_config(CONFIG, TINY))
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
+    return str(tmp_path / "tiny.pth")
+
+
+def write_images(folder: Path) -> list[str]:
+    rng = np.random.default_rng(0)
+    paths = []
+    for name, (height, width) in [("wide", (96, 128)), ("tall", (112, 96))]:
+        image = rng.integers(0, 80, (height, width, 3), dtype=np.uint8)
+        cv2.rectangle(image, (20, 20), (70, 80), (40, 200, 220), cv2.FILLED)
+        cv2.imwrite(str(folder / f"{name}.jpg"), image)
+        paths.append(str(folder / f"{name}.jpg"))
+    return paths
+
+
+def test_writes_one_png_per_image(demo, weights: str, tmp_path: Path, capsys) -> None:
+    inputs = write_images(tmp_path)
+    out = tmp_path / "out" / "nested"
+    argv = ["--output", str(out), "--confidence-threshold", "0.0", "--config-file", str(CONFIG)]
+    argv += ["--input", *inputs, *TINY, f"MODEL.WEIGHTS={weights}"]  # overrides after --input
+    assert demo.main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["tall.png", "wide.png"]
+    for path in inputs:
+        written = cv2.imread(str(out / f"{Path(path).stem}.png"))
+        assert written.shape == cv2.imread(path).shape
+        assert not np.array_equal(written, cv2.imread(path)), "nothing was drawn"
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2 and all("detections drawn" in line for line in lines)
+
+
+def test_missing_image_is_named(demo, weights: str, tmp_path: Path, capsys) -> None:
+    missing = str(tmp_path / "missing.png")
+    argv = ["--config-file", str(CONFIG), "--input", missing, "--output", str(tmp_path)]
+    assert demo.main([*argv, *TINY, f"MODEL.WEIGHTS={weights}"]) != 0
+    err = capsys.readouterr().err
+    assert missing in err and "Traceback" not in err
+
+
+def test_bad_config_key_gives_the_config_error(demo, tmp_path: Path, capsys) -> None:
+    argv = ["--config-file", str(CONFIG), "--input", "x.png", "--output", str(tmp_path)]
+    assert demo.main([*argv, "MODEL.ROI_HEADS.NUM_CLASES=3"]) != 0
+    err = capsys.readouterr().err
+    assert "unknown config key MODEL.ROI_HEADS.NUM_CLASES" in err
+    assert "did you mean MODEL.ROI_HEADS.NUM_CLASSES" in err
+
+
+def test_missing_weights_file_is_named(demo, tmp_path: Path, capsys) -> None:
+    missing = str(tmp_path / "nope.pth")
+    argv = ["--config-file", str(CONFIG), "--input", "x.png", "--output", str(tmp_path)]
+    assert demo.main([*argv, *TINY, f"MODEL.WEIGHTS={missing}"]) != 0
+    assert missing in capsys.readouterr().err
