@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -106,3 +107,16 @@ def test_split_of_an_older_generator_is_regenerated(tmp_path: Path) -> None:
         shapes.GENERATOR_VERSION
     )
     assert not (folder / "selective_search.pkl").exists()
+
+
+def test_a_split_finished_first_by_another_process_is_kept(tmp_path: Path, monkeypatch) -> None:
+    real_replace = shapes.os.replace
+
+    def racing_replace(source, target):
+        shutil.copytree(source, target)  # another process renames its copy in just before
+        return real_replace(source, target)  # so this one finds the folder taken
+
+    monkeypatch.setattr(shapes.os, "replace", racing_replace)
+    folder = shapes.ensure_shapes(tmp_path, "val", num_images=2, seed=1)
+    assert len(load_coco_json(folder / "annotations.json", folder)) == 2
+    assert [p.name for p in folder.parent.iterdir()] == ["val"]  # no partial folder left

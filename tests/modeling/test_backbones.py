@@ -9,7 +9,7 @@ import torch
 import torchvision
 
 from detkit.config import load_config
-from detkit.modeling.backbone import VGG16, ResNet, build_backbone
+from detkit.modeling.backbone import VGG16, ResNet, SmallConvNet, build_backbone
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -84,3 +84,21 @@ def test_freezing() -> None:
     assert not resnet.bn1.training and resnet.layer2[0].conv1.training
     with pytest.raises(ValueError, match="depth"):
         ResNet(depth=152)
+
+
+@pytest.mark.parametrize(("channels", "stride"), [([16, 32, 64], 8), ([8, 16, 32, 48], 16)])
+def test_small_convnet_shape_and_stride(channels: list[int], stride: int) -> None:
+    cfg = load_config(
+        REPO / "configs" / "Base-FastRCNN.yaml",
+        ["MODEL.BACKBONE.NAME=SmallConvNet", f"MODEL.SMALL_CONVNET.CHANNELS={channels}"],
+    )
+    backbone = build_backbone(cfg)
+    assert isinstance(backbone, SmallConvNet)
+    shape = backbone.output_shape()["features"]
+    assert (shape.channels, shape.stride) == (channels[-1], stride)
+    features = backbone(torch.zeros(2, 3, 8 * stride, 5 * stride))["features"]
+    assert features.shape == (2, channels[-1], 8, 5)
+    convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
+    assert len(convs) == 1 + 2 * len(channels)  # the stem, then two per stage
+    with pytest.raises(ValueError, match="SmallConvNet"):
+        SmallConvNet(channels=[])
