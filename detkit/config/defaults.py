@@ -23,8 +23,9 @@ class ResNetsConfig:
 
 @dataclass
 class SmallConvNetConfig:
-    CHANNELS: list[int] = field(default_factory=lambda: [32, 64, 128, 256])
+    CHANNELS: list[int] = field(default_factory=lambda: [16, 32, 64])
     CONVS_PER_STAGE: int = 2
+    STRIDE: int = 8
 
 
 @dataclass

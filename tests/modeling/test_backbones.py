@@ -86,11 +86,18 @@ def test_freezing() -> None:
         ResNet(depth=152)
 
 
-@pytest.mark.parametrize(("channels", "stride"), [([16, 32, 64], 8), ([8, 16, 32, 48], 16)])
-def test_small_convnet_shape_and_stride(channels: list[int], stride: int) -> None:
+@pytest.mark.parametrize(
+    ("channels", "stride", "pools"),
+    [([16, 32, 64], 8, 2), ([8, 16, 32, 48], 16, 3), ([16, 32, 32, 32], 4, 1), ([8], 2, 0)],
+)
+def test_small_convnet_shape_and_stride(channels: list[int], stride: int, pools: int) -> None:
     cfg = load_config(
         REPO / "configs" / "Base-FastRCNN.yaml",
-        ["MODEL.BACKBONE.NAME=SmallConvNet", f"MODEL.SMALL_CONVNET.CHANNELS={channels}"],
+        [
+            "MODEL.BACKBONE.NAME=SmallConvNet",
+            f"MODEL.SMALL_CONVNET.CHANNELS={channels}",
+            f"MODEL.SMALL_CONVNET.STRIDE={stride}",
+        ],
     )
     backbone = build_backbone(cfg)
     assert isinstance(backbone, SmallConvNet)
@@ -100,5 +107,10 @@ def test_small_convnet_shape_and_stride(channels: list[int], stride: int) -> Non
     assert features.shape == (2, channels[-1], 8, 5)
     convs = [m for m in backbone.modules() if isinstance(m, torch.nn.Conv2d)]
     assert len(convs) == 1 + 2 * len(channels)  # the stem, then two per stage
+    assert sum(isinstance(m, torch.nn.MaxPool2d) for m in backbone.modules()) == pools
+
+
+@pytest.mark.parametrize(("channels", "stride"), [([], 8), ([16, 32], 8), ([16, 32], 3)])
+def test_small_convnet_rejects_impossible_layouts(channels: list[int], stride: int) -> None:
     with pytest.raises(ValueError, match="SmallConvNet"):
-        SmallConvNet(channels=[])
+        SmallConvNet(channels=channels, stride=stride)
