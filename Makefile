@@ -15,10 +15,24 @@ export MAX_JOBS ?= $(shell nproc)
 EXTENSION := detkit/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.get_config_var('EXT_SUFFIX'))")
 EXTENSION_SOURCES := setup.py $(shell find detkit/layers/csrc -type f)
 
+# The main job: Fast R-CNN trained on the synthetic shapes set and evaluated on shapes_val.
+SHAPES_CONFIG := configs/shapes/fast_rcnn.yaml
+SHAPES_OUTPUT := output/shapes_fast_rcnn
+# Proposals live in the split's folder, so a regenerated split takes its stale proposals with it.
+PROPOSALS := datasets/shapes/%/selective_search.pkl
+DEMO_IMAGES := $(foreach i,00000 00001 00002 00003,datasets/shapes/val/images/$(i).png)
+
 .PHONY: run test build lint bench clean
 
-run: build
-	$(PY) tools/benchmark_ops.py
+run: build $(subst %,train,$(PROPOSALS)) $(subst %,val,$(PROPOSALS))
+	$(PY) tools/train_net.py --config-file $(SHAPES_CONFIG) OUTPUT_DIR=$(SHAPES_OUTPUT)
+	$(PY) tools/demo.py --config-file $(SHAPES_CONFIG) --output $(SHAPES_OUTPUT)/demo \
+		--input $(DEMO_IMAGES) MODEL.WEIGHTS=$(SHAPES_OUTPUT)/model_final.pth
+	$(PY) tools/show_results.py $(SHAPES_OUTPUT)
+
+# Selective-search proposals (generating the shapes images first), computed once and cached.
+$(PROPOSALS): | build
+	$(PY) tools/compute_proposals.py --dataset shapes_$* --out $@ --workers $(MAX_JOBS)
 
 test: build lint
 	$(PY) -m pytest -q
