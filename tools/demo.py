@@ -15,12 +15,14 @@ from collections import Counter
 from pathlib import Path
 
 import cv2
+import numpy as np
 from tqdm import tqdm
 
 from detkit.config import ConfigError, load_config, looks_like_override
 from detkit.data import MetadataCatalog
 from detkit.data.mapper import read_image
 from detkit.engine.predictor import DefaultPredictor
+from detkit.modeling.meta_arch.fast_rcnn import rescale_detections
 from detkit.utils.file_io import write_bytes_atomically
 from detkit.utils.visualizer import draw_detections
 
@@ -31,6 +33,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--input", nargs="+", required=True, help="images to draw on")
     parser.add_argument("--output", required=True, help="folder for the PNG files")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--min-size",
+        type=int,
+        default=480,
+        help="enlarge pictures whose shorter side is smaller, so labels stay readable (0: never)",
+    )
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE pairs")
     args = parser.parse_args(argv)
     images = [word for word in args.input if not looks_like_override(word)]
@@ -52,12 +60,23 @@ def main(argv: list[str] | None = None) -> int:
         except FileNotFoundError as error:
             return _fail(error)
         instances = predictor(image)
+        image, instances = _enlarged(image, instances, args.min_size)
         drawing = draw_detections(image, instances, class_names, args.confidence_threshold)
         target = output / f"{Path(path).stem}.png"
         write_bytes_atomically(target, cv2.imencode(".png", drawing)[1].tobytes())
         drawn = int((instances.scores > args.confidence_threshold).sum())
         tqdm.write(f"{path}: {drawn} detections drawn -> {target}")
     return 0
+
+
+def _enlarged(image: np.ndarray, instances, min_size: int):
+    """``image`` and its detections scaled up so its shorter side is ``min_size`` at least."""
+    scale = min_size / min(image.shape[:2])
+    if scale <= 1:
+        return image, instances
+    height, width = round(image.shape[0] * scale), round(image.shape[1] * scale)
+    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
+    return image, rescale_detections(instances, height, width)
 
 
 def _class_names(cfg) -> list[str]:

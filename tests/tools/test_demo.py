@@ -62,8 +62,8 @@ def test_writes_one_png_per_image(demo, weights: str, tmp_path: Path, capsys) ->
     inputs = write_images(tmp_path)
     out = tmp_path / "out" / "nested"
     argv = ["--output", str(out), "--confidence-threshold", "0.0", "--config-file", str(CONFIG)]
-    argv += ["--input", *inputs, *TINY, f"MODEL.WEIGHTS={weights}"]  # overrides after --input
-    assert demo.main(argv) == 0
+    argv += ["--min-size", "0", "--input", *inputs, *TINY, f"MODEL.WEIGHTS={weights}"]
+    assert demo.main(argv) == 0  # (the overrides come after --input)
     assert sorted(p.name for p in out.iterdir()) == ["tall.png", "wide.png"]
     for path in inputs:
         written = cv2.imread(str(out / f"{Path(path).stem}.png"))
@@ -94,3 +94,15 @@ def test_missing_weights_file_is_named(demo, tmp_path: Path, capsys) -> None:
     argv = ["--config-file", str(CONFIG), "--input", "x.png", "--output", str(tmp_path)]
     assert demo.main([*argv, *TINY, f"MODEL.WEIGHTS={missing}"]) != 0
     assert missing in capsys.readouterr().err
+
+
+def test_small_pictures_are_enlarged(demo, weights: str, tmp_path: Path) -> None:
+    inputs = write_images(tmp_path)
+    out = tmp_path / "out"
+    argv = ["--output", str(out), "--confidence-threshold", "0.0", "--config-file", str(CONFIG)]
+    assert demo.main([*argv, "--min-size", "224", "--input", *inputs, *TINY,
+                      f"MODEL.WEIGHTS={weights}"]) == 0  # fmt: skip
+    wide = cv2.imread(str(out / "wide.png"))  # 96 x 128 -> 224 x 299
+    tall = cv2.imread(str(out / "tall.png"))  # 112 x 96 -> 261 x 224
+    assert wide.shape == (224, round(128 * 224 / 96), 3)
+    assert tall.shape == (round(112 * 224 / 96), 224, 3)
