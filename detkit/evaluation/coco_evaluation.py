@@ -14,7 +14,7 @@ import numpy as np
 from ..data.catalog import DatasetCatalog, MetadataCatalog
 from ..utils import comm
 from ..utils.file_io import write_bytes_atomically
-from .evaluator import DatasetEvaluator
+from .evaluator import DatasetEvaluator, output_instances
 
 logger = logging.getLogger("detkit.evaluation")
 
@@ -110,12 +110,7 @@ class COCOEvaluator(DatasetEvaluator):
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for image, output in zip(inputs, outputs, strict=True):
-            if "instances" not in output:
-                raise KeyError(
-                    f"COCOEvaluator: the output for image {image.get('image_id')!r} has no "
-                    f"'instances' (keys: {sorted(output)})"
-                )
-            instances = output["instances"].to("cpu")
+            instances = output_instances("COCOEvaluator", image, output)
             boxes = instances.pred_boxes.tensor.clone()
             boxes[:, 2:] -= boxes[:, :2]  # XYXY -> XYWH
             for box, score, label in zip(

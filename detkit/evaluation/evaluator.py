@@ -12,6 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from ..structures import Instances
 from ..utils import comm
 
 logger = logging.getLogger("detkit.evaluation")
@@ -40,6 +41,17 @@ class DatasetEvaluator:
     def evaluate(self) -> dict | None:
         """Metrics over everything processed since the last :meth:`reset`."""
         return {}
+
+
+def output_instances(evaluator: str, image: dict, output: dict) -> Instances:
+    """The detections in one model ``output`` (for input ``image``), moved to the CPU; an error
+    naming the evaluator and the image when the output holds none."""
+    if "instances" not in output:
+        raise KeyError(
+            f"{evaluator}: the output for image {image.get('image_id')!r} has no 'instances' "
+            f"(keys: {sorted(output)})"
+        )
+    return output["instances"].to("cpu")
 
 
 class DatasetEvaluators(DatasetEvaluator):

@@ -19,7 +19,7 @@ import numpy as np
 
 from ..data.catalog import DatasetCatalog, MetadataCatalog
 from ..utils import comm
-from .evaluator import DatasetEvaluator
+from .evaluator import DatasetEvaluator, output_instances
 
 logger = logging.getLogger("detkit.evaluation")
 
@@ -126,17 +126,12 @@ class PascalVOCDetectionEvaluator(DatasetEvaluator):
 
     def process(self, inputs: list[dict], outputs: list[dict]) -> None:
         for image, output in zip(inputs, outputs, strict=True):
-            if "instances" not in output:
-                raise KeyError(
-                    f"PascalVOCDetectionEvaluator: the output for image "
-                    f"{image.get('image_id')!r} has no 'instances' (keys: {sorted(output)})"
-                )
+            instances = output_instances("PascalVOCDetectionEvaluator", image, output)
             if image["image_id"] not in self._image_ids:
                 raise ValueError(
                     f"PascalVOCDetectionEvaluator: image {image['image_id']!r} is not in "
                     f"dataset {self.dataset_name!r}"
                 )
-            instances = output["instances"].to("cpu")
             classes = instances.pred_classes.numpy()
             if classes.size and (classes.min() < 0 or classes.max() >= len(self.class_names)):
                 raise ValueError(

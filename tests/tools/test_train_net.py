@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import pickle
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -29,42 +28,13 @@ CONFIG = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
 MAX_ITER = 6
 
 
-def write_proposals(annotations_json: Path, path: Path) -> Path:
-    """detectron2's pickle layout: each ground-truth box jittered 4 times, plus 8 random boxes."""
-    data = json.loads(annotations_json.read_text())
-    rng = np.random.default_rng(0)
-    ids, boxes = [], []
-    for image in data["images"]:
-        rows = []
-        for ann in (a for a in data["annotations"] if a["image_id"] == image["id"]):
-            x, y, w, h = ann["bbox"]
-            for dx1, dy1, dx2, dy2 in rng.uniform(-0.1, 0.1, (4, 4)) * [w, h, w, h]:
-                rows.append([x + dx1, y + dy1, x + w + dx2, y + h + dy2])
-        for _ in range(8):
-            x1, y1 = rng.uniform(0, [image["width"] - 24, image["height"] - 24])
-            x2 = x1 + rng.uniform(16, image["width"] - x1)
-            y2 = y1 + rng.uniform(16, image["height"] - y1)
-            rows.append([x1, y1, x2, y2])
-        ids.append(image["id"])
-        boxes.append(np.asarray(rows, np.float32))
-    with open(path, "wb") as file:
-        pickle.dump(
-            {
-                "ids": ids,
-                "boxes": boxes,
-                "objectness_logits": [np.zeros(len(b), np.float32) for b in boxes],
-                "bbox_mode": 0,
-            },
-            file,
-        )
-    return path
-
-
 @pytest.fixture(scope="module")
-def datasets_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def datasets_root(
+    tmp_path_factory: pytest.TempPathFactory, write_proposal_file: Callable[..., Path]
+) -> Path:
     root = tmp_path_factory.mktemp("datasets")
     folder = ensure_shapes(root, "val")  # what the script would generate under this root
-    write_proposals(folder / "annotations.json", root / "shapes_val_proposals.pkl")
+    write_proposal_file(folder / "annotations.json", root / "shapes_val_proposals.pkl")
     return root
 
 

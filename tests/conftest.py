@@ -1,0 +1,54 @@
+"""Fixtures for every test folder."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+
+def _write_proposal_file(annotations_json: Path, path: Path, seed: int = 0) -> Path:
+    """A detectron2-layout proposal pickle: every ground-truth box jittered four times, plus
+    random boxes, so training sees foreground and background RoIs without selective search."""
+    data = json.loads(annotations_json.read_text())
+    rng = np.random.default_rng(seed)
+    by_image: dict[int, list[list[float]]] = {}
+    for annotation in data["annotations"]:
+        by_image.setdefault(annotation["image_id"], []).append(annotation["bbox"])
+    ids, boxes = [], []
+    for image in data["images"]:
+        width, height = image["width"], image["height"]
+        rows = []
+        for x, y, w, h in by_image.get(image["id"], []):
+            for _ in range(4):
+                dx1, dy1, dx2, dy2 = rng.uniform(-0.1, 0.1, 4) * [w, h, w, h]
+                rows.append([x + dx1, y + dy1, x + w + dx2, y + h + dy2])
+        for _ in range(12):
+            x1, y1 = rng.uniform(0, [width - 24, height - 24])
+            rows.append(
+                [x1, y1, x1 + rng.uniform(16, width - x1), y1 + rng.uniform(16, height - y1)]
+            )
+        ids.append(image["id"])
+        boxes.append(np.asarray(rows, np.float32))
+    with open(path, "wb") as file:
+        pickle.dump(
+            {
+                "ids": ids,
+                "boxes": boxes,
+                "objectness_logits": [np.zeros(len(b), np.float32) for b in boxes],
+                "bbox_mode": 0,
+            },
+            file,
+        )
+    return path
+
+
+@pytest.fixture(scope="session")
+def write_proposal_file() -> Callable[..., Path]:
+    """``write_proposal_file(annotations_json, path, seed=0)``: a proposal pickle for a COCO
+    annotation file, made from its ground truth (see ``_write_proposal_file``)."""
+    return _write_proposal_file
