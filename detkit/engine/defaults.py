@@ -152,10 +152,6 @@ def write_config(cfg: DictConfig) -> None:
     logger.info(f"Full config saved to {path}")
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
-
 class DefaultTrainer(TrainerBase):
     """A trainer built from a config: model, SGD, lr schedule, data, evaluation and hooks.
 
@@ -168,6 +164,8 @@ class DefaultTrainer(TrainerBase):
 
     def __init__(self, cfg: DictConfig) -> None:
         super().__init__()
+        if cfg.SEED < 0:  # default_setup has not settled it
+            cfg.SEED = comm.shared_random_seed()
         self.cfg = cfg
         model = self.build_model(cfg)
         self.optimizer = self.build_optimizer(cfg, model)
@@ -238,7 +236,7 @@ class DefaultTrainer(TrainerBase):
 
     def train(self) -> dict:
         """Trains from ``start_iter`` to ``SOLVER.MAX_ITER``; returns the last evaluation."""
-        self._trainer.data_loader = self.build_train_loader(self.cfg, self.start_iter, self.seed)
+        self._trainer.data_loader = self.build_train_loader(self.cfg, self.start_iter)
         super().train(self.start_iter, self.max_iter)
         return self.eval_hook.latest_results
 
@@ -265,10 +263,7 @@ class DefaultTrainer(TrainerBase):
         return build_lr_scheduler(cfg, optimizer)
 
     @classmethod
-    def build_train_loader(cls, cfg: DictConfig, start_iter: int = 0, seed: int | None = None):
-        if seed is not None and seed != cfg.SEED:
-            cfg = cfg.copy()
-            cfg.SEED = seed
+    def build_train_loader(cls, cfg: DictConfig, start_iter: int = 0):
         return build_detection_train_loader(cfg, start_iter=start_iter)
 
     @classmethod

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from detkit.config import load_config
 from detkit.engine import DefaultTrainer, HookBase, seed_all
 
 K = 3  # checkpoint period; the runs go to 2K
@@ -114,3 +115,21 @@ def test_same_seed_reproduces_a_straight_run(make_config, tmp_path: Path) -> Non
     assert_same_training_state(
         straight_run(make_config, tmp_path / "a"), straight_run(make_config, tmp_path / "b")
     )
+
+
+def test_an_unseeded_run_resumes_with_the_seed_it_drew(make_config, tmp_path: Path) -> None:
+    output = tmp_path / "unseeded"
+    settings = ["SEED=-1", f"SOLVER.MAX_ITER={2 * K}", f"SOLVER.CHECKPOINT_PERIOD={K}"]
+    first = DefaultTrainer(make_config(output, *settings))
+    first.register_hooks([KillAfter(K - 1)])
+    first.resume_or_load(resume=False)
+    with pytest.raises(SimulatedKillError):
+        first.train()
+    drawn = first.seed
+    assert drawn >= 0
+    assert torch.load(output / f"model_{K - 1:07d}.pth", weights_only=True)["seed"] == drawn
+
+    second = DefaultTrainer(make_config(output, *settings))  # draws a seed of its own
+    second.resume_or_load(resume=True)
+    assert second.seed == second.cfg.SEED == drawn
+    assert drawn == load_config(output / "config.yaml").SEED  # the record follows the run
