@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import random
 from collections import OrderedDict
@@ -40,7 +39,7 @@ from ..solver import (
 )
 from ..utils import comm
 from ..utils.events import ConsoleWriter, JSONWriter, TensorboardWriter
-from ..utils.file_io import write_bytes_atomically
+from ..utils.file_io import strict_json, write_bytes_atomically
 from ..utils.logger import setup_logger
 from . import hooks
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
@@ -318,7 +317,7 @@ class DefaultTrainer(TrainerBase):
             results[name] = inference_on_dataset(model, loader, evaluator)
             if comm.is_main_process():
                 write_bytes_atomically(
-                    folder / "evaluation.json", json.dumps(results[name], indent=2)
+                    folder / "evaluation.json", strict_json(results[name], indent=2)
                 )
                 logger.info(f"Evaluation results on {name}:\n{format_results_table(results[name])}")
         return results

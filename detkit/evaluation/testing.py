@@ -39,6 +39,8 @@ def format_results_table(results: Mapping[str, Mapping[str, float]]) -> str:
 
 
 def _format(value: object) -> str:
+    if value is None:  # an AP that could not be measured, as saved in strict JSON
+        return "nan"
     return f"{value:.2f}" if isinstance(value, float | int) else str(value)
 
 

@@ -8,7 +8,6 @@ The trainer and its hooks record scalars into the current :class:`EventStorage`;
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import resource
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
+
+from .file_io import strict_json
 
 _STORAGE_STACK: list[EventStorage] = []
 
@@ -109,7 +110,8 @@ class JSONWriter(EventWriter):
             if iteration > self._last_written:
                 by_iteration.setdefault(iteration, {})[name] = value
         for iteration in sorted(by_iteration):
-            self._file.write(json.dumps({"iteration": iteration, **by_iteration[iteration]}) + "\n")
+            line = strict_json({"iteration": iteration, **by_iteration[iteration]})
+            self._file.write(line + "\n")
         self._file.flush()
         if by_iteration:
             self._last_written = max(by_iteration)

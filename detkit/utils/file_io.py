@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 
 def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
@@ -28,6 +30,22 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> 
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def strict_json(data: Any, indent: int | None = None) -> str:
+    """``data`` as standard JSON: NaN and infinities, which Python's ``json`` would write as
+    bare ``NaN`` that other parsers reject, become ``null`` (an AP that cannot be measured)."""
+    return json.dumps(_finite_or_none(data), indent=indent, allow_nan=False)
+
+
+def _finite_or_none(data: Any) -> Any:
+    if isinstance(data, float):
+        return data if math.isfinite(data) else None
+    if isinstance(data, dict):
+        return {key: _finite_or_none(value) for key, value in data.items()}
+    if isinstance(data, list | tuple):
+        return [_finite_or_none(value) for value in data]
+    return data
 
 
 def _umask() -> int:

@@ -91,6 +91,23 @@ def test_json_writer_appends_when_reopened(tmp_path: Path) -> None:
     assert read_lines(path) == [{"iteration": 3, "loss": 3.0}, {"iteration": 9, "loss": 9.0}]
 
 
+def test_json_writer_writes_standard_json_for_unmeasurable_values(tmp_path: Path) -> None:
+    path = tmp_path / "metrics.json"
+    writer = JSONWriter(path)
+    with EventStorage(4) as storage:
+        storage.put_scalars(smoothing_hint=False, APs=float("nan"), AP=51.5)
+        writer.write()
+    writer.close()
+
+    def reject(constant: str) -> None:
+        raise ValueError(f"non-standard JSON constant {constant}")
+
+    lines = path.read_text().splitlines()
+    assert [json.loads(line, parse_constant=reject) for line in lines] == [
+        {"iteration": 4, "APs": None, "AP": 51.5}
+    ]
+
+
 class LossTrainer(TrainerBase):
     def run_step(self) -> None:
         self.storage.put_scalars(total_loss=1.0 / (self.iter + 1), loss_cls=0.5)
