@@ -63,6 +63,7 @@ class ModelConfig:
     INPUT_FORMAT: str = "BGR"
     PIXEL_MEAN: list[float] = field(default_factory=lambda: [102.9801, 115.9465, 122.7717])
     PIXEL_STD: list[float] = field(default_factory=lambda: [1.0, 1.0, 1.0])
+    CHANNELS_LAST: bool = False
     BACKBONE: BackboneConfig = field(default_factory=BackboneConfig)
     RESNETS: ResNetsConfig = field(default_factory=ResNetsConfig)
     SMALL_CONVNET: SmallConvNetConfig = field(default_factory=SmallConvNetConfig)

@@ -173,3 +173,36 @@ def test_components_registered_outside_detkit_are_picked_by_config() -> None:
     assert model.roi_heads.box_predictor.cls_score.in_features == 5
     losses = model.train()([make_input(64, 80)])
     assert all(torch.isfinite(v) for v in losses.values())
+
+
+def test_channels_last_computes_the_same_model() -> None:
+    overrides = [
+        "MODEL.BACKBONE.NAME=SmallConvNet",
+        "MODEL.SMALL_CONVNET.CHANNELS=[8, 16]",
+        "MODEL.SMALL_CONVNET.STRIDE=4",
+    ]
+    torch.manual_seed(0)
+    inputs = [make_input(64, 80), make_input(70, 64)]
+    test_input = make_input(64, 80, with_targets=False)
+    outputs, layouts = [], []
+    for channels_last in (False, True):
+        torch.manual_seed(1)
+        model = build_model(small_config(*overrides, f"MODEL.CHANNELS_LAST={channels_last}"))
+        model.backbone.register_forward_hook(
+            lambda module, args, output: layouts.append(
+                args[0].is_contiguous(memory_format=torch.channels_last)
+            )
+        )
+        torch.manual_seed(2)  # the same RoI sampling in both runs
+        losses = model.train()(inputs)
+        sum(losses.values()).backward()
+        gradient = model.backbone.features[0][0].weight.grad
+        with torch.no_grad():
+            (detections,) = model.eval()([test_input])
+        outputs.append((losses, gradient, detections["instances"].scores))
+    assert layouts == [False, False, True, True]  # (training, inference) per model
+    (losses_a, gradient_a, scores_a), (losses_b, gradient_b, scores_b) = outputs
+    for name in losses_a:
+        torch.testing.assert_close(losses_a[name], losses_b[name], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(gradient_a, gradient_b, rtol=1e-3, atol=1e-4)
+    torch.testing.assert_close(scores_a, scores_b, rtol=1e-4, atol=1e-5)

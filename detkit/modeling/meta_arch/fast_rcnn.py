@@ -36,9 +36,11 @@ class FastRCNN(nn.Module):
         roi_heads: nn.Module,
         pixel_mean: Sequence[float],
         pixel_std: Sequence[float],
+        channels_last: bool = False,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.channels_last = channels_last
         self.roi_heads = roi_heads
         if len(pixel_mean) != 3 or len(pixel_std) != 3:
             raise ValueError(
@@ -55,6 +57,7 @@ class FastRCNN(nn.Module):
             build_roi_heads(cfg, backbone.output_shape()),
             cfg.MODEL.PIXEL_MEAN,
             cfg.MODEL.PIXEL_STD,
+            channels_last=cfg.MODEL.CHANNELS_LAST,
         )
 
     @property
@@ -77,16 +80,19 @@ class FastRCNN(nn.Module):
         ]
 
     def preprocess_images(self, batched_inputs: list[dict]) -> Tensor:
-        """Normalised images, zero-padded at the bottom and right to one batch."""
+        """Normalised images, zero-padded at the bottom and right to one batch; in channels-last
+        memory order when ``channels_last`` (the convolutions, and RoI pooling, then run in that
+        order, which is faster on CPUs and on GPUs under mixed precision)."""
         images = [
             (x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
             for x in batched_inputs
         ]
         height = max(image.shape[1] for image in images)
         width = max(image.shape[2] for image in images)
-        return torch.stack(
+        batch = torch.stack(
             [functional.pad(i, (0, width - i.shape[2], 0, height - i.shape[1])) for i in images]
         )
+        return batch.contiguous(memory_format=torch.channels_last) if self.channels_last else batch
 
 
 def rescale_detections(instances: Instances, height: int | None, width: int | None) -> Instances:
