@@ -22,6 +22,12 @@ class ResNetsConfig:
 
 
 @dataclass
+class FPNConfig:
+    IN_FEATURES: list[str] = field(default_factory=lambda: ["res2", "res3", "res4", "res5"])
+    OUT_CHANNELS: int = 256
+
+
+@dataclass
 class SmallConvNetConfig:
     CHANNELS: list[int] = field(default_factory=lambda: [16, 32, 64])
     CONVS_PER_STAGE: int = 2
@@ -31,6 +37,7 @@ class SmallConvNetConfig:
 @dataclass
 class ROIHeadsConfig:
     NAME: str = "StandardROIHeads"
+    IN_FEATURES: list[str] = field(default_factory=lambda: [])
     NUM_CLASSES: int = 80
     BATCH_SIZE_PER_IMAGE: int = 64
     POSITIVE_FRACTION: float = 0.25
@@ -38,6 +45,7 @@ class ROIHeadsConfig:
     BG_IOU_LO: float = 0.1
     SAMPLER: str = "FastRCNNSampler"
     PROPOSAL_APPEND_GT: bool = True
+    DEDUP_PROPOSALS: bool = True
     SCORE_THRESH_TEST: float = 0.05
     NMS_THRESH_TEST: float = 0.3
 
@@ -47,6 +55,9 @@ class ROIBoxHeadConfig:
     NAME: str = "FastRCNNFCHead"
     POOLER_TYPE: str = "ROIPool"
     POOLER_RESOLUTION: int = 7
+    POOLER_SAMPLING_RATIO: int = 0
+    POOLER_CANONICAL_BOX_SIZE: int = 224
+    POOLER_CANONICAL_LEVEL: int = 4
     BBOX_REG_WEIGHTS: list[float] = field(default_factory=lambda: [10.0, 10.0, 5.0, 5.0])
     NUM_FC: int = 2
     FC_DIM: int = 4096
@@ -66,6 +77,7 @@ class ModelConfig:
     CHANNELS_LAST: bool = False
     BACKBONE: BackboneConfig = field(default_factory=BackboneConfig)
     RESNETS: ResNetsConfig = field(default_factory=ResNetsConfig)
+    FPN: FPNConfig = field(default_factory=FPNConfig)
     SMALL_CONVNET: SmallConvNetConfig = field(default_factory=SmallConvNetConfig)
     ROI_HEADS: ROIHeadsConfig = field(default_factory=ROIHeadsConfig)
     ROI_BOX_HEAD: ROIBoxHeadConfig = field(default_factory=ROIBoxHeadConfig)
