@@ -24,7 +24,7 @@ def _cuda_wanted() -> bool:
 
 def _extension():
     sources = sorted(str(p) for p in [*CSRC.glob("*.cpp"), *CSRC.glob("cpu/*.cpp")])
-    cxx_flags = ["-O3", "-g0", "-fopenmp"]
+    cxx_flags = ["-O3", "-g0", "-fopenmp", "-ffp-contract=off", "-Wno-psabi"]
     if not _cuda_wanted():
         return CppExtension(
             "detkit._C",

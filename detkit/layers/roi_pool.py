@@ -12,66 +12,24 @@ user-facing :func:`roi_pool` / :class:`ROIPool`. Semantics match
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-try:
-    from detkit import _C  # noqa: F401  (loading it registers torch.ops.detkit.*)
-except ImportError as error:  # pragma: no cover - depends on the build
-    raise ImportError(
-        "detkit's compiled operators (detkit._C) are not built: run `make build` "
-        "or `pip install --no-build-isolation -e .` in the repository root"
-    ) from error
+from ._roi_utils import (
+    as_roi_rows,
+    check_fake_backward,
+    check_fake_forward,
+    check_spatial_scale,
+    empty_like_layout,
+    fx_leaf,
+    output_size_pair,
+)
 
 __all__ = ["ROIPool", "roi_pool"]
 
-
-def _output_size(output_size: int | Sequence[int]) -> tuple[int, int]:
-    if isinstance(output_size, int):
-        size = (output_size, output_size)
-    else:
-        size = tuple(output_size) if isinstance(output_size, Sequence) else ()
-    if len(size) != 2 or not all(isinstance(s, int) and s > 0 for s in size):
-        raise ValueError(
-            f"roi_pool: output_size must be a positive int or a pair (h, w) of positive ints, "
-            f"got {output_size!r}"
-        )
-    return size
-
-
-def _boxes_to_rois(boxes: Sequence[Tensor], input: Tensor) -> Tensor:
-    """Turns one ``Tensor[Ki, 4]`` of boxes per image into ``Tensor[K, 5]`` rows."""
-    if len(boxes) != input.shape[0]:
-        raise ValueError(
-            f"roi_pool: got {len(boxes)} box tensors for {input.shape[0]} images; "
-            "pass one Tensor[Ki, 4] per image"
-        )
-    for i, b in enumerate(boxes):
-        if b.dim() != 2 or b.shape[1] != 4:
-            raise ValueError(
-                f"roi_pool: boxes[{i}] must be a Tensor[Ki, 4], got shape {tuple(b.shape)}"
-            )
-    if not boxes:
-        return input.new_empty((0, 5))
-    batch_index = [torch.full_like(b[:, :1], i) for i, b in enumerate(boxes)]
-    return torch.cat([torch.cat(batch_index), torch.cat(list(boxes))], dim=1)
-
-
-def _pooled_memory_format(t: Tensor) -> torch.memory_format:
-    """Channels-last when ``t`` is laid out so (and not also contiguous).
-
-    The same rule as ``pooled_memory_format`` in csrc/roi_pool_checks.cpp, which
-    decides the layout of the kernels' outputs.
-    """
-    channels_last = (
-        t.dim() == 4
-        and not t.is_contiguous()
-        and t.is_contiguous(memory_format=torch.channels_last)
-    )
-    return torch.channels_last if channels_last else torch.contiguous_format
+_OP = "roi_pool"
 
 
 @torch.library.register_fake("detkit::roi_pool_forward")
@@ -83,43 +41,12 @@ def _roi_pool_forward_fake(
     pooled_width: int,
     with_argmax: bool = True,
 ) -> tuple[Tensor, Tensor]:
-    torch._check(
-        input.dim() == 4, lambda: f"roi_pool: input must be a 4-D tensor, got {input.dim()}-D"
-    )
-    torch._check(
-        rois.dim() == 2 and rois.shape[1] == 5,
-        lambda: f"roi_pool: rois must be a Tensor[K, 5], got shape {tuple(rois.shape)}",
-    )
-    torch._check(
-        input.device == rois.device,
-        lambda: (
-            f"roi_pool: input and rois must be on the same device, got input on "
-            f"{input.device} and rois on {rois.device}"
-        ),
-    )
-    torch._check(
-        rois.dtype == input.dtype
-        or (input.dtype in (torch.float16, torch.bfloat16) and rois.dtype == torch.float32),
-        lambda: (
-            f"roi_pool: rois dtype must match the input dtype (float16/bfloat16 input also "
-            f"takes float32 rois), got input {input.dtype} and rois {rois.dtype}"
-        ),
-    )
-    torch._check(
-        pooled_height > 0 and pooled_width > 0,
-        lambda: "roi_pool: pooled_height and pooled_width must be positive",
-    )
-    torch._check(
-        math.isfinite(spatial_scale) and spatial_scale > 0,
-        lambda: "roi_pool: spatial_scale must be a positive finite number",
-    )
+    check_fake_forward(_OP, input, rois, spatial_scale, pooled_height, pooled_width)
     shape = (rois.shape[0], input.shape[1], pooled_height, pooled_width)
-    memory_format = _pooled_memory_format(input)
-    output = torch.empty(shape, dtype=input.dtype, device=input.device, memory_format=memory_format)
+    output = empty_like_layout(shape, input)
     if not with_argmax:
         return output, input.new_empty((0,), dtype=torch.int32)
-    argmax = torch.empty(shape, dtype=torch.int32, device=input.device, memory_format=memory_format)
-    return output, argmax
+    return output, empty_like_layout(shape, input, dtype=torch.int32)
 
 
 @torch.library.register_fake("detkit::roi_pool_backward")
@@ -135,12 +62,8 @@ def _roi_pool_backward_fake(
     height: int,
     width: int,
 ) -> Tensor:
-    return torch.empty(
-        (batch_size, channels, height, width),
-        dtype=grad.dtype,
-        device=grad.device,
-        memory_format=_pooled_memory_format(argmax),
-    )
+    check_fake_backward(_OP, grad, rois, spatial_scale, pooled_height, pooled_width)
+    return empty_like_layout((batch_size, channels, height, width), argmax, dtype=grad.dtype)
 
 
 def _setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
@@ -153,6 +76,8 @@ def _setup_context(ctx, inputs: tuple, output: tuple[Tensor, Tensor]) -> None:
 
 
 def _backward(ctx, grad_output: Tensor, _grad_argmax: Tensor) -> tuple:
+    if not ctx.needs_input_grad[0]:
+        return (None,) * 6
     if not ctx.with_argmax:
         raise RuntimeError(
             "roi_pool_forward(..., with_argmax=False) is inference-only and cannot be "
@@ -168,6 +93,7 @@ def _backward(ctx, grad_output: Tensor, _grad_argmax: Tensor) -> tuple:
 torch.library.register_autograd("detkit::roi_pool_forward", _backward, setup_context=_setup_context)
 
 
+@fx_leaf
 def roi_pool(
     input: Tensor,
     rois: Tensor | Sequence[Tensor],
@@ -190,12 +116,15 @@ def roi_pool(
     The argmax that backward needs is computed only when ``input`` requires a
     gradient, so inference does not pay for it.
     """
-    pooled_height, pooled_width = _output_size(output_size)
-    if not isinstance(rois, Tensor):
-        rois = _boxes_to_rois(rois, input)
+    pooled_height, pooled_width = output_size_pair(_OP, output_size)
     with_argmax = torch.is_grad_enabled() and input.requires_grad
     output, _ = torch.ops.detkit.roi_pool_forward(
-        input, rois, float(spatial_scale), pooled_height, pooled_width, with_argmax
+        input,
+        as_roi_rows(_OP, rois, input),
+        float(spatial_scale),
+        pooled_height,
+        pooled_width,
+        with_argmax,
     )
     return output
 
@@ -205,11 +134,8 @@ class ROIPool(nn.Module):
 
     def __init__(self, output_size: int | Sequence[int], spatial_scale: float) -> None:
         super().__init__()
-        if not (math.isfinite(spatial_scale) and spatial_scale > 0):
-            raise ValueError(
-                f"ROIPool: spatial_scale must be a positive finite number, got {spatial_scale!r}"
-            )
-        self.output_size = _output_size(output_size)
+        check_spatial_scale(_OP, spatial_scale)
+        self.output_size = output_size_pair(_OP, output_size)
         self.spatial_scale = float(spatial_scale)
 
     def forward(self, input: Tensor, rois: Tensor | Sequence[Tensor]) -> Tensor:

@@ -20,11 +20,7 @@
 #include <cmath>
 #include <cstdint>
 
-#ifdef __CUDACC__
-#define DETKIT_HOST_DEVICE __host__ __device__ __forceinline__
-#else
-#define DETKIT_HOST_DEVICE inline
-#endif
+#include "roi_common.h"
 
 namespace detkit {
 namespace roi_pool {
@@ -63,13 +59,6 @@ DETKIT_HOST_DEVICE void bin_bounds(
     bounds[2 * b] = clip(start + roi_start, limit);
     bounds[2 * b + 1] = clip(end + roi_start, limit);
   }
-}
-
-// True when `value` is an integer in [0, num_images): a usable batch index.
-template <typename T>
-DETKIT_HOST_DEVICE bool is_valid_batch_index(T value, int64_t num_images) {
-  const double v = static_cast<double>(value);
-  return v >= 0.0 && v < static_cast<double>(num_images) && v == floor(v);
 }
 
 // Fills one geometry-table row for the RoI (batch, x1, y1, x2, y2) given in

@@ -24,64 +24,62 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "../roi_checks.h"
 #include "../roi_pool_checks.h"
 #include "../roi_pool_geometry.h"
-
-// Builds the hot loop for AVX-512, AVX2 and baseline x86-64; the loader picks
-// the best one the machine supports.
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
-#define DETKIT_CPU_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define DETKIT_CPU_CLONES
-#endif
+#include "cpu_helpers.h"
 
 namespace detkit {
 namespace roi_pool {
 namespace {
 
-// Channels pooled together by pool_channel_blocks: their running max and
-// argmax stay in L1 while the bin's cells are scanned.
-constexpr int64_t kChannelBlock = 128;
+using cpu::CellLayout;
+using cpu::kChannelBlock;
+using cpu::kRegisterChannels;
+using cpu::Vector;
 
 // Bytes of input gradient that backward accumulates into at a time.
 constexpr int64_t kScatterBytes = 256 * 1024;
 
-struct PoolShape {
-  int64_t channels, height, width, pooled_height, pooled_width;
-  int64_t bins() const { return pooled_height * pooled_width; }
-  int64_t row_size() const { return geometry_row_size(pooled_height, pooled_width); }
-};
+int64_t row_size(const RoiShape& s) {
+  return geometry_row_size(s.pooled_height, s.pooled_width);
+}
 
 // One geometry-table row per RoI. Validates each RoI's batch index and
 // corners, so the pooling loops can trust the table.
 template <typename T>
-std::vector<int32_t> build_geometry(
-    const at::Tensor& rois, double spatial_scale, int64_t num_images, const PoolShape& s) {
+std::vector<int32_t> build_geometry(const at::Tensor& rois, double spatial_scale, const RoiShape& s) {
   const at::Tensor rois_c = rois.contiguous();
   const T* r = rois_c.const_data_ptr<T>();
-  const int64_t num_rois = rois.size(0);
   const T scale = static_cast<T>(spatial_scale);
-  std::vector<int32_t> table(num_rois * s.row_size());
-  for (int64_t k = 0; k < num_rois; ++k) {
+  std::vector<int32_t> table(s.num_rois * row_size(s));
+  for (int64_t k = 0; k < s.num_rois; ++k) {
     const T* roi = r + 5 * k;
-    const bool finite = std::isfinite(roi[1]) && std::isfinite(roi[2]) &&
-        std::isfinite(roi[3]) && std::isfinite(roi[4]);
-    if (!finite || !is_valid_batch_index(roi[0], num_images)) {
-      const double values[5] = {double(roi[0]), double(roi[1]), double(roi[2]),
-                                double(roi[3]), double(roi[4])};
-      fail_bad_roi(k, values, num_images);
-    }
+    check_roi_row(kOp, roi, k, s.num_images);
     fill_geometry_row<T>(
         roi[0], roi[1], roi[2], roi[3], roi[4], scale, s.height, s.width, s.pooled_height,
-        s.pooled_width, table.data() + k * s.row_size());
+        s.pooled_width, table.data() + k * row_size(s));
   }
   return table;
 }
 
+// The batch index of every RoI, each validated like build_geometry's.
+template <typename T>
+std::vector<int64_t> batch_indices(const at::Tensor& rois, int64_t num_images) {
+  const at::Tensor rois_c = rois.contiguous();
+  const T* r = rois_c.const_data_ptr<T>();
+  std::vector<int64_t> batch(rois.size(0));
+  for (size_t k = 0; k < batch.size(); ++k) {
+    check_roi_row(kOp, r + 5 * k, k, num_images);
+    batch[k] = static_cast<int64_t>(r[5 * k]);
+  }
+  return batch;
+}
+
 // Number of feature-map cells the RoIs' bins cover, counted per channel.
-int64_t cells_visited(const std::vector<int32_t>& table, const PoolShape& s) {
+int64_t cells_visited(const std::vector<int32_t>& table, const RoiShape& s) {
   int64_t cells = 0;
-  for (size_t row = 0; row < table.size(); row += s.row_size()) {
+  for (size_t row = 0; row < table.size(); row += row_size(s)) {
     const int32_t* h = table.data() + row + 1;
     const int32_t* w = h + 2 * s.pooled_height;
     int64_t rows = 0, cols = 0;
@@ -96,13 +94,13 @@ int64_t cells_visited(const std::vector<int32_t>& table, const PoolShape& s) {
 // Argmax is written only when kArgmax (training); inference skips it.
 template <typename T, bool kArgmax>
 void pool_planes(
-    const T* input, const std::vector<int32_t>& table, int64_t num_rois, const PoolShape& s,
-    T* output, int32_t* argmax) {
-  const int64_t plane = s.height * s.width;
+    const T* input, const std::vector<int32_t>& table, const RoiShape& s, T* output,
+    int32_t* argmax) {
+  const int64_t plane = s.plane();
   const int64_t bins = s.bins();
-  at::parallel_for(0, num_rois * s.channels, 16, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.num_rois * s.channels, 16, [&](int64_t begin, int64_t end) {
     for (int64_t kc = begin; kc < end; ++kc) {
-      const int32_t* geo = table.data() + (kc / s.channels) * s.row_size();
+      const int32_t* geo = table.data() + (kc / s.channels) * row_size(s);
       const int32_t* hb = geo + 1;
       const int32_t* wb = hb + 2 * s.pooled_height;
       const T* src = input + (geo[0] * s.channels + kc % s.channels) * plane;
@@ -129,31 +127,6 @@ void pool_planes(
     }
   });
 }
-
-// 32-byte vectors (GCC vector extensions): one AVX2 register, two SSE ones.
-typedef float f32x8 __attribute__((vector_size(32)));
-typedef int32_t i32x8 __attribute__((vector_size(32)));
-typedef double f64x4 __attribute__((vector_size(32)));
-typedef int64_t i64x4 __attribute__((vector_size(32)));
-
-template <typename T>
-struct Vector;
-template <>
-struct Vector<float> {
-  using Values = f32x8;
-  using Indices = i32x8;  // the type of a comparison mask of Values
-  static constexpr int kWidth = 8;
-};
-template <>
-struct Vector<double> {
-  using Values = f64x4;
-  using Indices = i64x4;
-  static constexpr int kWidth = 4;
-};
-
-// Channels pooled in registers at once: four vectors.
-template <typename T>
-constexpr int kRegisterChannels = 4 * Vector<T>::kWidth;
 
 // Max (and argmax) over the cells [h0, h1) x [w0, w1) of kRegisterChannels
 // consecutive channels of an NHWC image, starting at `image`; the running
@@ -274,45 +247,31 @@ DETKIT_DEFINE_POOL_BLOCK(float)
 DETKIT_DEFINE_POOL_BLOCK(double)
 #undef DETKIT_DEFINE_POOL_BLOCK
 
-// Writes the [rows, cols] tile transposed to out[cols, rows].
-template <typename V>
-void transpose_tile(const V* tile, int64_t rows, int64_t cols, V* out) {
-  constexpr int64_t kStep = 8;
-  for (int64_t c0 = 0; c0 < cols; c0 += kStep) {
-    const int64_t c1 = std::min(c0 + kStep, cols);
-    for (int64_t r = 0; r < rows; ++r) {
-      for (int64_t c = c0; c < c1; ++c) out[c * rows + r] = tile[r * cols + c];
-    }
-  }
-}
-
 // Max pooling over blocks of channels into channels-last ([K, bins, C]) or
-// NCHW ([K, C, bins]) output. The input is NHWC, or, when `blocked`, split
-// into channel blocks [N, C / kChannelBlock, H, W, kChannelBlock] so that a
-// block's cells lie next to each other in memory. `argmax` may be null.
+// NCHW ([K, C, bins]) output. The input's cells hold their channels next to
+// each other (NHWC or channel-blocked, as `layout` says). `argmax` may be null.
 template <typename T>
 void pool_channel_blocks(
-    const T* input, bool blocked, const std::vector<int32_t>& table, int64_t num_rois,
-    const PoolShape& s, bool channels_last_output, T* output, int32_t* argmax) {
+    const T* input, const CellLayout& layout, const std::vector<int32_t>& table,
+    const RoiShape& s, bool channels_last_output, T* output, int32_t* argmax) {
   const int64_t blocks = (s.channels + kChannelBlock - 1) / kChannelBlock;
   const int64_t bins = s.bins();
   const int64_t bin_stride = channels_last_output ? s.channels : 1;
   const int64_t channel_stride = channels_last_output ? 1 : bins;
-  at::parallel_for(0, num_rois * blocks, 1, [&](int64_t begin, int64_t end) {
+  at::parallel_for(0, s.num_rois * blocks, 1, [&](int64_t begin, int64_t end) {
     // NCHW output: pool into a channels-last tile, then write it out transposed.
     std::vector<T> tile(channels_last_output ? 0 : bins * kChannelBlock);
     std::vector<int32_t> tile_index(argmax == nullptr ? 0 : tile.size());
     for (int64_t item = begin; item < end; ++item) {
       const int64_t k = item / blocks;
       const int64_t c0 = (item % blocks) * kChannelBlock;
-      const int32_t* geo = table.data() + k * s.row_size();
+      const int32_t* geo = table.data() + k * row_size(s);
       const int32_t* hb = geo + 1;
       const int32_t* wb = hb + 2 * s.pooled_height;
-      const T* image = input + geo[0] * s.height * s.width * s.channels;
       const int64_t offset = k * bins * s.channels + c0 * channel_stride;
       // Where the block's first channel lies, and the distance between cells.
-      const T* block_image = blocked ? image + c0 * s.height * s.width : image + c0;
-      const int64_t cell_stride = blocked ? kChannelBlock : s.channels;
+      const T* block_image = input + layout.channel(geo[0], c0);
+      const int64_t cell_stride = layout.cell;
       const int64_t count = std::min(kChannelBlock, s.channels - c0);
       if (channels_last_output) {
         pool_block_cloned(block_image, s.width, cell_stride, hb, wb, s.pooled_height,
@@ -323,54 +282,39 @@ void pool_channel_blocks(
       pool_block_cloned(block_image, s.width, cell_stride, hb, wb, s.pooled_height,
                         s.pooled_width, 0, count, tile.data(),
                         argmax == nullptr ? nullptr : tile_index.data(), count, 1);
-      transpose_tile(tile.data(), bins, count, output + offset);
+      cpu::transpose_tile(tile.data(), bins, count, output + offset);
       if (argmax != nullptr) {
-        transpose_tile(tile_index.data(), bins, count, argmax + offset);
+        cpu::transpose_tile(tile_index.data(), bins, count, argmax + offset);
       }
     }
   });
-}
-
-// A copy of NCHW `input` that pool_channel_blocks reads well: channel-blocked
-// [N, C / kChannelBlock, H, W, kChannelBlock] when the blocks divide C, else NHWC.
-at::Tensor channel_blocked(const at::Tensor& input) {
-  const int64_t n = input.size(0), c = input.size(1), h = input.size(2), w = input.size(3);
-  if (c % kChannelBlock != 0) {
-    return input.contiguous(at::MemoryFormat::ChannelsLast);
-  }
-  return input.reshape({n, c / kChannelBlock, kChannelBlock, h, w})
-      .permute({0, 1, 3, 4, 2})
-      .contiguous();
 }
 
 // Whether transposing a contiguous input to NHWC and pooling channel blocks
 // beats pooling plane by plane. Plane pooling costs a scalar comparison per
 // visited cell plus loop overhead per bin; channel blocks compare a vector of
 // channels at once but pay for the transposing copy and the output scatter.
-bool prefer_channel_blocks(int64_t visited, int64_t num_rois, int64_t num_images, const PoolShape& s) {
-  const int64_t bin_visits = num_rois * s.bins();
+bool prefer_channel_blocks(int64_t visited, const RoiShape& s) {
+  const int64_t bin_visits = s.num_rois * s.bins();
   const int64_t plane_cost = visited + 4 * bin_visits;
-  const int64_t block_cost = 2 * num_images * s.height * s.width + visited / 4 + 2 * bin_visits;
+  const int64_t block_cost = 2 * s.num_images * s.plane() + visited / 4 + 2 * bin_visits;
   return block_cost < plane_cost;
 }
 
 std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
     const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_height,
     int64_t pooled_width, bool with_argmax) {
-  check_forward_args(input, rois, spatial_scale, pooled_height, pooled_width);
-  TORCH_CHECK(
-      input.scalar_type() == at::kFloat || input.scalar_type() == at::kDouble,
-      "roi_pool: on CPU the input dtype must be float32 or float64, got ", input.scalar_type(),
-      " (float16/bfloat16 CPU input is pooled in float32 inside torch.autocast('cpu'))");
-  const PoolShape s{input.size(1), input.size(2), input.size(3), pooled_height, pooled_width};
-  const int64_t num_rois = rois.size(0);
+  check_forward_args(kOp, input, rois, spatial_scale, pooled_height, pooled_width);
+  check_cpu_dtype(kOp, input, "input");
+  const RoiShape s{input.size(0), input.size(1), input.size(2), input.size(3),
+                   rois.size(0),  pooled_height, pooled_width};
   const at::MemoryFormat format = pooled_memory_format(input);
   at::Tensor output = at::empty(
-      {num_rois, s.channels, pooled_height, pooled_width}, input.options().memory_format(format));
+      {s.num_rois, s.channels, pooled_height, pooled_width}, input.options().memory_format(format));
   at::Tensor argmax = allocate_argmax(output, with_argmax);
 
   AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_pool_forward_cpu", [&] {
-    const auto table = build_geometry<scalar_t>(rois, spatial_scale, input.size(0), s);
+    const auto table = build_geometry<scalar_t>(rois, spatial_scale, s);
     if (output.numel() == 0) {
       return;
     }
@@ -378,18 +322,18 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
     int32_t* arg = with_argmax ? argmax.mutable_data_ptr<int32_t>() : nullptr;
     if (format == at::MemoryFormat::ChannelsLast) {
       const at::Tensor nhwc = input.contiguous(at::MemoryFormat::ChannelsLast);
-      pool_channel_blocks(nhwc.const_data_ptr<scalar_t>(), false, table, num_rois, s, true, out,
+      pool_channel_blocks(nhwc.const_data_ptr<scalar_t>(),
+                          cpu::nhwc_layout(s.channels, s.height, s.width), table, s, true, out, arg);
+    } else if (prefer_channel_blocks(cells_visited(table, s), s)) {
+      const at::Tensor copy = cpu::channel_blocked(input);
+      pool_channel_blocks(copy.const_data_ptr<scalar_t>(),
+                          cpu::blocked_layout(s.channels, s.height, s.width), table, s, false, out,
                           arg);
-    } else if (prefer_channel_blocks(cells_visited(table, s), num_rois, input.size(0), s)) {
-      const at::Tensor copy = channel_blocked(input);
-      pool_channel_blocks(copy.const_data_ptr<scalar_t>(), copy.dim() == 5, table, num_rois, s,
-                          false, out, arg);
     } else if (with_argmax) {
-      pool_planes<scalar_t, true>(input.contiguous().const_data_ptr<scalar_t>(), table, num_rois,
-                                  s, out, arg);
+      pool_planes<scalar_t, true>(input.contiguous().const_data_ptr<scalar_t>(), table, s, out, arg);
     } else {
-      pool_planes<scalar_t, false>(input.contiguous().const_data_ptr<scalar_t>(), table, num_rois,
-                                   s, out, nullptr);
+      pool_planes<scalar_t, false>(input.contiguous().const_data_ptr<scalar_t>(), table, s, out,
+                                   nullptr);
     }
   });
   return {output, argmax};
@@ -403,9 +347,9 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
 // the plane (it is skipped).
 template <typename T>
 bool scatter_channels(
-    const T* grad, const int32_t* argmax, const std::vector<int64_t>& batch, const PoolShape& s,
+    const T* grad, const int32_t* argmax, const std::vector<int64_t>& batch, const RoiShape& s,
     T* grad_input, bool channels_last, int64_t c_begin, int64_t c_end) {
-  const int64_t plane = s.height * s.width;
+  const int64_t plane = s.plane();
   const int64_t bins = s.bins();
   const int64_t channels = s.channels;
   const int64_t num_rois = static_cast<int64_t>(batch.size());
@@ -451,23 +395,19 @@ at::Tensor roi_pool_backward_cpu(
     int64_t channels, int64_t height, int64_t width) {
   check_backward_args(grad, rois, argmax, spatial_scale, pooled_height, pooled_width,
                       batch_size, channels, height, width);
-  TORCH_CHECK(
-      grad.scalar_type() == at::kFloat || grad.scalar_type() == at::kDouble,
-      "roi_pool: on CPU the grad dtype must be float32 or float64, got ", grad.scalar_type());
+  check_cpu_dtype(kOp, grad, "grad");
   const at::MemoryFormat format = pooled_memory_format(argmax);
   // at::zeros would drop the memory format: allocate, then zero.
   at::Tensor grad_input =
       at::empty({batch_size, channels, height, width}, grad.options().memory_format(format))
           .zero_();
-  const PoolShape s{channels, height, width, pooled_height, pooled_width};
+  const RoiShape s{batch_size, channels, height, width, rois.size(0), pooled_height, pooled_width};
 
   AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_pool_backward_cpu", [&] {
-    const auto table = build_geometry<scalar_t>(rois, spatial_scale, batch_size, s);
+    const std::vector<int64_t> batch = batch_indices<scalar_t>(rois, batch_size);
     if (grad.numel() == 0) {
       return;
     }
-    std::vector<int64_t> batch(rois.size(0));
-    for (size_t k = 0; k < batch.size(); ++k) batch[k] = table[k * s.row_size()];
     const at::Tensor grad_dense = grad.contiguous(format);
     const at::Tensor argmax_dense = argmax.contiguous(format);
     std::atomic<bool> valid{true};

@@ -1,28 +1,24 @@
 // CUDA kernels of detkit's RoI max pooling.
 //
 // forward: one block per (RoI, slice of the RoI's outputs). One thread puts
-//   the RoI's bin bounds into shared memory (the geometry table's row, built
-//   in place); each thread then computes outputs in memory order, so writes coalesce
-//   (and, for channels-last input, so do reads: consecutive threads take
-//   consecutive channels of the same cell). No output or argmax zero-fill.
-// backward, atomic (default): one thread per output gradient, atomicAdd into
-//   the input gradient (float32 accumulation for float16/bfloat16); the batch
-//   index is read from the RoI row.
-// backward, gather (torch.use_deterministic_algorithms(True)): one thread per
-//   input-gradient element sums, in (RoI, bin) order, the gradients of the
-//   outputs whose argmax is that element: no atomics, bitwise reproducible,
-//   slower when RoIs are many. It reads the whole geometry table (launch_geometry).
+//   the RoI's bin bounds into shared memory (the geometry row of
+//   roi_pool_geometry.h, the one bin-geometry path); each thread then computes
+//   outputs in memory order, so writes coalesce (and, for channels-last input,
+//   so do reads: consecutive threads take consecutive channels of the same
+//   cell). No output or argmax zero-fill.
+// backward: one thread per output gradient, which it adds to its argmax
+//   element with an atomicAdd (float32 accumulation for float16/bfloat16), or,
+//   under torch.use_deterministic_algorithms(True), with a fixed-point add
+//   (cuda_helpers.cuh) whose result does not depend on the order of the
+//   additions. The batch index is read from the RoI row.
 #undef NDEBUG  // keep the device assert on bad RoIs in release builds
 #include <algorithm>
 #include <cassert>
 #include <cfloat>
 #include <cstdint>
 
-#include <cuda_bf16.h>
-#include <cuda_fp16.h>
-#include <cuda_runtime.h>
-
 #include "../roi_pool_geometry.h"
+#include "cuda_helpers.cuh"
 #include "roi_pool_kernels.h"
 
 namespace detkit {
@@ -30,76 +26,23 @@ namespace roi_pool {
 namespace cuda {
 namespace {
 
-constexpr int kThreads = 256;
+using namespace detkit::cuda;
+
 // Outputs per thread in the forward kernel's slice of an RoI.
 constexpr int64_t kOutputsPerThread = 4;
 constexpr int64_t kMaxGridY = 65535;
 
-// Storage type T, the type it is computed in, and the conversions.
-template <typename T>
-struct Scalar {
-  using compute = T;
-  __device__ static T load(T v) { return v; }
-  __device__ static T store(T v) { return v; }
-};
-template <>
-struct Scalar<__half> {
-  using compute = float;
-  __device__ static float load(__half v) { return __half2float(v); }
-  __device__ static __half store(float v) { return __float2half(v); }
-};
-template <>
-struct Scalar<__nv_bfloat16> {
-  using compute = float;
-  __device__ static float load(__nv_bfloat16 v) { return __bfloat162float(v); }
-  __device__ static __nv_bfloat16 store(float v) { return __float2bfloat16(v); }
-};
-
-// Calls f(T{}, R{}) with the storage types of the features and the RoIs:
-// the RoIs have the features' type, or float32 for float16/bfloat16 features.
-template <typename F>
-cudaError_t dispatch_with_rois(DType dtype, DType roi_dtype, F&& f);
-
-// Calls f(T{}) with the storage type named by `dtype`.
-template <typename F>
-cudaError_t dispatch(DType dtype, F&& f) {
-  switch (dtype) {
-    case DType::kFloat32:
-      return f(float{});
-    case DType::kFloat64:
-      return f(double{});
-    case DType::kFloat16:
-      return f(__half{});
-    case DType::kBFloat16:
-      return f(__nv_bfloat16{});
-  }
-  return cudaErrorInvalidValue;
-}
-
-template <typename F>
-cudaError_t dispatch_with_rois(DType dtype, DType roi_dtype, F&& f) {
-  return dispatch(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    return roi_dtype == dtype ? f(tag, tag) : f(tag, float{});
-  });
-}
-
-int64_t ceil_div(int64_t a, int64_t b) {
-  return (a + b - 1) / b;
-}
-
-// Writes the geometry-table row of one RoI; a bad batch index or corner
-// fails the device assert.
+// Writes the geometry row of one RoI; a bad batch index or corner fails the
+// device assert.
 template <typename R>
-__device__ void roi_geometry(const R* roi, double spatial_scale, const PoolShape& s, int32_t* row) {
+__device__ void roi_geometry(const R* roi, double spatial_scale, const RoiShape& s, int32_t* row) {
   using T = typename Scalar<R>::compute;
   const T batch = Scalar<R>::load(roi[0]);
   const T x1 = Scalar<R>::load(roi[1]);
   const T y1 = Scalar<R>::load(roi[2]);
   const T x2 = Scalar<R>::load(roi[3]);
   const T y2 = Scalar<R>::load(roi[4]);
-  const bool valid = is_valid_batch_index(batch, s.num_images) && isfinite(x1) &&
-      isfinite(y1) && isfinite(x2) && isfinite(y2);
+  const bool valid = is_valid_roi(batch, x1, y1, x2, y2, s.num_images);
   assert(valid && "roi_pool: rois need an integer batch index in [0, N) and finite corners");
   if (!valid) {  // never reached while the assert is on; still, read nothing outside the input
     for (int64_t i = 0; i < geometry_row_size(s.pooled_height, s.pooled_width); ++i) row[i] = 0;
@@ -109,19 +52,9 @@ __device__ void roi_geometry(const R* roi, double spatial_scale, const PoolShape
                        s.pooled_height, s.pooled_width, row);
 }
 
-template <typename R>
-__global__ void geometry_kernel(
-    const R* __restrict__ rois, double spatial_scale, PoolShape s, int32_t* __restrict__ table) {
-  const int64_t k = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x;
-  if (k < s.num_rois) {
-    roi_geometry(rois + 5 * k, spatial_scale, s,
-                 table + k * geometry_row_size(s.pooled_height, s.pooled_width));
-  }
-}
-
 template <typename T, typename R, bool kChannelsLast>
 __global__ void __launch_bounds__(kThreads) forward_kernel(
-    const T* __restrict__ input, const R* __restrict__ rois, double spatial_scale, PoolShape s,
+    const T* __restrict__ input, const R* __restrict__ rois, double spatial_scale, RoiShape s,
     int64_t outputs_per_block, T* __restrict__ output, int32_t* __restrict__ argmax) {
   using C = typename Scalar<T>::compute;
   extern __shared__ int32_t geometry[];
@@ -171,38 +104,11 @@ __global__ void __launch_bounds__(kThreads) forward_kernel(
   }
 }
 
-// Splits flat index e of an [n, channels, height, width] tensor stored NCHW
-// (or NHWC when kChannelsLast) into its coordinates.
-template <bool kChannelsLast>
-__device__ __forceinline__ void unflatten(
-    int64_t e, int64_t channels, int64_t height, int64_t width, int64_t& n, int64_t& c,
-    int64_t& h, int64_t& w) {
-  if (kChannelsLast) {
-    c = e % channels;
-    e /= channels;
-    w = e % width;
-    e /= width;
-    h = e % height;
-    n = e / height;
-  } else {
-    w = e % width;
-    e /= width;
-    h = e % height;
-    e /= height;
-    c = e % channels;
-    n = e / channels;
-  }
-}
-
-__device__ __forceinline__ int64_t offset(const Strides4& st, int64_t n, int64_t c, int64_t h, int64_t w) {
-  return n * st.n + c * st.c + h * st.h + w * st.w;
-}
-
-template <typename T, typename R, bool kChannelsLast>
-__global__ void __launch_bounds__(kThreads) backward_atomic_kernel(
+template <typename T, typename R, bool kChannelsLast, bool kFixedPoint>
+__global__ void __launch_bounds__(kThreads) backward_kernel(
     const T* __restrict__ grad, Strides4 gs, const int32_t* __restrict__ argmax, Strides4 as,
-    const R* __restrict__ rois, PoolShape s, typename Scalar<T>::compute* grad_input,
-    Strides4 is) {
+    const R* __restrict__ rois, RoiShape s, typename Scalar<T>::compute* grad_input,
+    Strides4 is, FixedPointTarget fixed_point) {
   const int64_t total = s.num_rois * s.channels * s.pooled_height * s.pooled_width;
   const int64_t plane = s.height * s.width;
   for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
@@ -219,71 +125,22 @@ __global__ void __launch_bounds__(kThreads) backward_atomic_kernel(
     if (!valid) {
       continue;
     }
-    atomicAdd(grad_input + static_cast<int64_t>(batch) * is.n + c * is.c + index * is.w,
-              Scalar<T>::load(grad[offset(gs, k, c, ph, pw)]));
-  }
-}
-
-template <typename T, bool kChannelsLast>
-__global__ void __launch_bounds__(kThreads) backward_gather_kernel(
-    const T* __restrict__ grad, Strides4 gs, const int32_t* __restrict__ argmax, Strides4 as,
-    const int32_t* __restrict__ table, PoolShape s, T* __restrict__ grad_input) {
-  using C = typename Scalar<T>::compute;
-  const int64_t total = s.num_images * s.channels * s.height * s.width;
-  const int64_t row_size = geometry_row_size(s.pooled_height, s.pooled_width);
-  for (int64_t e = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; e < total;
-       e += static_cast<int64_t>(blockDim.x) * gridDim.x) {
-    int64_t n, c, h, w;
-    unflatten<kChannelsLast>(e, s.channels, s.height, s.width, n, c, h, w);
-    const int32_t index = static_cast<int32_t>(h * s.width + w);
-    C sum = C(0);
-    for (int64_t k = 0; k < s.num_rois; ++k) {
-      const int32_t* geo = table + k * row_size;
-      const int32_t* hb = geo + 1;
-      const int32_t* wb = hb + 2 * s.pooled_height;
-      const bool inside = geo[0] == n && h >= hb[0] && h < hb[2 * s.pooled_height - 1] &&
-          w >= wb[0] && w < wb[2 * s.pooled_width - 1];
-      if (!inside) {
-        continue;
-      }
-      for (int64_t ph = 0; ph < s.pooled_height; ++ph) {
-        if (h < hb[2 * ph] || h >= hb[2 * ph + 1]) {
-          continue;
-        }
-        for (int64_t pw = 0; pw < s.pooled_width; ++pw) {
-          if (w >= wb[2 * pw] && w < wb[2 * pw + 1] && argmax[offset(as, k, c, ph, pw)] == index) {
-            sum += Scalar<T>::load(grad[offset(gs, k, c, ph, pw)]);
-          }
-        }
-      }
+    const auto value = Scalar<T>::load(grad[offset(gs, k, c, ph, pw)]);
+    const int64_t n = static_cast<int64_t>(batch);
+    if (kFixedPoint) {
+      const int64_t h = index / s.width, w = index - h * s.width;
+      fixed_point_add(fixed_point, offset(fixed_point.strides, n, c, h, w), c, value);
+    } else {
+      atomicAdd(grad_input + n * is.n + c * is.c + index * is.w, value);
     }
-    grad_input[e] = Scalar<T>::store(sum);
   }
-}
-
-int64_t grid_for(int64_t work) {
-  return std::min<int64_t>(ceil_div(work, kThreads), int64_t(1) << 20);
 }
 
 }  // namespace
 
-cudaError_t launch_geometry(
-    DType roi_dtype, const void* rois, double spatial_scale, const PoolShape& shape,
-    int32_t* table, cudaStream_t stream) {
-  if (shape.num_rois == 0) {
-    return cudaSuccess;
-  }
-  return dispatch(roi_dtype, [&](auto tag) {
-    using R = decltype(tag);
-    geometry_kernel<R><<<ceil_div(shape.num_rois, kThreads), kThreads, 0, stream>>>(
-        static_cast<const R*>(rois), spatial_scale, shape, table);
-    return cudaGetLastError();
-  });
-}
-
 cudaError_t launch_forward(
     DType dtype, DType roi_dtype, const void* input, const void* rois, double spatial_scale,
-    bool channels_last, const PoolShape& shape, void* output, int32_t* argmax,
+    bool channels_last, const RoiShape& shape, void* output, int32_t* argmax,
     cudaStream_t stream) {
   const int64_t per_roi = shape.channels * shape.pooled_height * shape.pooled_width;
   if (shape.num_rois == 0 || per_roi == 0) {
@@ -310,16 +167,17 @@ cudaError_t launch_forward(
   });
 }
 
-cudaError_t launch_backward_atomic(
+cudaError_t launch_backward(
     DType dtype, DType roi_dtype, const void* grad, Strides4 grad_strides, const int32_t* argmax,
-    Strides4 argmax_strides, const void* rois, const PoolShape& shape, void* grad_input,
-    Strides4 input_strides, cudaStream_t stream) {
+    Strides4 argmax_strides, const void* rois, const RoiShape& shape, void* grad_input,
+    Strides4 input_strides, const FixedPointTarget* fixed_point, cudaStream_t stream) {
   const int64_t total = shape.num_rois * shape.channels * shape.pooled_height * shape.pooled_width;
   if (total == 0) {
     return cudaSuccess;
   }
   // Walk outputs in the order of argmax's memory: channels fastest if channels-last.
   const bool channels_last = argmax_strides.c == 1 && shape.channels > 1;
+  const FixedPointTarget target = fixed_point != nullptr ? *fixed_point : FixedPointTarget{};
   return dispatch_with_rois(dtype, roi_dtype, [&](auto tag, auto roi_tag) {
     using T = decltype(tag);
     using R = decltype(roi_tag);
@@ -327,37 +185,17 @@ cudaError_t launch_backward_atomic(
     const T* g = static_cast<const T*>(grad);
     const R* r = static_cast<const R*>(rois);
     A* gi = static_cast<A*>(grad_input);
-    if (channels_last) {
-      backward_atomic_kernel<T, R, true><<<grid_for(total), kThreads, 0, stream>>>(
-          g, grad_strides, argmax, argmax_strides, r, shape, gi, input_strides);
-    } else {
-      backward_atomic_kernel<T, R, false><<<grid_for(total), kThreads, 0, stream>>>(
-          g, grad_strides, argmax, argmax_strides, r, shape, gi, input_strides);
+    const auto launch = [&](auto kernel) {
+      kernel<<<grid_for(total), kThreads, 0, stream>>>(
+          g, grad_strides, argmax, argmax_strides, r, shape, gi, input_strides, target);
+      return cudaGetLastError();
+    };
+    if (fixed_point != nullptr) {
+      return channels_last ? launch(backward_kernel<T, R, true, true>)
+                           : launch(backward_kernel<T, R, false, true>);
     }
-    return cudaGetLastError();
-  });
-}
-
-cudaError_t launch_backward_gather(
-    DType dtype, const void* grad, Strides4 grad_strides, const int32_t* argmax,
-    Strides4 argmax_strides, const int32_t* table, const PoolShape& shape, void* grad_input,
-    bool channels_last, cudaStream_t stream) {
-  const int64_t total = shape.num_images * shape.channels * shape.height * shape.width;
-  if (total == 0) {
-    return cudaSuccess;
-  }
-  return dispatch(dtype, [&](auto tag) {
-    using T = decltype(tag);
-    const T* g = static_cast<const T*>(grad);
-    T* gi = static_cast<T*>(grad_input);
-    if (channels_last) {
-      backward_gather_kernel<T, true><<<grid_for(total), kThreads, 0, stream>>>(
-          g, grad_strides, argmax, argmax_strides, table, shape, gi);
-    } else {
-      backward_gather_kernel<T, false><<<grid_for(total), kThreads, 0, stream>>>(
-          g, grad_strides, argmax, argmax_strides, table, shape, gi);
-    }
-    return cudaGetLastError();
+    return channels_last ? launch(backward_kernel<T, R, true, false>)
+                         : launch(backward_kernel<T, R, false, false>);
   });
 }
 

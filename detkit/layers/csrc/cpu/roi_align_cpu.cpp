@@ -1,0 +1,478 @@
+// CPU kernels of detkit::roi_align_forward / roi_align_backward.
+//
+// Every RoI's sampling grid is computed once into tables of bilinear taps: one
+// entry per sample row and one per sample column (roi_align_geometry.h); a
+// sample's four weights are products of its row's and column's weights. The
+// loops then take a vector of channels at a time, so they need a cell's
+// channels next to each other in memory:
+//  * channels-last (NHWC) input is read as it is;
+//  * a contiguous (NCHW) input is either copied whole into channel blocks
+//    (cpu_helpers.h), when its RoIs cover the map many times over, or each
+//    RoI's footprint is copied into a small channels-last tile first.
+// Both passes parallelise over independent work: forward over (RoI, block of
+// channels), backward over blocks of channels, each adding the contributions
+// of every RoI in turn, so no two threads write the same element. Every value
+// is computed with the arithmetic of torchvision's kernels in the same order
+// (one lane per channel), so outputs and gradients are bitwise equal to a
+// serial loop and to torchvision.ops.roi_align for float32 and float64.
+#include <algorithm>
+#include <cstdint>
+#include <numeric>
+#include <vector>
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
+#include <c10/util/Exception.h>
+#include <torch/library.h>
+
+#include "../roi_align_geometry.h"
+#include "../roi_checks.h"
+#include "cpu_helpers.h"
+
+namespace detkit {
+namespace roi_align {
+namespace {
+
+constexpr const char* kOp = "roi_align";
+
+using cpu::CellLayout;
+using cpu::kRegisterChannels;
+using cpu::Vector;
+
+// Channels of one work item. A footprint tile of that many channels stays in
+// L1 while it is filled and sampled; it divides cpu::kChannelBlock, so no item
+// straddles two blocks of a channel-blocked map.
+constexpr int64_t kItemChannels = 32;
+
+// One RoI's sampling grid and where its taps lie in the shared tables.
+template <typename T>
+struct RoiSamples {
+  int64_t batch;
+  int32_t grid_h, grid_w;
+  T count;
+  int64_t y_taps, x_taps;  // index of the RoI's first sample row / column in the tables
+  // Footprint: the rows [y0, y1] and columns [x0, x1] its samples read (empty
+  // when y1 < y0 or x1 < x0, i.e. every sample lies outside the map).
+  int32_t y0, y1, x0, x1;
+
+  bool empty() const { return y1 < y0 || x1 < x0; }
+  int64_t footprint() const { return empty() ? 0 : int64_t(y1 - y0 + 1) * (x1 - x0 + 1); }
+};
+
+template <typename T>
+struct SampleTables {
+  std::vector<RoiSamples<T>> rois;
+  std::vector<AxisTaps<T>> y_taps, x_taps;
+  // RoI indices sorted by image (stably): the loops visit an image's RoIs one
+  // after another, so the part of the map they read stays in cache.
+  std::vector<int64_t> by_image;
+};
+
+// Appends the taps of `bins * grid` samples along one axis to `taps` and
+// returns the range [low, high] of cells they read (high < low for none).
+template <typename T>
+std::pair<int32_t, int32_t> add_axis_taps(
+    T start, T bin_size, int64_t bins, int32_t grid, int64_t size, std::vector<AxisTaps<T>>& taps) {
+  int32_t low = INT32_MAX, high = -1;
+  for (int64_t b = 0; b < bins; ++b) {
+    for (int32_t k = 0; k < grid; ++k) {
+      const AxisTaps<T> t = axis_taps(sample_coordinate(start, b, bin_size, k, grid), size);
+      if (t.low >= 0) {
+        low = std::min(low, t.low);
+        high = std::max(high, t.high);
+      }
+      taps.push_back(t);
+    }
+  }
+  return {low, high};
+}
+
+// The sampling tables of every RoI. Validates each RoI, so the loops can
+// trust the tables.
+template <typename T>
+SampleTables<T> build_tables(
+    const at::Tensor& rois, double spatial_scale, int64_t sampling_ratio, bool aligned,
+    const RoiShape& s) {
+  const at::Tensor rois_c = rois.contiguous();
+  const T* r = rois_c.const_data_ptr<T>();
+  const T scale = static_cast<T>(spatial_scale);
+  SampleTables<T> tables;
+  tables.rois.reserve(s.num_rois);
+  for (int64_t k = 0; k < s.num_rois; ++k) {
+    const T* roi = r + 5 * k;
+    check_roi_row(kOp, roi, k, s.num_images);
+    const SamplingGrid<T> g = sampling_grid(
+        roi[1], roi[2], roi[3], roi[4], scale, s.pooled_height, s.pooled_width, sampling_ratio,
+        aligned);
+    TORCH_CHECK_VALUE(
+        g.valid, kOp, ": rois[", k, "] = (", roi[0], ", ", roi[1], ", ", roi[2], ", ", roi[3],
+        ", ", roi[4], ") at spatial_scale ", spatial_scale, " with sampling_ratio ",
+        sampling_ratio, " needs a sampling grid of more than ", kMaxGrid,
+        " samples per bin and axis (or has a size that is not finite)");
+    RoiSamples<T> samples{static_cast<int64_t>(roi[0]), g.grid_h, g.grid_w, g.count,
+                          static_cast<int64_t>(tables.y_taps.size()),
+                          static_cast<int64_t>(tables.x_taps.size()), 0, -1, 0, -1};
+    std::tie(samples.y0, samples.y1) =
+        add_axis_taps(g.start_h, g.bin_h, s.pooled_height, g.grid_h, s.height, tables.y_taps);
+    std::tie(samples.x0, samples.x1) =
+        add_axis_taps(g.start_w, g.bin_w, s.pooled_width, g.grid_w, s.width, tables.x_taps);
+    tables.rois.push_back(samples);
+  }
+  tables.by_image.resize(s.num_rois);
+  std::iota(tables.by_image.begin(), tables.by_image.end(), int64_t(0));
+  std::stable_sort(tables.by_image.begin(), tables.by_image.end(), [&](int64_t a, int64_t b) {
+    return tables.rois[a].batch < tables.rois[b].batch;
+  });
+  return tables;
+}
+
+// The channels of one work item: a feature map region addressed as in
+// CellLayout (`cells` is channel c0 of cell (origin_y, origin_x)).
+template <typename T>
+struct Region {
+  T* cells;
+  int64_t row, cell;
+  int32_t origin_y, origin_x;
+
+  T* at(int32_t y, int32_t x) const { return cells + (y - origin_y) * row + (x - origin_x) * cell; }
+};
+
+// A run of channels: L is T (one channel) or Vector<T>::Values, kGroup of them.
+template <typename T, typename L>
+__attribute__((always_inline)) inline L load_lane(const T* p) {
+  if constexpr (sizeof(L) == sizeof(T)) {
+    return *p;
+  } else {
+    return cpu::load<T>(p);
+  }
+}
+
+template <typename T, typename L>
+__attribute__((always_inline)) inline void store_lane(T* p, L v) {
+  if constexpr (sizeof(L) == sizeof(T)) {
+    *p = v;
+  } else {
+    cpu::store<T>(p, v);
+  }
+}
+
+// Forward of `kGroup` lanes of type L (kGroup * sizeof(L) / sizeof(T)
+// channels, from channel offset `c`) for every bin of one RoI: the bin's mean
+// of bilinear samples, written to out[bin * bin_stride + c ...].
+template <typename T, typename L, int kGroup>
+__attribute__((always_inline)) inline void sample_lanes(
+    const Region<const T>& region, const RoiSamples<T>& r, const AxisTaps<T>* ys,
+    const AxisTaps<T>* xs, int64_t pooled_height, int64_t pooled_width, int64_t c, T* out,
+    int64_t bin_stride) {
+  constexpr int64_t kLane = sizeof(L) / sizeof(T);
+  for (int64_t ph = 0; ph < pooled_height; ++ph) {
+    for (int64_t pw = 0; pw < pooled_width; ++pw) {
+      L acc[kGroup];
+      for (int j = 0; j < kGroup; ++j) acc[j] = L{} + T(0);
+      for (int32_t iy = 0; iy < r.grid_h; ++iy) {
+        const AxisTaps<T>& y = ys[ph * r.grid_h + iy];
+        if (y.low < 0) continue;
+        for (int32_t ix = 0; ix < r.grid_w; ++ix) {
+          const AxisTaps<T>& x = xs[pw * r.grid_w + ix];
+          if (x.low < 0) continue;
+          const T w1 = y.low_weight * x.low_weight, w2 = y.low_weight * x.high_weight;
+          const T w3 = y.high_weight * x.low_weight, w4 = y.high_weight * x.high_weight;
+          const T* p1 = region.at(y.low, x.low) + c;
+          const T* p2 = region.at(y.low, x.high) + c;
+          const T* p3 = region.at(y.high, x.low) + c;
+          const T* p4 = region.at(y.high, x.high) + c;
+          for (int j = 0; j < kGroup; ++j) {
+            acc[j] += w1 * load_lane<T, L>(p1 + j * kLane) + w2 * load_lane<T, L>(p2 + j * kLane) +
+                w3 * load_lane<T, L>(p3 + j * kLane) + w4 * load_lane<T, L>(p4 + j * kLane);
+          }
+        }
+      }
+      T* o = out + (ph * pooled_width + pw) * bin_stride + c;
+      for (int j = 0; j < kGroup; ++j) store_lane<T, L>(o + j * kLane, acc[j] / r.count);
+    }
+  }
+}
+
+// Backward of `kGroup` lanes for every bin of one RoI: each sample's four
+// weighted shares of the bin's gradient (grad[bin * grad_bin_stride + c ...]),
+// over the sample count, are added to its four cells in torchvision's order.
+template <typename T, typename L, int kGroup>
+__attribute__((always_inline)) inline void scatter_lanes(
+    const Region<T>& region, const RoiSamples<T>& r, const AxisTaps<T>* ys,
+    const AxisTaps<T>* xs, int64_t pooled_height, int64_t pooled_width, int64_t c, const T* grad,
+    int64_t grad_bin_stride) {
+  constexpr int64_t kLane = sizeof(L) / sizeof(T);
+  for (int64_t ph = 0; ph < pooled_height; ++ph) {
+    for (int64_t pw = 0; pw < pooled_width; ++pw) {
+      L g[kGroup];
+      const T* gp = grad + (ph * pooled_width + pw) * grad_bin_stride + c;
+      for (int j = 0; j < kGroup; ++j) g[j] = load_lane<T, L>(gp + j * kLane);
+      for (int32_t iy = 0; iy < r.grid_h; ++iy) {
+        const AxisTaps<T>& y = ys[ph * r.grid_h + iy];
+        if (y.low < 0) continue;
+        for (int32_t ix = 0; ix < r.grid_w; ++ix) {
+          const AxisTaps<T>& x = xs[pw * r.grid_w + ix];
+          if (x.low < 0) continue;
+          const T w[4] = {y.low_weight * x.low_weight, y.low_weight * x.high_weight,
+                          y.high_weight * x.low_weight, y.high_weight * x.high_weight};
+          T* p[4] = {region.at(y.low, x.low) + c, region.at(y.low, x.high) + c,
+                     region.at(y.high, x.low) + c, region.at(y.high, x.high) + c};
+          // One tap after the other: taps clamped to the same cell add in turn.
+          for (int t = 0; t < 4; ++t) {
+            for (int j = 0; j < kGroup; ++j) {
+              T* q = p[t] + j * kLane;
+              store_lane<T, L>(q, load_lane<T, L>(q) + g[j] * w[t] / r.count);
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// Forward of channels [0, count) of one RoI's region; see sample_lanes.
+#define DETKIT_DEFINE_SAMPLE(T)                                                                 \
+  DETKIT_CPU_CLONES void sample_channels(                                                       \
+      const Region<const T>& region, const RoiSamples<T>& r, const AxisTaps<T>* ys,             \
+      const AxisTaps<T>* xs, int64_t ph, int64_t pw, int64_t count, T* out, int64_t stride) {  \
+    using V = typename Vector<T>::Values;                                                       \
+    constexpr int64_t kWidth = Vector<T>::kWidth;                                               \
+    int64_t c = 0;                                                                              \
+    for (; c + kRegisterChannels<T> <= count; c += kRegisterChannels<T>) {                      \
+      sample_lanes<T, V, 4>(region, r, ys, xs, ph, pw, c, out, stride);                         \
+    }                                                                                           \
+    for (; c + kWidth <= count; c += kWidth) {                                                  \
+      sample_lanes<T, V, 1>(region, r, ys, xs, ph, pw, c, out, stride);                         \
+    }                                                                                           \
+    for (; c < count; ++c) {                                                                    \
+      sample_lanes<T, T, 1>(region, r, ys, xs, ph, pw, c, out, stride);                         \
+    }                                                                                           \
+  }                                                                                             \
+  DETKIT_CPU_CLONES void scatter_channels(                                                      \
+      const Region<T>& region, const RoiSamples<T>& r, const AxisTaps<T>* ys,                   \
+      const AxisTaps<T>* xs, int64_t ph, int64_t pw, int64_t count, const T* grad,              \
+      int64_t stride) {                                                                         \
+    using V = typename Vector<T>::Values;                                                       \
+    constexpr int64_t kWidth = Vector<T>::kWidth;                                               \
+    int64_t c = 0;                                                                              \
+    for (; c + kRegisterChannels<T> <= count; c += kRegisterChannels<T>) {                      \
+      scatter_lanes<T, V, 4>(region, r, ys, xs, ph, pw, c, grad, stride);                       \
+    }                                                                                           \
+    for (; c + kWidth <= count; c += kWidth) {                                                  \
+      scatter_lanes<T, V, 1>(region, r, ys, xs, ph, pw, c, grad, stride);                       \
+    }                                                                                           \
+    for (; c < count; ++c) {                                                                    \
+      scatter_lanes<T, T, 1>(region, r, ys, xs, ph, pw, c, grad, stride);                       \
+    }                                                                                           \
+  }
+DETKIT_DEFINE_SAMPLE(float)
+DETKIT_DEFINE_SAMPLE(double)
+#undef DETKIT_DEFINE_SAMPLE
+
+// Copies channels [c0, c0 + count) of the footprint of `r` from NCHW `planes`
+// (image r.batch) into `tile` ([rows, cols, count]) or, when `back`, from the
+// tile into the planes.
+#define DETKIT_DEFINE_COPY(T)                                                                   \
+  DETKIT_CPU_CLONES void copy_footprint(                                                        \
+      T* planes, const RoiShape& s, const RoiSamples<T>& r, int64_t c0, int64_t count, T* tile, \
+      bool back) {                                                                              \
+    T* first = planes + (r.batch * s.channels + c0) * s.plane() + r.y0 * s.width + r.x0;        \
+    const int64_t rows = r.y1 - r.y0 + 1, cols = r.x1 - r.x0 + 1;                              \
+    if (back) {                                                                                 \
+      cpu::transpose_planes<T, true>(first, s.plane(), s.width, rows, cols, count, tile);       \
+    } else {                                                                                    \
+      cpu::transpose_planes<T, false>(first, s.plane(), s.width, rows, cols, count, tile);      \
+    }                                                                                           \
+  }
+DETKIT_DEFINE_COPY(float)
+DETKIT_DEFINE_COPY(double)
+#undef DETKIT_DEFINE_COPY
+
+template <typename T>
+Region<T> footprint_tile(T* tile, const RoiSamples<T>& r, int64_t count) {
+  return {tile, (r.x1 - r.x0 + 1) * count, count, r.y0, r.x0};
+}
+
+// Whether copying a contiguous map whole into channel blocks costs less than
+// copying every RoI's footprint into a tile (once for forward, there and back
+// for backward). A whole copy touches fresh memory, about three times the cost
+// per element of a tile in cache.
+template <typename T>
+bool prefer_whole_copy(const SampleTables<T>& tables, const RoiShape& s, int64_t tile_passes) {
+  int64_t footprints = 0;
+  for (const auto& r : tables.rois) footprints += r.footprint();
+  return 3 * s.num_images * s.plane() < tile_passes * footprints;
+}
+
+template <typename T>
+void forward(
+    const at::Tensor& input, const SampleTables<T>& tables, const RoiShape& s, bool channels_last,
+    T* output) {
+  const int64_t bins = s.bins();
+  const int64_t blocks = (s.channels + kItemChannels - 1) / kItemChannels;
+  at::Tensor copy;
+  CellLayout layout = cpu::nhwc_layout(s.channels, s.height, s.width);
+  bool tiles = false;
+  if (channels_last) {
+    copy = input.contiguous(at::MemoryFormat::ChannelsLast);
+  } else if (prefer_whole_copy(tables, s, 1)) {
+    copy = cpu::channel_blocked(input);
+    layout = cpu::blocked_layout(s.channels, s.height, s.width);
+  } else {
+    copy = input.contiguous();
+    tiles = true;
+  }
+  const T* data = copy.const_data_ptr<T>();
+  // Items go through the channels block by block, and each block through the
+  // RoIs image by image: the planes of a block of one image stay in cache.
+  at::parallel_for(0, s.num_rois * blocks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> tile, out_tile(channels_last ? 0 : bins * kItemChannels);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t k = tables.by_image[item % s.num_rois];
+      const int64_t c0 = (item / s.num_rois) * kItemChannels;
+      const RoiSamples<T>& r = tables.rois[k];
+      const int64_t count = std::min(kItemChannels, s.channels - c0);
+      // channels-last output [K, bins, C] is written in place; NCHW [K, C, bins]
+      // goes through a [bins, count] tile.
+      T* out = channels_last ? output + k * bins * s.channels + c0 : out_tile.data();
+      const int64_t stride = channels_last ? s.channels : count;
+      if (r.empty()) {
+        for (int64_t b = 0; b < bins; ++b) std::fill_n(out + b * stride, count, T(0));
+      } else {
+        Region<const T> region{data + layout.channel(r.batch, c0), layout.row, layout.cell, 0, 0};
+        if (tiles) {
+          tile.resize(r.footprint() * count);
+          copy_footprint(const_cast<T*>(data), s, r, c0, count, tile.data(), false);
+          const Region<T> t = footprint_tile(tile.data(), r, count);
+          region = {t.cells, t.row, t.cell, t.origin_y, t.origin_x};
+        }
+        sample_channels(region, r, tables.y_taps.data() + r.y_taps,
+                        tables.x_taps.data() + r.x_taps, s.pooled_height, s.pooled_width, count,
+                        out, stride);
+      }
+      if (!channels_last) {
+        cpu::transpose_tile(out, bins, count, output + (k * s.channels + c0) * bins);
+      }
+    }
+  });
+}
+
+// Channels per backward work item: enough items for every thread; a power of
+// two from one vector to kItemChannels.
+int64_t backward_chunk(int64_t channels, int64_t width) {
+  const int64_t items = 2 * at::get_num_threads();
+  int64_t chunk = width;
+  while (chunk < kItemChannels && chunk * items < channels) chunk *= 2;
+  return chunk;
+}
+
+template <typename T>
+at::Tensor backward(
+    const at::Tensor& grad, const SampleTables<T>& tables, const RoiShape& s, bool channels_last) {
+  const int64_t bins = s.bins();
+  const int64_t chunk = backward_chunk(s.channels, Vector<T>::kWidth);
+  const at::MemoryFormat format =
+      channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
+  const at::Tensor grad_dense = grad.contiguous(format);
+  const T* g = grad_dense.const_data_ptr<T>();
+  at::Tensor grad_input;  // what the loops add into
+  CellLayout layout = cpu::nhwc_layout(s.channels, s.height, s.width);
+  const bool whole = !channels_last && prefer_whole_copy(tables, s, 2);
+  const bool tiles = !channels_last && !whole;
+  const auto options = grad.options();
+  if (whole) {  // added into in channel blocks, converted to NCHW at the end
+    grad_input =
+        cpu::empty_channel_blocked(s.num_images, s.channels, s.height, s.width, options).zero_();
+    layout = cpu::blocked_layout(s.channels, s.height, s.width);
+  } else {
+    // at::zeros would drop the memory format: allocate, then zero.
+    grad_input =
+        at::empty({s.num_images, s.channels, s.height, s.width}, options.memory_format(format))
+            .zero_();
+  }
+  T* gi = grad_input.mutable_data_ptr<T>();
+  const int64_t chunks = (s.channels + chunk - 1) / chunk;
+  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> tile, grad_tile(channels_last ? 0 : bins * chunk);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t c0 = item * chunk, count = std::min(chunk, s.channels - c0);
+      for (const int64_t k : tables.by_image) {  // each element gets its RoIs' shares in order
+        const RoiSamples<T>& r = tables.rois[k];
+        if (r.empty()) continue;
+        // The gradient of the RoI's outputs as [bins, count] rows.
+        const T* grad_rows = g + k * s.channels * bins + c0;
+        int64_t grad_stride = s.channels;
+        if (!channels_last) {
+          cpu::transpose_tile(g + (k * s.channels + c0) * bins, count, bins, grad_tile.data());
+          grad_rows = grad_tile.data();
+          grad_stride = count;
+        }
+        Region<T> region{gi + layout.channel(r.batch, c0), layout.row, layout.cell, 0, 0};
+        if (tiles) {
+          tile.resize(r.footprint() * count);
+          copy_footprint(gi, s, r, c0, count, tile.data(), false);
+          region = footprint_tile(tile.data(), r, count);
+        }
+        scatter_channels(region, r, tables.y_taps.data() + r.y_taps,
+                         tables.x_taps.data() + r.x_taps, s.pooled_height, s.pooled_width, count,
+                         grad_rows, grad_stride);
+        if (tiles) {
+          copy_footprint(gi, s, r, c0, count, tile.data(), true);
+        }
+      }
+    }
+  });
+  if (whole) {
+    return cpu::from_channel_blocked(grad_input, s.num_images, s.channels, s.height, s.width);
+  }
+  return grad_input;
+}
+
+at::Tensor roi_align_forward_cpu(
+    const at::Tensor& input, const at::Tensor& rois, double spatial_scale, int64_t pooled_height,
+    int64_t pooled_width, int64_t sampling_ratio, bool aligned) {
+  check_forward_args(kOp, input, rois, spatial_scale, pooled_height, pooled_width);
+  check_cpu_dtype(kOp, input, "input");
+  const RoiShape s{input.size(0), input.size(1), input.size(2), input.size(3),
+                   rois.size(0),  pooled_height, pooled_width};
+  const at::MemoryFormat format = pooled_memory_format(input);
+  at::Tensor output = at::empty(
+      {s.num_rois, s.channels, pooled_height, pooled_width}, input.options().memory_format(format));
+  AT_DISPATCH_FLOATING_TYPES(input.scalar_type(), "roi_align_forward_cpu", [&] {
+    const auto tables = build_tables<scalar_t>(rois, spatial_scale, sampling_ratio, aligned, s);
+    if (output.numel() > 0) {
+      forward(input, tables, s, format == at::MemoryFormat::ChannelsLast,
+              output.mutable_data_ptr<scalar_t>());
+    }
+  });
+  return output;
+}
+
+at::Tensor roi_align_backward_cpu(
+    const at::Tensor& grad, const at::Tensor& rois, double spatial_scale, int64_t pooled_height,
+    int64_t pooled_width, int64_t sampling_ratio, bool aligned, int64_t batch_size,
+    int64_t channels, int64_t height, int64_t width) {
+  check_backward_args(kOp, grad, rois, spatial_scale, pooled_height, pooled_width, batch_size,
+                      channels, height, width);
+  check_cpu_dtype(kOp, grad, "grad");
+  const RoiShape s{batch_size, channels, height, width, rois.size(0), pooled_height, pooled_width};
+  const bool channels_last = pooled_memory_format(grad) == at::MemoryFormat::ChannelsLast;
+  at::Tensor grad_input;
+  AT_DISPATCH_FLOATING_TYPES(grad.scalar_type(), "roi_align_backward_cpu", [&] {
+    const auto tables = build_tables<scalar_t>(rois, spatial_scale, sampling_ratio, aligned, s);
+    grad_input = backward(grad, tables, s, channels_last);
+  });
+  return grad_input;
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(detkit, CPU, m) {
+  m.impl("roi_align_forward", &roi_align_forward_cpu);
+  m.impl("roi_align_backward", &roi_align_backward_cpu);
+}
+
+}  // namespace roi_align
+}  // namespace detkit
