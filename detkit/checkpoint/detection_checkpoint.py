@@ -17,6 +17,8 @@ VGG16_CLASSIFIER_TO_BOX_HEAD = {
     "classifier.0.": "roi_heads.box_head.fc6.",
     "classifier.3.": "roi_heads.box_head.fc7.",
 }
+# Where a torchvision network sits in a detector: the backbone itself, or an FPN's trunk.
+BACKBONE_PREFIXES = ("backbone.", "backbone.bottom_up.")
 
 
 class DetectionCheckpointer(Checkpointer):
@@ -24,8 +26,9 @@ class DetectionCheckpointer(Checkpointer):
 
     A file holding ``{"model": state_dict, ...}`` is a detkit checkpoint. Any other state dict is
     taken for torchvision weights (vgg16, resnet18/34/50/101) and mapped by name: backbone keys
-    gain the ``backbone.`` prefix and VGG16's fc6/fc7 go to the box head; weights the detector
-    has no place for are reported and skipped, as are the detector's parameters the file lacks.
+    gain the ``backbone.`` prefix (``backbone.bottom_up.`` where an FPN holds the network as its
+    trunk) and VGG16's fc6/fc7 go to the box head; weights the detector has no place for are
+    reported and skipped, as are the detector's parameters the file lacks.
     Files are read with ``torch.load(weights_only=True)``; a file that needs arbitrary
     unpickling (which can run code) is refused unless ``allow_unsafe_pickle=True``.
     """
@@ -91,14 +94,15 @@ class DetectionCheckpointer(Checkpointer):
         own = self.model.state_dict()
         mapped, unused = {}, []
         for key, value in state.items():
-            target = f"backbone.{key}"
+            targets = [prefix + key for prefix in BACKBONE_PREFIXES]
             for source, head in VGG16_CLASSIFIER_TO_BOX_HEAD.items():
                 if key.startswith(source):
-                    target = head + key[len(source) :]
-            if target in own:
-                mapped[target] = value
-            else:
+                    targets = [head + key[len(source) :]]
+            target = next((t for t in targets if t in own), None)
+            if target is None:
                 unused.append(key)
+            else:
+                mapped[target] = value
         if not mapped:
             raise ValueError(f"{filename}: none of its {len(state)} weights match this model")
         if unused:

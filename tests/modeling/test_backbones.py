@@ -1,4 +1,4 @@
-"""Backbones: built by config, shapes and strides, and torchvision weights give its features."""
+"""Backbones: built by config, shapes and strides, and torchvision weights give their features."""
 
 from __future__ import annotations
 
@@ -55,6 +55,47 @@ def test_resnet_c4_matches_torchvision(tmp_path: Path, depth: int) -> None:
         features = backbone(image)["res4"]
     assert features.shape == (2, backbone.output_shape()["res4"].channels, 4, 6)
     assert torch.equal(features, expected)
+
+
+@pytest.mark.parametrize(
+    ("depth", "out_features", "shapes"),
+    [
+        (18, ["res2", "res5"], {"res2": (64, 4), "res5": (512, 32)}),
+        (50, ["res3", "res4", "res5"], {"res3": (512, 8), "res4": (1024, 16), "res5": (2048, 32)}),
+    ],
+)
+def test_resnet_returns_the_stages_asked_for_as_torchvision_computes_them(
+    tmp_path: Path, depth: int, out_features: list[str], shapes: dict[str, tuple[int, int]]
+) -> None:
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, f"resnet{depth}")().eval()
+    torch.save(reference.state_dict(), tmp_path / "resnet.pth")
+    backbone = ResNet(depth=depth, out_features=out_features).eval()
+    load_torchvision_weights(backbone, tmp_path / "resnet.pth")
+    assert {k: (s.channels, s.stride) for k, s in backbone.output_shape().items()} == shapes
+    image = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        x = reference.maxpool(reference.relu(reference.bn1(reference.conv1(image))))
+        expected = {}
+        stages = [reference.layer1, reference.layer2, reference.layer3, reference.layer4]
+        for name, layer in zip(["res2", "res3", "res4", "res5"], stages, strict=True):
+            x = layer(x)
+            expected[name] = x
+        features = backbone(image)
+    assert list(features) == list(shapes)
+    for name, feature in features.items():
+        assert torch.equal(feature, expected[name]), name
+
+
+def test_resnet_builds_no_stage_after_the_last_one_asked_for() -> None:
+    c4 = ResNet(depth=18)
+    assert not hasattr(c4, "layer4")
+    modules = {name.split(".")[0] for name, _ in c4.named_parameters()}
+    assert modules == {"conv1", "bn1", "layer1", "layer2", "layer3"}
+    with pytest.raises(ValueError, match="out_features"):
+        ResNet(depth=18, out_features=["res6"])
+    with pytest.raises(ValueError, match="out_features"):
+        ResNet(depth=18, out_features=[])
 
 
 @pytest.mark.parametrize(

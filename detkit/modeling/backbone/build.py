@@ -29,6 +29,13 @@ class Backbone(nn.Module):
         """Channels and stride of every feature map ``forward`` returns."""
         raise NotImplementedError
 
+    @property
+    def size_divisibility(self) -> int:
+        """What the input's height and width must be multiples of (0: any size); the model pads
+        images to it. A backbone that adds maps of neighbouring strides (an FPN) needs its
+        largest stride, so that every map is exactly twice the size of the next coarser one."""
+        return 0
+
 
 def build_backbone(cfg) -> Backbone:
     """The backbone named by ``MODEL.BACKBONE.NAME``, built from the config."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -80,15 +81,17 @@ class FastRCNN(nn.Module):
         ]
 
     def preprocess_images(self, batched_inputs: list[dict]) -> Tensor:
-        """Normalised images, zero-padded at the bottom and right to one batch; in channels-last
-        memory order when ``channels_last`` (the convolutions, and RoI pooling, then run in that
-        order, which is faster on CPUs and on GPUs under mixed precision)."""
+        """Normalised images, zero-padded at the bottom and right to one batch whose height and
+        width are multiples of the backbone's ``size_divisibility`` (when it has one); in
+        channels-last memory order when ``channels_last`` (the convolutions, and RoI pooling,
+        then run in that order, which is faster on CPUs and on GPUs under mixed precision)."""
         images = [
             (x["image"].to(self.device).float() - self.pixel_mean) / self.pixel_std
             for x in batched_inputs
         ]
-        height = max(image.shape[1] for image in images)
-        width = max(image.shape[2] for image in images)
+        divisor = max(self.backbone.size_divisibility, 1)
+        height = math.ceil(max(image.shape[1] for image in images) / divisor) * divisor
+        width = math.ceil(max(image.shape[2] for image in images) / divisor) * divisor
         batch = torch.stack(
             [functional.pad(i, (0, width - i.shape[2], 0, height - i.shape[1])) for i in images]
         )
