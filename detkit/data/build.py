@@ -20,8 +20,11 @@ def get_detection_dataset_dicts(
 
     ``proposal_files`` gives one file per dataset, read with ``proposal_loader`` from
     ``PROPOSAL_LOADER_REGISTRY`` (``auto``: pickle or ``.mat`` by extension;
-    ``selective_search``: computed on first use and cached there). ``difficult`` VOC
-    objects are removed unless ``drop_difficult=False`` (they are kept for evaluation).
+    ``selective_search``: computed on first use and cached there), and attached by
+    :func:`attach_proposals` (clipped, smaller than ``proposal_min_size`` dropped, the
+    ``proposal_topk`` best kept; duplicates are left to the model, which removes them on the grid
+    of the map it pools from). ``difficult`` VOC objects are removed unless
+    ``drop_difficult=False`` (they are kept for evaluation).
     """
     if isinstance(names, str):
         names = [names]

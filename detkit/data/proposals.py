@@ -136,15 +136,16 @@ def attach_proposals(
     source: str,
     topk: int | None = None,
     min_size: float = 0.0,
-    dedup_scale: float | None = 1 / 16,
 ) -> list[dict]:
     """Adds ``proposal_boxes`` and ``proposal_objectness_logits`` to each dataset dict.
 
     Proposals are paired with images by ``image_id``, or failing that by file-name stem, never by
     position. Images without proposals and proposal ids without images are reported; nothing
     matching at all is an error. Boxes are clipped to the image, those smaller than ``min_size``
-    dropped, duplicates after mapping to the feature grid (``dedup_scale``, as in the paper)
-    removed, and the ``topk`` best by objectness kept.
+    dropped, and the ``topk`` best by objectness kept, in objectness order. Duplicates are not
+    removed here: the model removes those that coincide on the grid of the feature map they are
+    pooled from (``MODEL.ROI_HEADS.DEDUP_PROPOSALS``), which depends on the image size it runs at
+    and on the map's stride.
     """
     used, missing = set(), []
     for record in dataset_dicts:
@@ -156,7 +157,7 @@ def attach_proposals(
             boxes, logits = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         else:
             used.add(key)
-            boxes, logits = _clean(*proposals[key], record, topk, min_size, dedup_scale)
+            boxes, logits = _clean(*proposals[key], record, topk, min_size)
         record["proposal_boxes"], record["proposal_objectness_logits"] = boxes, logits
     if not used:
         raise ValueError(
@@ -176,7 +177,7 @@ def attach_proposals(
     return dataset_dicts
 
 
-def _clean(boxes, logits, record, topk, min_size, dedup_scale):
+def _clean(boxes, logits, record, topk, min_size):
     boxes = boxes.copy()
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, record["width"])
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, record["height"])
@@ -184,10 +185,6 @@ def _clean(boxes, logits, record, topk, min_size, dedup_scale):
     boxes, logits = boxes[keep], logits[keep]
     order = np.argsort(-logits, kind="stable")
     boxes, logits = boxes[order], logits[order]
-    if dedup_scale:
-        _, first = np.unique(np.round(boxes * dedup_scale), axis=0, return_index=True)
-        first.sort()
-        boxes, logits = boxes[first], logits[first]
     if topk is not None:
         boxes, logits = boxes[:topk], logits[:topk]
     return boxes.astype(np.float32), logits.astype(np.float32)

@@ -5,6 +5,7 @@ from .box_regression import Box2BoxTransform
 from .build import build_model
 from .matcher import Matcher
 from .meta_arch import META_ARCH_REGISTRY, FastRCNN
+from .poolers import ROI_POOLER_REGISTRY, ROIPooler, assign_boxes_to_levels, dedup_boxes
 from .roi_heads import (
     ROI_BOX_HEAD_REGISTRY,
     ROI_HEADS_REGISTRY,
@@ -19,6 +20,7 @@ __all__ = [
     "META_ARCH_REGISTRY",
     "ROI_BOX_HEAD_REGISTRY",
     "ROI_HEADS_REGISTRY",
+    "ROI_POOLER_REGISTRY",
     "SAMPLER_REGISTRY",
     "Backbone",
     "Box2BoxTransform",
@@ -27,9 +29,12 @@ __all__ = [
     "FastRCNNOutputLayers",
     "FastRCNNSampler",
     "Matcher",
+    "ROIPooler",
     "ShapeSpec",
     "StandardROIHeads",
+    "assign_boxes_to_levels",
     "build_backbone",
     "build_model",
     "build_sampler",
+    "dedup_boxes",
 ]

@@ -52,7 +52,7 @@ def test_pickle_proposals_paired_by_id_not_position(tmp_path: Path, caplog) -> N
         bbox_mode=0,
     )
     with caplog.at_level(logging.WARNING):
-        dicts = attach_proposals(records(), load_proposals(path), "p.pkl", dedup_scale=None)
+        dicts = attach_proposals(records(), load_proposals(path), "p.pkl")
     a, b, c = dicts
     assert a["proposal_boxes"].tolist() == [[0, 0, 10, 10]]
     # sorted by objectness, clipped to the 60 x 50 image
@@ -63,18 +63,26 @@ def test_pickle_proposals_paired_by_id_not_position(tmp_path: Path, caplog) -> N
     assert "1 proposal ids match no image, e.g. '99'" in caplog.text
 
 
-def test_xywh_pickles_topk_min_size_and_dedup(tmp_path: Path) -> None:
-    boxes = np.array([[0, 0, 40, 40], [1, 1, 39, 39], [0, 0, 2, 2], [50, 20, 80, 30]], np.float32)
+def test_xywh_pickles_topk_and_min_size_keep_grid_duplicates(tmp_path: Path) -> None:
+    boxes = np.array(
+        [[0, 0, 40, 40], [1, 1, 39, 39], [0, 0, 2, 2], [50, 20, 80, 30], [0, 0, 40, 40]],
+        np.float32,
+    )
     path = write_pickle(
         tmp_path / "p.pkl",
         ids=[11],
         boxes=[boxes],
-        objectness_logits=[np.array([4.0, 3, 2, 1])],
+        objectness_logits=[np.array([4.0, 3, 2, 1, 0])],
         bbox_mode=1,
     )
-    (record,) = attach_proposals(records()[:1], load_proposals(path), "p.pkl", topk=2, min_size=3)
-    # XYWH -> XYXY; box 1 duplicates box 0 on the 1/16 grid; box 2 is too small
-    assert record["proposal_boxes"].tolist() == [[0, 0, 40, 40], [50, 20, 130, 50]]
+    (record,) = attach_proposals(records()[:1], load_proposals(path), "p.pkl", topk=3, min_size=3)
+    # XYWH -> XYXY; box 2 is too small; box 1 (a duplicate of box 0 on a 1/16 grid) is kept,
+    # since duplicates are the model's business (on its own grid); topk then cuts box 4
+    assert record["proposal_boxes"].tolist() == [
+        [0, 0, 40, 40],
+        [1, 1, 40, 40],
+        [50, 20, 130, 50],
+    ]
 
 
 def test_mat_proposals_are_converted_and_matched_by_file_stem(tmp_path: Path) -> None:
@@ -84,9 +92,7 @@ def test_mat_proposals_are_converted_and_matched_by_file_stem(tmp_path: Path) ->
     images = np.empty((1, 2), dtype=object)
     images[0, 0], images[0, 1] = "img_c", "img_a"
     savemat(tmp_path / "ss.mat", {"boxes": boxes, "images": images})
-    dicts = attach_proposals(
-        records(), load_proposals(tmp_path / "ss.mat"), "ss.mat", dedup_scale=None
-    )
+    dicts = attach_proposals(records(), load_proposals(tmp_path / "ss.mat"), "ss.mat")
     assert dicts[2]["proposal_boxes"].tolist() == [[1, 2, 10, 20]]
     assert dicts[0]["proposal_boxes"].tolist() == [[0, 0, 60, 50], [9, 9, 12, 12]]
     assert dicts[1]["proposal_boxes"].shape == (0, 4)

@@ -31,7 +31,7 @@ def shapes_dicts(tmp_path_factory) -> list[dict]:
 def test_proposals_cover_the_objects(shapes_dicts: list[dict], tmp_path: Path) -> None:
     path = compute_proposal_file(shapes_dicts, tmp_path / "ss.pkl", workers=1)
     assert not (tmp_path / "ss.pkl.parts").exists()
-    dicts = attach_proposals(shapes_dicts, load_proposals(path), "ss.pkl", dedup_scale=None)
+    dicts = attach_proposals(shapes_dicts, load_proposals(path), "ss.pkl")
     for record in dicts:
         boxes = record["proposal_boxes"]
         assert len(boxes) > 10 and (boxes[:, 2] <= record["width"]).all()

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from fvcore.common.registry import Registry
 from torch import Tensor, nn
 
-from ...layers import ROIPool
 from ...structures import Boxes, Instances, pairwise_iou
 from ..backbone import ShapeSpec
 from ..matcher import Matcher
+from ..poolers import ROI_POOLER_REGISTRY, ROIPooler, dedup_boxes, unknown_pooler_type
 from ..sampling import build_sampler
 from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers
@@ -17,59 +19,95 @@ from .fast_rcnn import FastRCNNOutputLayers
 ROI_HEADS_REGISTRY = Registry("ROI_HEADS")
 ROI_HEADS_REGISTRY.__doc__ = """RoI heads; ``cls.from_config(cfg, input_shape)`` builds one."""
 
-POOLERS = {"ROIPool": ROIPool}
-
 
 @ROI_HEADS_REGISTRY.register()
 class StandardROIHeads(nn.Module):
-    """Fast R-CNN's heads on one feature map (paper §2).
+    """Fast R-CNN's heads (paper §2) on one feature map or several (a feature pyramid).
 
+    Per image, proposals that coincide on the grid of the map they are pooled from are removed
+    first (``dedup_proposals``; the first in the given objectness order stays).
     Training: ground-truth boxes join the proposals, each proposal is matched to its best
     ground truth by IoU, and the sampler picks the mini-batch; the output is the losses.
     Inference: every proposal is scored and decoded into detections.
+
+    ``in_features`` names the maps the ``pooler`` (an :class:`ROIPooler`) pools from, in the
+    order of its scales (finest first).
     """
 
     def __init__(
         self,
-        in_feature: str,
-        pooler: nn.Module,
+        in_features: str | Sequence[str],
+        pooler: ROIPooler,
         box_head: nn.Module,
         box_predictor: FastRCNNOutputLayers,
         proposal_matcher: Matcher,
         sampler,
         proposal_append_gt: bool = True,
+        dedup_proposals: bool = True,
     ) -> None:
         super().__init__()
-        self.in_feature = in_feature
+        self.in_features = [in_features] if isinstance(in_features, str) else list(in_features)
+        scales = getattr(pooler, "scales", None)
+        if scales is not None and len(scales) != len(self.in_features):
+            raise ValueError(
+                f"StandardROIHeads: {len(self.in_features)} in_features {self.in_features} but "
+                f"the pooler has {len(scales)} scales"
+            )
+        if dedup_proposals and scales is None:
+            raise ValueError(
+                "StandardROIHeads: dedup_proposals needs a pooler with scales (an ROIPooler)"
+            )
         self.pooler = pooler
         self.box_head = box_head
         self.box_predictor = box_predictor
         self.proposal_matcher = proposal_matcher
         self.sampler = sampler
         self.proposal_append_gt = proposal_append_gt
+        self.dedup_proposals = dedup_proposals
 
     @classmethod
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> StandardROIHeads:
-        if len(input_shape) != 1:
-            raise ValueError(f"StandardROIHeads pools one feature map, got {sorted(input_shape)}")
-        ((in_feature, shape),) = input_shape.items()
-        box = cfg.MODEL.ROI_BOX_HEAD
-        if box.POOLER_TYPE not in POOLERS:
-            raise ValueError(
-                f"MODEL.ROI_BOX_HEAD.POOLER_TYPE {box.POOLER_TYPE!r} is not in {sorted(POOLERS)}"
+        heads, box = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
+        in_features, shapes = _in_features(heads.IN_FEATURES, input_shape)
+        problems = []
+        if box.POOLER_TYPE not in ROI_POOLER_REGISTRY:
+            problems.append(
+                f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: {unknown_pooler_type(box.POOLER_TYPE)}"
             )
+        if len({s.channels for s in shapes}) > 1:
+            channels = {f: s.channels for f, s in zip(in_features, shapes, strict=True)}
+            problems.append(
+                f"MODEL.ROI_HEADS.IN_FEATURES: the maps pooled from must have the same number "
+                f"of channels, got {channels}"
+            )
+        if problems:
+            raise ValueError("StandardROIHeads: " + "; ".join(problems))
         resolution = box.POOLER_RESOLUTION
-        pooler = POOLERS[box.POOLER_TYPE](resolution, 1.0 / shape.stride)
-        box_head = build_box_head(cfg, (shape.channels, resolution, resolution))
-        heads = cfg.MODEL.ROI_HEADS
+        try:
+            pooler = ROIPooler(
+                resolution,
+                [1.0 / s.stride for s in shapes],
+                box.POOLER_SAMPLING_RATIO,
+                box.POOLER_TYPE,
+                canonical_box_size=box.POOLER_CANONICAL_BOX_SIZE,
+                canonical_level=box.POOLER_CANONICAL_LEVEL,
+            )
+        except ValueError as error:
+            strides = {f: s.stride for f, s in zip(in_features, shapes, strict=True)}
+            raise ValueError(
+                f"StandardROIHeads: cannot pool from {strides} (MODEL.ROI_HEADS.IN_FEATURES, "
+                f"strides): {error}"
+            ) from error
+        box_head = build_box_head(cfg, (shapes[0].channels, resolution, resolution))
         return cls(
-            in_feature,
+            in_features,
             pooler,
             box_head,
             FastRCNNOutputLayers.from_config(cfg, box_head.output_size),
             Matcher([heads.BG_IOU_LO, heads.IOU_THRESHOLDS[0]], [-1, 0, 1]),
             build_sampler(cfg),
             proposal_append_gt=heads.PROPOSAL_APPEND_GT,
+            dedup_proposals=heads.DEDUP_PROPOSALS,
         )
 
     def forward(
@@ -78,17 +116,37 @@ class StandardROIHeads(nn.Module):
         proposals: list[Instances],
         targets: list[Instances] | None = None,
     ) -> dict[str, Tensor] | list[Instances]:
+        if self.training and targets is None:
+            raise ValueError("StandardROIHeads: training needs ground-truth instances")
+        if self.dedup_proposals:
+            proposals = self.remove_duplicate_proposals(proposals)
         if self.training:
-            if targets is None:
-                raise ValueError("StandardROIHeads: training needs ground-truth instances")
             proposals = self.label_and_sample_proposals(proposals, targets)
-        boxes = [p.proposal_boxes.tensor for p in proposals]
-        scores, deltas = self.box_predictor(
-            self.box_head(self.pooler(features[self.in_feature], boxes))
+        pooled = self.pooler(
+            [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
         )
+        scores, deltas = self.box_predictor(self.box_head(pooled))
         if self.training:
             return self.box_predictor.losses(scores, deltas, proposals)
         return self.box_predictor.inference(scores, deltas, proposals)
+
+    @torch.no_grad()
+    def remove_duplicate_proposals(self, proposals: list[Instances]) -> list[Instances]:
+        """Per image, the proposals without those that coincide with an earlier one on the grid
+        of the map they are pooled from (:func:`detkit.modeling.poolers.dedup_boxes`)."""
+        pooler = self.pooler
+        result = []
+        for image_proposals in proposals:
+            keep = dedup_boxes(
+                image_proposals.proposal_boxes,
+                pooler.scales,
+                getattr(pooler, "canonical_box_size", 224),
+                getattr(pooler, "canonical_level", 4),
+            )
+            result.append(
+                image_proposals if len(keep) == len(image_proposals) else image_proposals[keep]
+            )
+        return result
 
     @torch.no_grad()
     def label_and_sample_proposals(
@@ -119,6 +177,32 @@ class StandardROIHeads(nn.Module):
                 )
             )
         return sampled
+
+
+def _in_features(
+    names: Sequence[str], input_shape: dict[str, ShapeSpec]
+) -> tuple[list[str], list[ShapeSpec]]:
+    """The maps to pool from, finest first: ``names`` as given (checked), or when empty every map
+    of the backbone, ordered by stride."""
+    if not names:
+        names = sorted(input_shape, key=lambda name: input_shape[name].stride)
+    else:
+        names = list(names)
+        missing = [name for name in names if name not in input_shape]
+        if missing:
+            raise ValueError(
+                f"MODEL.ROI_HEADS.IN_FEATURES names {missing}, which the backbone does not "
+                f"produce; it produces {list(input_shape)}"
+            )
+        strides = [input_shape[name].stride for name in names]
+        if strides != sorted(strides) or len(set(strides)) != len(strides):
+            raise ValueError(
+                f"MODEL.ROI_HEADS.IN_FEATURES must list maps of different strides finest "
+                f"first, got {dict(zip(names, strides, strict=True))}"
+            )
+    if not names:
+        raise ValueError("StandardROIHeads: the backbone returns no feature map")
+    return names, [input_shape[name] for name in names]
 
 
 def build_roi_heads(cfg, input_shape: dict[str, ShapeSpec]) -> nn.Module:

@@ -1,0 +1,310 @@
+"""Pooling RoI features from one or several feature maps, and the rules that go with it.
+
+* :func:`assign_boxes_to_levels`: which map of a pyramid each box is pooled from (FPN's rule,
+  as detectron2 computes it).
+* :func:`dedup_boxes`: which boxes of an image are duplicates on the grid of the map they are
+  pooled from (Fast R-CNN's ``DEDUP_BOXES``, generalised from VGG16's stride 16 to any map).
+* :class:`ROIPooler`: pools every box from its map with one op per map; the op is a pooler
+  type from ``ROI_POOLER_REGISTRY`` (``ROIPool``, ``ROIAlign``, ``ROIAlignV2``).
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+from collections.abc import Sequence
+
+import torch
+from fvcore.common.registry import Registry
+from torch import Tensor, nn
+
+from .. import layers
+from ..structures import Boxes
+
+__all__ = [
+    "ROI_POOLER_REGISTRY",
+    "ROIPooler",
+    "assign_boxes_to_levels",
+    "convert_boxes_to_pooler_format",
+    "dedup_boxes",
+]
+
+ROI_POOLER_REGISTRY = Registry("ROI_POOLER")
+ROI_POOLER_REGISTRY.__doc__ = """Pooler types, chosen by ``MODEL.ROI_BOX_HEAD.POOLER_TYPE``.
+
+An entry is a callable ``(output_size, spatial_scale, sampling_ratio) -> nn.Module`` (a
+factory function or a class) whose module maps ``(features [N, C, H, W], rois [K, 5])`` to
+``[K, C, h, w]``; :class:`ROIPooler` builds one per feature map."""
+
+
+@ROI_POOLER_REGISTRY.register()
+def ROIPool(output_size, spatial_scale: float, sampling_ratio: int) -> nn.Module:  # noqa: N802
+    """The paper's RoI max pooling, :class:`detkit.layers.ROIPool`; ``sampling_ratio`` is
+    ignored (max pooling reads every cell of a bin)."""
+    return layers.ROIPool(output_size, spatial_scale)
+
+
+@ROI_POOLER_REGISTRY.register()
+def ROIAlign(output_size, spatial_scale: float, sampling_ratio: int) -> nn.Module:  # noqa: N802
+    """Mask R-CNN's RoIAlign without the half-pixel offset, :class:`detkit.layers.ROIAlign`
+    with ``aligned=False`` (``sampling_ratio <= 0``: an adaptive grid of samples per bin)."""
+    return layers.ROIAlign(output_size, spatial_scale, sampling_ratio, aligned=False)
+
+
+@ROI_POOLER_REGISTRY.register()
+def ROIAlignV2(output_size, spatial_scale: float, sampling_ratio: int) -> nn.Module:  # noqa: N802
+    """RoIAlign with the half-pixel offset, :class:`detkit.layers.ROIAlign` with
+    ``aligned=True`` (detectron2's default for its FPN models)."""
+    return layers.ROIAlign(output_size, spatial_scale, sampling_ratio, aligned=True)
+
+
+def _box_tensor(boxes: Boxes | Tensor, index: int) -> Tensor:
+    tensor = boxes.tensor if isinstance(boxes, Boxes) else boxes
+    if not isinstance(tensor, Tensor) or tensor.dim() != 2 or tensor.shape[1] != 4:
+        shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+        raise ValueError(f"box_lists[{index}] must be Boxes or a Tensor[Ki, 4], got {shape}")
+    return tensor
+
+
+def _box_tensors(box_lists: Sequence[Boxes | Tensor]) -> list[Tensor]:
+    return [_box_tensor(boxes, i) for i, boxes in enumerate(box_lists)]
+
+
+def convert_boxes_to_pooler_format(box_lists: Sequence[Boxes | Tensor]) -> Tensor:
+    """The boxes of every image as ``Tensor[K, 5]`` rows ``(image index, x1, y1, x2, y2)``, in
+    the order of the concatenated lists: the RoI format of the pooling ops."""
+    tensors = _box_tensors(box_lists)
+    if not tensors:
+        return torch.zeros((0, 5))
+    indices = [torch.full_like(t[:, :1], i) for i, t in enumerate(tensors)]
+    return torch.cat([torch.cat(indices), torch.cat(tensors)], dim=1)
+
+
+def assign_boxes_to_levels(
+    box_lists: Sequence[Boxes | Tensor],
+    min_level: int,
+    max_level: int,
+    canonical_box_size: float,
+    canonical_level: int,
+) -> Tensor:
+    """The pyramid level of every box of the concatenated ``box_lists``, as an index from 0.
+
+    FPN's equation (1) as detectron2 computes it: a box of area ``A`` goes to level
+    ``floor(canonical_level + log2(sqrt(A) / canonical_box_size + eps))`` with
+    ``eps = sys.float_info.epsilon`` (2.2e-16), clamped to ``[min_level, max_level]``; the
+    result is that level minus ``min_level`` (``int64``). With the defaults (224, 4) a
+    224 x 224 box goes to level 4, a 112 x 112 one to level 3 and a 448 x 448 one to level 5;
+    the area of an inverted box counts as 0. Level ``k`` is the map of stride ``2**k``.
+
+    ``box_lists`` holds one ``Boxes`` or ``Tensor[Ki, 4]`` (absolute XYXY) per image.
+    """
+    tensors = _box_tensors(box_lists)
+    if not tensors:
+        return torch.zeros((0,), dtype=torch.int64)
+    boxes = torch.cat(tensors)
+    widths = (boxes[:, 2] - boxes[:, 0]).clamp(min=0)
+    heights = (boxes[:, 3] - boxes[:, 1]).clamp(min=0)
+    sizes = torch.sqrt(widths * heights)
+    eps = sys.float_info.epsilon
+    levels = torch.floor(canonical_level + torch.log2(sizes / canonical_box_size + eps))
+    levels = torch.clamp(levels, min=min_level, max=max_level)
+    return levels.to(torch.int64) - min_level
+
+
+def _pyramid_levels(scales: Sequence[float], owner: str) -> tuple[int, int]:
+    """``(min_level, max_level)`` of ``scales`` (1/stride per map, finest first).
+
+    Several scales must be ``2**-k`` for consecutive ``k``; one scale may be any positive
+    number (its level, used by nothing, is the nearest integer of ``-log2(scale)``).
+    """
+    scales = list(scales)
+    if not scales or not all(
+        isinstance(s, (int, float)) and math.isfinite(s) and s > 0 for s in scales
+    ):
+        raise ValueError(f"{owner}: scales must be positive numbers (1 / stride), got {scales}")
+    levels = [-math.log2(s) for s in scales]
+    if len(scales) == 1:
+        level = round(levels[0])
+        return level, level
+    rounded = [round(level) for level in levels]
+    powers = all(
+        math.isclose(level, r, abs_tol=1e-6) for level, r in zip(levels, rounded, strict=True)
+    )
+    consecutive = rounded == list(range(rounded[0], rounded[0] + len(rounded)))
+    if not (powers and consecutive):
+        strides = [1 / s for s in scales]
+        raise ValueError(
+            f"{owner}: several scales must be 1 / 2**k for consecutive k, finest first "
+            f"(strides such as 4, 8, 16, 32), got scales {scales} (strides {strides})"
+        )
+    return rounded[0], rounded[-1]
+
+
+def _round_half_away(values: Tensor) -> Tensor:
+    """Rounds as the RoIPool kernel does (C's ``round``: halves away from zero), in float64."""
+    values = values.double()
+    return torch.where(values >= 0, torch.floor(values + 0.5), torch.ceil(values - 0.5))
+
+
+def dedup_boxes(
+    boxes: Boxes | Tensor,
+    scales: Sequence[float],
+    canonical_box_size: float = 224,
+    canonical_level: int = 4,
+) -> Tensor:
+    """Indices (ascending) of the boxes of one image that are not duplicates on the feature grid.
+
+    Fast R-CNN removes RoIs that coincide after mapping to the feature grid (``DEDUP_BOXES =
+    1/16``, VGG16's stride) before pooling, since RoI max pooling would give them the same
+    features. Here each box is mapped to the grid of the map it is pooled from: with one
+    scale, ``box * scale``; with several, the scale of the level :func:`assign_boxes_to_levels`
+    gives it (boxes of different levels never coincide). Coordinates are rounded as the
+    RoIPool kernel rounds them (halves away from zero; the original code's NumPy ``round``
+    sends halves to even, which differs only for corners exactly between two cells). Of the
+    boxes that coincide, the first in the given order (objectness order, for proposals) is kept.
+
+    ``scales`` and the canonical size and level are those of the :class:`ROIPooler`.
+    """
+    tensor = _box_tensor(boxes, 0)
+    min_level, max_level = _pyramid_levels(scales, "dedup_boxes")
+    count = tensor.shape[0]
+    if count == 0:
+        return torch.zeros((0,), dtype=torch.int64, device=tensor.device)
+    if len(scales) == 1:
+        keys = _round_half_away(tensor * scales[0])
+    else:
+        levels = assign_boxes_to_levels(
+            [tensor], min_level, max_level, canonical_box_size, canonical_level
+        )
+        level_scales = torch.tensor(scales, dtype=tensor.dtype, device=tensor.device)[levels]
+        keys = torch.cat(
+            [levels[:, None].double(), _round_half_away(tensor * level_scales[:, None])], dim=1
+        )
+    _, group = torch.unique(keys, dim=0, return_inverse=True)
+    positions = torch.arange(count, device=tensor.device)
+    first = torch.full((count,), count, dtype=torch.int64, device=tensor.device)
+    first = first.scatter_reduce(0, group, positions, reduce="amin", include_self=True)
+    return first[first < count].sort().values
+
+
+def unknown_pooler_type(name: str) -> str:
+    """The message for a pooler type that is not registered, naming those that are."""
+    known = ", ".join(sorted(registered for registered, _ in ROI_POOLER_REGISTRY))
+    return f"unknown pooler type {name!r}; registered pooler types (ROI_POOLER_REGISTRY): {known}"
+
+
+def _memory_format(t: Tensor) -> torch.memory_format:
+    """Channels-last when ``t`` is laid out so and not also contiguous (the ops' rule)."""
+    channels_last = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
+    return torch.channels_last if channels_last else torch.contiguous_format
+
+
+class ROIPooler(nn.Module):
+    """Pools a fixed-size feature for every box from one or several feature maps.
+
+    Args:
+        output_size: ``h`` for an ``h x h`` grid, or ``(h, w)``.
+        scales: ``1 / stride`` of every map, finest first; several must be ``1 / 2**k`` for
+            consecutive ``k`` (a feature pyramid such as FPN's P2-P5: 1/4, 1/8, 1/16, 1/32).
+        sampling_ratio: samples per bin side for RoIAlign (``<= 0``: adaptive); unused by
+            ``ROIPool``.
+        pooler_type: a name in ``ROI_POOLER_REGISTRY``: ``ROIPool``, ``ROIAlign`` or
+            ``ROIAlignV2``.
+        canonical_box_size, canonical_level: of the level assignment
+            (:func:`assign_boxes_to_levels`), used with several maps only.
+
+    ``forward(x, box_lists)`` takes one map per scale (``[N, C, H_l, W_l]``, the same ``N``
+    and ``C``) and one ``Boxes`` or ``Tensor[Ki, 4]`` per image, and returns ``[K, C, h, w]``,
+    ``K`` the total box count, in the order of the concatenated lists. With one map it is one
+    op call; with several, each box is pooled from its assigned level, one op call per level.
+    The output keeps the maps' memory format where the op does (channels-last in,
+    channels-last out).
+    """
+
+    def __init__(
+        self,
+        output_size: int | Sequence[int],
+        scales: Sequence[float],
+        sampling_ratio: int,
+        pooler_type: str,
+        canonical_box_size: float = 224,
+        canonical_level: int = 4,
+    ) -> None:
+        super().__init__()
+        if isinstance(output_size, int):
+            output_size = (output_size, output_size)
+        output_size = tuple(output_size)
+        if len(output_size) != 2 or not all(isinstance(s, int) and s > 0 for s in output_size):
+            raise ValueError(
+                f"ROIPooler: output_size must be a positive int or a pair of them, got "
+                f"{output_size!r}"
+            )
+        if pooler_type not in ROI_POOLER_REGISTRY:
+            raise ValueError(f"ROIPooler: {unknown_pooler_type(pooler_type)}")
+        if not canonical_box_size > 0:
+            raise ValueError(
+                f"ROIPooler: canonical_box_size must be positive, got {canonical_box_size!r}"
+            )
+        self.min_level, self.max_level = _pyramid_levels(scales, "ROIPooler")
+        self.output_size = output_size
+        self.scales = tuple(float(s) for s in scales)
+        self.sampling_ratio = sampling_ratio
+        self.pooler_type = pooler_type
+        self.canonical_box_size = canonical_box_size
+        self.canonical_level = canonical_level
+        build = ROI_POOLER_REGISTRY.get(pooler_type)
+        self.level_poolers = nn.ModuleList(
+            build(output_size, scale, sampling_ratio) for scale in self.scales
+        )
+
+    def forward(self, x: Sequence[Tensor], box_lists: Sequence[Boxes | Tensor]) -> Tensor:
+        if len(x) != len(self.level_poolers):
+            raise ValueError(
+                f"ROIPooler: got {len(x)} feature maps for {len(self.level_poolers)} scales"
+            )
+        num_images, channels = x[0].shape[:2]
+        for level, feature in enumerate(x):
+            if feature.dim() != 4 or feature.shape[:2] != (num_images, channels):
+                raise ValueError(
+                    f"ROIPooler: every map must be [N, C, H, W] with the same N and C; map 0 "
+                    f"is {tuple(x[0].shape)}, map {level} is {tuple(feature.shape)}"
+                )
+        if len(box_lists) != num_images:
+            raise ValueError(
+                f"ROIPooler: got {len(box_lists)} box lists for {num_images} images; pass one "
+                "per image"
+            )
+        rois = convert_boxes_to_pooler_format(box_lists) if box_lists else x[0].new_zeros((0, 5))
+        if len(self.level_poolers) == 1:
+            return self.level_poolers[0](x[0], rois)
+
+        levels = assign_boxes_to_levels(
+            [rois[:, 1:]],
+            self.min_level,
+            self.max_level,
+            self.canonical_box_size,
+            self.canonical_level,
+        )
+        pooled = []
+        for level, (feature, pooler) in enumerate(zip(x, self.level_poolers, strict=True)):
+            index = torch.nonzero(levels == level).flatten()
+            if index.numel() > 0:
+                pooled.append((index, pooler(feature, rois[index])))
+        if not pooled:  # no box at all: one empty op call gives the right shape and type
+            return self.level_poolers[0](x[0], rois)
+        first = pooled[0][1]
+        output = torch.empty(
+            (rois.shape[0], *first.shape[1:]),
+            dtype=first.dtype,
+            device=first.device,
+            memory_format=_memory_format(x[0]),
+        ).zero_()
+        for index, result in pooled:
+            output.index_put_((index,), result)
+        return output
+
+    def extra_repr(self) -> str:
+        return (
+            f"output_size={self.output_size}, scales={self.scales}, "
+            f"sampling_ratio={self.sampling_ratio}, pooler_type={self.pooler_type!r}"
+        )
