@@ -1,7 +1,5 @@
 #include "cpu_helpers.h"
 
-#include <ATen/ops/empty.h>
-
 namespace detkit {
 namespace cpu {
 
@@ -24,21 +22,6 @@ at::Tensor channel_blocked(const at::Tensor& input) {
   return input.reshape({n, c / kChannelBlock, kChannelBlock, h, w})
       .permute({0, 1, 3, 4, 2})
       .contiguous();
-}
-
-at::Tensor empty_channel_blocked(
-    int64_t n, int64_t c, int64_t h, int64_t w, const at::TensorOptions& options) {
-  if (c % kChannelBlock != 0) {
-    return at::empty({n, c, h, w}, options.memory_format(at::MemoryFormat::ChannelsLast));
-  }
-  return at::empty({n, c / kChannelBlock, h, w, kChannelBlock}, options);
-}
-
-at::Tensor from_channel_blocked(const at::Tensor& blocked, int64_t n, int64_t c, int64_t h, int64_t w) {
-  if (blocked.dim() == 4) {  // NHWC
-    return blocked.contiguous();
-  }
-  return blocked.permute({0, 1, 4, 2, 3}).reshape({n, c, h, w});
 }
 
 }  // namespace cpu

@@ -89,9 +89,10 @@ __attribute__((always_inline)) inline void transpose_square(f64x4 (&v)[4]) {
 // Copies the [rows, width] blocks of `count` channel planes (channel c's row
 // y at planes + c * plane_stride + y * row_stride) into cells of a channels-
 // last tile (cell (y, x) at tile + (y * width + x) * count), or back from the
-// tile into the planes when kBack. Square blocks go through registers.
+// tile into the planes when kBack. Square blocks go through registers. Inlined
+// into its callers, so that it is compiled for their DETKIT_CPU_CLONES targets.
 template <typename T, bool kBack>
-void transpose_planes(
+__attribute__((always_inline)) inline void transpose_planes(
     T* planes, int64_t plane_stride, int64_t row_stride, int64_t rows, int64_t width,
     int64_t count, T* tile) {
   using V = typename Vector<T>::Values;
@@ -157,13 +158,6 @@ CellLayout blocked_layout(int64_t c, int64_t h, int64_t w);
 
 // A channel-blocked copy of NCHW `input`.
 at::Tensor channel_blocked(const at::Tensor& input);
-
-// An uninitialised channel-blocked map of [n, c, h, w].
-at::Tensor empty_channel_blocked(
-    int64_t n, int64_t c, int64_t h, int64_t w, const at::TensorOptions& options);
-
-// The NCHW [n, c, h, w] tensor holding the channel-blocked map `blocked`.
-at::Tensor from_channel_blocked(const at::Tensor& blocked, int64_t n, int64_t c, int64_t h, int64_t w);
 
 // Writes the [rows, cols] tile transposed to out[cols, rows].
 template <typename V>

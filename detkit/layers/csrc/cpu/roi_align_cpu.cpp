@@ -6,12 +6,13 @@
 // loops then take a vector of channels at a time, so they need a cell's
 // channels next to each other in memory:
 //  * channels-last (NHWC) input is read as it is;
-//  * a contiguous (NCHW) input is either copied whole into channel blocks
-//    (cpu_helpers.h), when its RoIs cover the map many times over, or each
-//    RoI's footprint is copied into a small channels-last tile first.
-// Both passes parallelise over independent work: forward over (RoI, block of
-// channels), backward over blocks of channels, each adding the contributions
-// of every RoI in turn, so no two threads write the same element. Every value
+//  * a contiguous (NCHW) input is copied, a chunk of channels at a time, into
+//    a small channels-last buffer: for each image the box around all its RoIs'
+//    footprints, or each RoI's own footprint when that copies fewer cells.
+// Both passes parallelise over independent work: forward over (chunk of
+// channels, group of RoIs), backward over (chunk, image), each adding the
+// contributions of the image's RoIs in turn, so no two threads write the same
+// element. Every value
 // is computed with the arithmetic of torchvision's kernels in the same order
 // (one lane per channel), so outputs and gradients are bitwise equal to a
 // serial loop and to torchvision.ops.roi_align for float32 and float64.
@@ -37,14 +38,32 @@ namespace {
 
 constexpr const char* kOp = "roi_align";
 
-using cpu::CellLayout;
 using cpu::kRegisterChannels;
 using cpu::Vector;
 
-// Channels of one work item. A footprint tile of that many channels stays in
-// L1 while it is filled and sampled; it divides cpu::kChannelBlock, so no item
-// straddles two blocks of a channel-blocked map.
+// The most channels of one work item: four vectors of float32.
 constexpr int64_t kItemChannels = 32;
+
+// The cells of rows [y0, y1] and columns [x0, x1] of a map (none when y1 < y0
+// or x1 < x0).
+struct Box {
+  int32_t y0, y1, x0, x1;
+
+  static Box none() { return {INT32_MAX, -1, INT32_MAX, -1}; }
+  static Box map(const RoiShape& s) {
+    return {0, static_cast<int32_t>(s.height - 1), 0, static_cast<int32_t>(s.width - 1)};
+  }
+  bool empty() const { return y1 < y0 || x1 < x0; }
+  int64_t rows() const { return y1 - y0 + 1; }
+  int64_t cols() const { return x1 - x0 + 1; }
+  int64_t area() const { return empty() ? 0 : rows() * cols(); }
+  // The smallest box holding both (an empty box holds nothing).
+  Box join(const Box& b) const {
+    if (b.empty()) return *this;
+    if (empty()) return b;
+    return {std::min(y0, b.y0), std::max(y1, b.y1), std::min(x0, b.x0), std::max(x1, b.x1)};
+  }
+};
 
 // One RoI's sampling grid and where its taps lie in the shared tables.
 template <typename T>
@@ -53,12 +72,7 @@ struct RoiSamples {
   int32_t grid_h, grid_w;
   T count;
   int64_t y_taps, x_taps;  // index of the RoI's first sample row / column in the tables
-  // Footprint: the rows [y0, y1] and columns [x0, x1] its samples read (empty
-  // when y1 < y0 or x1 < x0, i.e. every sample lies outside the map).
-  int32_t y0, y1, x0, x1;
-
-  bool empty() const { return y1 < y0 || x1 < x0; }
-  int64_t footprint() const { return empty() ? 0 : int64_t(y1 - y0 + 1) * (x1 - x0 + 1); }
+  Box footprint;  // the cells its samples read (none when all lie outside the map)
 };
 
 template <typename T>
@@ -113,10 +127,11 @@ SampleTables<T> build_tables(
         " samples per bin and axis (or has a size that is not finite)");
     RoiSamples<T> samples{static_cast<int64_t>(roi[0]), g.grid_h, g.grid_w, g.count,
                           static_cast<int64_t>(tables.y_taps.size()),
-                          static_cast<int64_t>(tables.x_taps.size()), 0, -1, 0, -1};
-    std::tie(samples.y0, samples.y1) =
+                          static_cast<int64_t>(tables.x_taps.size()), Box::none()};
+    Box& f = samples.footprint;
+    std::tie(f.y0, f.y1) =
         add_axis_taps(g.start_h, g.bin_h, s.pooled_height, g.grid_h, s.height, tables.y_taps);
-    std::tie(samples.x0, samples.x1) =
+    std::tie(f.x0, f.x1) =
         add_axis_taps(g.start_w, g.bin_w, s.pooled_width, g.grid_w, s.width, tables.x_taps);
     tables.rois.push_back(samples);
   }
@@ -128,8 +143,9 @@ SampleTables<T> build_tables(
   return tables;
 }
 
-// The channels of one work item: a feature map region addressed as in
-// CellLayout (`cells` is channel c0 of cell (origin_y, origin_x)).
+// Where a work item's channels lie: cells whose channels are next to each other
+// (channels-last), `row` and `cell` elements apart; `cells` is the item's first
+// channel of cell (origin_y, origin_x).
 template <typename T>
 struct Region {
   T* cells;
@@ -271,39 +287,80 @@ DETKIT_DEFINE_SAMPLE(float)
 DETKIT_DEFINE_SAMPLE(double)
 #undef DETKIT_DEFINE_SAMPLE
 
-// Copies channels [c0, c0 + count) of the footprint of `r` from NCHW `planes`
-// (image r.batch) into `tile` ([rows, cols, count]) or, when `back`, from the
-// tile into the planes.
+// Copies channels [c0, c0 + count) of `box` of image n from NCHW `planes` into
+// the channels-last `buffer` ([rows, cols, count]), or back when `back`.
 #define DETKIT_DEFINE_COPY(T)                                                                   \
-  DETKIT_CPU_CLONES void copy_footprint(                                                        \
-      T* planes, const RoiShape& s, const RoiSamples<T>& r, int64_t c0, int64_t count, T* tile, \
-      bool back) {                                                                              \
-    T* first = planes + (r.batch * s.channels + c0) * s.plane() + r.y0 * s.width + r.x0;        \
-    const int64_t rows = r.y1 - r.y0 + 1, cols = r.x1 - r.x0 + 1;                              \
+  DETKIT_CPU_CLONES void copy_box(                                                              \
+      T* planes, const RoiShape& s, int64_t n, const Box& box, int64_t c0, int64_t count,       \
+      T* buffer, bool back) {                                                                   \
+    T* first = planes + (n * s.channels + c0) * s.plane() + box.y0 * s.width + box.x0;          \
     if (back) {                                                                                 \
-      cpu::transpose_planes<T, true>(first, s.plane(), s.width, rows, cols, count, tile);       \
+      cpu::transpose_planes<T, true>(first, s.plane(), s.width, box.rows(), box.cols(), count,  \
+                                     buffer);                                                   \
     } else {                                                                                    \
-      cpu::transpose_planes<T, false>(first, s.plane(), s.width, rows, cols, count, tile);      \
+      cpu::transpose_planes<T, false>(first, s.plane(), s.width, box.rows(), box.cols(), count, \
+                                      buffer);                                                  \
     }                                                                                           \
   }
 DETKIT_DEFINE_COPY(float)
 DETKIT_DEFINE_COPY(double)
 #undef DETKIT_DEFINE_COPY
 
+// RoIs of one image (tables.by_image[first, last)) that read the same part of
+// the map, `box`.
+struct Group {
+  int64_t batch, first, last;
+  Box box;
+};
+
+// The groups of every image, in by_image order. For a channels-last map, read
+// in place, an image's RoIs form one group. A contiguous map is copied group by
+// group into channels-last buffers: the RoIs of an image share one copy of
+// the box around all their footprints when that copies fewer cells than a copy
+// per RoI, else each RoI is a group of its own.
 template <typename T>
-Region<T> footprint_tile(T* tile, const RoiSamples<T>& r, int64_t count) {
-  return {tile, (r.x1 - r.x0 + 1) * count, count, r.y0, r.x0};
+std::vector<Group> group_rois(const SampleTables<T>& tables, const RoiShape& s, bool in_place) {
+  std::vector<Group> groups;
+  for (int64_t first = 0; first < s.num_rois;) {
+    const int64_t batch = tables.rois[tables.by_image[first]].batch;
+    int64_t last = first;
+    Box around = Box::none();
+    int64_t footprints = 0;
+    for (; last < s.num_rois && tables.rois[tables.by_image[last]].batch == batch; ++last) {
+      const Box& b = tables.rois[tables.by_image[last]].footprint;
+      around = around.join(b);
+      footprints += b.area();
+    }
+    if (in_place || around.area() <= footprints) {
+      groups.push_back({batch, first, last, in_place ? Box::map(s) : around});
+    } else {
+      for (int64_t i = first; i < last; ++i) {
+        groups.push_back({batch, i, i + 1, tables.rois[tables.by_image[i]].footprint});
+      }
+    }
+    first = last;
+  }
+  return groups;
 }
 
-// Whether copying a contiguous map whole into channel blocks costs less than
-// copying every RoI's footprint into a tile (once for forward, there and back
-// for backward). A whole copy touches fresh memory, about three times the cost
-// per element of a tile in cache.
+// Channels per work item: a power of two from one vector to kItemChannels,
+// the largest that still gives every thread two items or more.
+int64_t item_channels(int64_t channels, int64_t units, int64_t width) {
+  const int64_t wanted = 2 * at::get_num_threads();
+  int64_t chunk = kItemChannels;
+  while (chunk > width && (channels + chunk - 1) / chunk * units < wanted) chunk /= 2;
+  return chunk;
+}
+
+// Where channel c0 of a group's cells lies: in the map itself (channels-last)
+// or in the buffer it was copied to.
 template <typename T>
-bool prefer_whole_copy(const SampleTables<T>& tables, const RoiShape& s, int64_t tile_passes) {
-  int64_t footprints = 0;
-  for (const auto& r : tables.rois) footprints += r.footprint();
-  return 3 * s.num_images * s.plane() < tile_passes * footprints;
+Region<T> group_region(T* map, T* buffer, const RoiShape& s, const Group& g, int64_t c0,
+                       int64_t count) {
+  if (buffer == nullptr) {
+    return {map + g.batch * s.plane() * s.channels + c0, s.width * s.channels, s.channels, 0, 0};
+  }
+  return {buffer, g.box.cols() * count, count, g.box.y0, g.box.x0};
 }
 
 template <typename T>
@@ -311,122 +368,108 @@ void forward(
     const at::Tensor& input, const SampleTables<T>& tables, const RoiShape& s, bool channels_last,
     T* output) {
   const int64_t bins = s.bins();
-  const int64_t blocks = (s.channels + kItemChannels - 1) / kItemChannels;
-  at::Tensor copy;
-  CellLayout layout = cpu::nhwc_layout(s.channels, s.height, s.width);
-  bool tiles = false;
-  if (channels_last) {
-    copy = input.contiguous(at::MemoryFormat::ChannelsLast);
-  } else if (prefer_whole_copy(tables, s, 1)) {
-    copy = cpu::channel_blocked(input);
-    layout = cpu::blocked_layout(s.channels, s.height, s.width);
-  } else {
-    copy = input.contiguous();
-    tiles = true;
-  }
-  const T* data = copy.const_data_ptr<T>();
-  // Items go through the channels block by block, and each block through the
-  // RoIs image by image: the planes of a block of one image stay in cache.
-  at::parallel_for(0, s.num_rois * blocks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> tile, out_tile(channels_last ? 0 : bins * kItemChannels);
+  const at::Tensor map = input.contiguous(
+      channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+  T* data = const_cast<T*>(map.const_data_ptr<T>());
+  const std::vector<Group> groups = group_rois(tables, s, channels_last);
+  const int64_t num_groups = static_cast<int64_t>(groups.size());
+  const int64_t chunk = item_channels(s.channels, num_groups, Vector<T>::kWidth);
+  const int64_t chunks = (s.channels + chunk - 1) / chunk;
+  // Items go through the channels chunk by chunk, and each chunk through the
+  // groups image by image: the planes of a chunk of one image stay in cache.
+  at::parallel_for(0, chunks * num_groups, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> buffer, out_tile(channels_last ? 0 : bins * chunk);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t k = tables.by_image[item % s.num_rois];
-      const int64_t c0 = (item / s.num_rois) * kItemChannels;
-      const RoiSamples<T>& r = tables.rois[k];
-      const int64_t count = std::min(kItemChannels, s.channels - c0);
-      // channels-last output [K, bins, C] is written in place; NCHW [K, C, bins]
-      // goes through a [bins, count] tile.
-      T* out = channels_last ? output + k * bins * s.channels + c0 : out_tile.data();
-      const int64_t stride = channels_last ? s.channels : count;
-      if (r.empty()) {
-        for (int64_t b = 0; b < bins; ++b) std::fill_n(out + b * stride, count, T(0));
-      } else {
-        Region<const T> region{data + layout.channel(r.batch, c0), layout.row, layout.cell, 0, 0};
-        if (tiles) {
-          tile.resize(r.footprint() * count);
-          copy_footprint(const_cast<T*>(data), s, r, c0, count, tile.data(), false);
-          const Region<T> t = footprint_tile(tile.data(), r, count);
-          region = {t.cells, t.row, t.cell, t.origin_y, t.origin_x};
-        }
-        sample_channels(region, r, tables.y_taps.data() + r.y_taps,
-                        tables.x_taps.data() + r.x_taps, s.pooled_height, s.pooled_width, count,
-                        out, stride);
+      const Group& g = groups[item % num_groups];
+      const int64_t c0 = (item / num_groups) * chunk, count = std::min(chunk, s.channels - c0);
+      if (!channels_last && !g.box.empty()) {
+        buffer.resize(g.box.area() * count);
+        copy_box(data, s, g.batch, g.box, c0, count, buffer.data(), false);
       }
-      if (!channels_last) {
-        cpu::transpose_tile(out, bins, count, output + (k * s.channels + c0) * bins);
+      const Region<T> region =
+          group_region<T>(data, channels_last ? nullptr : buffer.data(), s, g, c0, count);
+      for (int64_t i = g.first; i < g.last; ++i) {
+        const int64_t k = tables.by_image[i];
+        const RoiSamples<T>& r = tables.rois[k];
+        // channels-last output [K, bins, C] is written in place; NCHW [K, C, bins]
+        // goes through a [bins, count] tile.
+        T* out = channels_last ? output + k * bins * s.channels + c0 : out_tile.data();
+        const int64_t stride = channels_last ? s.channels : count;
+        if (r.footprint.empty()) {
+          for (int64_t b = 0; b < bins; ++b) std::fill_n(out + b * stride, count, T(0));
+        } else {
+          sample_channels({region.cells, region.row, region.cell, region.origin_y, region.origin_x},
+                          r, tables.y_taps.data() + r.y_taps, tables.x_taps.data() + r.x_taps,
+                          s.pooled_height, s.pooled_width, count, out, stride);
+        }
+        if (!channels_last) {
+          cpu::transpose_tile(out, bins, count, output + (k * s.channels + c0) * bins);
+        }
       }
     }
   });
-}
-
-// Channels per backward work item: enough items for every thread; a power of
-// two from one vector to kItemChannels.
-int64_t backward_chunk(int64_t channels, int64_t width) {
-  const int64_t items = 2 * at::get_num_threads();
-  int64_t chunk = width;
-  while (chunk < kItemChannels && chunk * items < channels) chunk *= 2;
-  return chunk;
 }
 
 template <typename T>
 at::Tensor backward(
     const at::Tensor& grad, const SampleTables<T>& tables, const RoiShape& s, bool channels_last) {
   const int64_t bins = s.bins();
-  const int64_t chunk = backward_chunk(s.channels, Vector<T>::kWidth);
   const at::MemoryFormat format =
       channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous;
   const at::Tensor grad_dense = grad.contiguous(format);
   const T* g = grad_dense.const_data_ptr<T>();
-  at::Tensor grad_input;  // what the loops add into
-  CellLayout layout = cpu::nhwc_layout(s.channels, s.height, s.width);
-  const bool whole = !channels_last && prefer_whole_copy(tables, s, 2);
-  const bool tiles = !channels_last && !whole;
-  const auto options = grad.options();
-  if (whole) {  // added into in channel blocks, converted to NCHW at the end
-    grad_input =
-        cpu::empty_channel_blocked(s.num_images, s.channels, s.height, s.width, options).zero_();
-    layout = cpu::blocked_layout(s.channels, s.height, s.width);
-  } else {
-    // at::zeros would drop the memory format: allocate, then zero.
-    grad_input =
-        at::empty({s.num_images, s.channels, s.height, s.width}, options.memory_format(format))
-            .zero_();
-  }
+  // at::zeros would drop the memory format: allocate, then zero.
+  at::Tensor grad_input =
+      at::empty({s.num_images, s.channels, s.height, s.width}, grad.options().memory_format(format))
+          .zero_();
   T* gi = grad_input.mutable_data_ptr<T>();
+  const std::vector<Group> groups = group_rois(tables, s, channels_last);
+  // Items: (chunk of channels, image). Each adds the image's RoIs group by
+  // group in by_image order, so every element gets its shares in RoI order.
+  std::vector<int64_t> image_groups{0};  // groups of the i-th image present: [image_groups[i], [i + 1])
+  for (int64_t i = 1; i < static_cast<int64_t>(groups.size()); ++i) {
+    if (groups[i].batch != groups[i - 1].batch) image_groups.push_back(i);
+  }
+  image_groups.push_back(static_cast<int64_t>(groups.size()));
+  const int64_t images = static_cast<int64_t>(image_groups.size()) - 1;
+  const int64_t chunk = item_channels(s.channels, images, Vector<T>::kWidth);
   const int64_t chunks = (s.channels + chunk - 1) / chunk;
-  at::parallel_for(0, chunks, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> tile, grad_tile(channels_last ? 0 : bins * chunk);
+  at::parallel_for(0, chunks * images, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> buffer, grad_tile(channels_last ? 0 : bins * chunk);
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t c0 = item * chunk, count = std::min(chunk, s.channels - c0);
-      for (const int64_t k : tables.by_image) {  // each element gets its RoIs' shares in order
-        const RoiSamples<T>& r = tables.rois[k];
-        if (r.empty()) continue;
-        // The gradient of the RoI's outputs as [bins, count] rows.
-        const T* grad_rows = g + k * s.channels * bins + c0;
-        int64_t grad_stride = s.channels;
+      const int64_t image = item % images;
+      const int64_t c0 = (item / images) * chunk, count = std::min(chunk, s.channels - c0);
+      for (int64_t j = image_groups[image]; j < image_groups[image + 1]; ++j) {
+        const Group& group = groups[j];
+        if (group.box.empty()) continue;
         if (!channels_last) {
-          cpu::transpose_tile(g + (k * s.channels + c0) * bins, count, bins, grad_tile.data());
-          grad_rows = grad_tile.data();
-          grad_stride = count;
+          buffer.resize(group.box.area() * count);
+          copy_box(gi, s, group.batch, group.box, c0, count, buffer.data(), false);
         }
-        Region<T> region{gi + layout.channel(r.batch, c0), layout.row, layout.cell, 0, 0};
-        if (tiles) {
-          tile.resize(r.footprint() * count);
-          copy_footprint(gi, s, r, c0, count, tile.data(), false);
-          region = footprint_tile(tile.data(), r, count);
+        const Region<T> region =
+            group_region<T>(gi, channels_last ? nullptr : buffer.data(), s, group, c0, count);
+        for (int64_t i = group.first; i < group.last; ++i) {
+          const int64_t k = tables.by_image[i];
+          const RoiSamples<T>& r = tables.rois[k];
+          if (r.footprint.empty()) continue;
+          // The gradient of the RoI's outputs as [bins, count] rows.
+          const T* grad_rows = g + k * s.channels * bins + c0;
+          int64_t grad_stride = s.channels;
+          if (!channels_last) {
+            cpu::transpose_tile(g + (k * s.channels + c0) * bins, count, bins, grad_tile.data());
+            grad_rows = grad_tile.data();
+            grad_stride = count;
+          }
+          scatter_channels(region, r, tables.y_taps.data() + r.y_taps,
+                           tables.x_taps.data() + r.x_taps, s.pooled_height, s.pooled_width,
+                           count, grad_rows, grad_stride);
         }
-        scatter_channels(region, r, tables.y_taps.data() + r.y_taps,
-                         tables.x_taps.data() + r.x_taps, s.pooled_height, s.pooled_width, count,
-                         grad_rows, grad_stride);
-        if (tiles) {
-          copy_footprint(gi, s, r, c0, count, tile.data(), true);
+        if (!channels_last) {
+          copy_box(gi, s, group.batch, group.box, c0, count, buffer.data(), true);
         }
       }
     }
   });
-  if (whole) {
-    return cpu::from_channel_blocked(grad_input, s.num_images, s.channels, s.height, s.width);
-  }
   return grad_input;
 }
 
