@@ -7,8 +7,10 @@ import torch
 
 import detkit.layers  # noqa: F401  (loads detkit._C)
 
+OPS = ["roi_pool_forward", "roi_pool_backward", "roi_align_forward", "roi_align_backward"]
 
-@pytest.mark.parametrize("op", ["roi_pool_forward", "roi_pool_backward"])
+
+@pytest.mark.parametrize("op", OPS)
 def test_cpu_kernels_registered(op: str) -> None:
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"detkit::{op}", "CPU")
 
@@ -17,6 +19,6 @@ def test_cpu_kernels_registered(op: str) -> None:
     os.environ.get("DETKIT_EXPECT_CUDA_KERNELS") != "1" and not torch.cuda.is_available(),
     reason="CUDA kernels are expected only where nvcc built them (CI sets the variable)",
 )
-@pytest.mark.parametrize("op", ["roi_pool_forward", "roi_pool_backward"])
+@pytest.mark.parametrize("op", OPS)
 def test_cuda_kernels_registered(op: str) -> None:
     assert torch._C._dispatch_has_kernel_for_dispatch_key(f"detkit::{op}", "CUDA")
