@@ -50,6 +50,34 @@ def check_spatial_scale(op: str, spatial_scale: float) -> None:
         )
 
 
+def boxes_to_rois(op: str, boxes: Sequence[Tensor]) -> Tensor:
+    """One ``Tensor[Ki, 4]`` of boxes per image as ``Tensor[K, 5]`` rows
+    ``(image index, x1, y1, x2, y2)``, in the order of the concatenated lists."""
+    for i, image_boxes in enumerate(boxes):
+        if (
+            not isinstance(image_boxes, Tensor)
+            or image_boxes.dim() != 2
+            or image_boxes.shape[1] != 4
+        ):
+            shape = (
+                tuple(image_boxes.shape)
+                if isinstance(image_boxes, Tensor)
+                else type(image_boxes).__name__
+            )
+            raise ValueError(f"{op}: boxes[{i}] must be a Tensor[Ki, 4], got {shape}")
+    if not boxes:
+        return torch.zeros((0, 5))
+    # Filled in place rather than concatenated: torch.cat under autocast refuses some dtype
+    # mixes (float16 boxes inside a bfloat16 region), which the ops themselves accept.
+    rows = boxes[0].new_empty((sum(b.shape[0] for b in boxes), 5))
+    start = 0
+    for i, image_boxes in enumerate(boxes):
+        rows[start : start + image_boxes.shape[0], 0] = i
+        rows[start : start + image_boxes.shape[0], 1:] = image_boxes
+        start += image_boxes.shape[0]
+    return rows
+
+
 def as_roi_rows(op: str, rois: Tensor | Sequence[Tensor], input: Tensor) -> Tensor:
     """``rois`` as ``Tensor[K, 5]`` rows ``(batch_index, x1, y1, x2, y2)``: a tensor is taken as
     it is; a list of one ``Tensor[Ki, 4]`` of boxes per image gets the images' indices."""
@@ -60,22 +88,7 @@ def as_roi_rows(op: str, rois: Tensor | Sequence[Tensor], input: Tensor) -> Tens
             f"{op}: got {len(rois)} box tensors for {input.shape[0]} images; "
             "pass one Tensor[Ki, 4] per image"
         )
-    for i, boxes in enumerate(rois):
-        if boxes.dim() != 2 or boxes.shape[1] != 4:
-            raise ValueError(
-                f"{op}: boxes[{i}] must be a Tensor[Ki, 4], got shape {tuple(boxes.shape)}"
-            )
-    if not rois:
-        return input.new_empty((0, 5))
-    # Filled in place rather than concatenated: torch.cat under autocast refuses some dtype
-    # mixes (float16 boxes inside a bfloat16 region), which the ops themselves accept.
-    rows = rois[0].new_empty((sum(boxes.shape[0] for boxes in rois), 5))
-    start = 0
-    for i, boxes in enumerate(rois):
-        rows[start : start + boxes.shape[0], 0] = i
-        rows[start : start + boxes.shape[0], 1:] = boxes
-        start += boxes.shape[0]
-    return rows
+    return boxes_to_rois(op, rois) if rois else input.new_empty((0, 5))
 
 
 def pooled_memory_format(t: Tensor) -> torch.memory_format:

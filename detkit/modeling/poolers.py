@@ -19,13 +19,13 @@ from fvcore.common.registry import Registry
 from torch import Tensor, nn
 
 from .. import layers
+from ..layers._roi_utils import boxes_to_rois, output_size_pair, pooled_memory_format
 from ..structures import Boxes
 
 __all__ = [
     "ROI_POOLER_REGISTRY",
     "ROIPooler",
     "assign_boxes_to_levels",
-    "convert_boxes_to_pooler_format",
     "dedup_boxes",
 ]
 
@@ -58,26 +58,15 @@ def ROIAlignV2(output_size, spatial_scale: float, sampling_ratio: int) -> nn.Mod
     return layers.ROIAlign(output_size, spatial_scale, sampling_ratio, aligned=True)
 
 
-def _box_tensor(boxes: Boxes | Tensor, index: int) -> Tensor:
-    tensor = boxes.tensor if isinstance(boxes, Boxes) else boxes
-    if not isinstance(tensor, Tensor) or tensor.dim() != 2 or tensor.shape[1] != 4:
-        shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
-        raise ValueError(f"box_lists[{index}] must be Boxes or a Tensor[Ki, 4], got {shape}")
-    return tensor
-
-
 def _box_tensors(box_lists: Sequence[Boxes | Tensor]) -> list[Tensor]:
-    return [_box_tensor(boxes, i) for i, boxes in enumerate(box_lists)]
-
-
-def convert_boxes_to_pooler_format(box_lists: Sequence[Boxes | Tensor]) -> Tensor:
-    """The boxes of every image as ``Tensor[K, 5]`` rows ``(image index, x1, y1, x2, y2)``, in
-    the order of the concatenated lists: the RoI format of the pooling ops."""
-    tensors = _box_tensors(box_lists)
-    if not tensors:
-        return torch.zeros((0, 5))
-    indices = [torch.full_like(t[:, :1], i) for i, t in enumerate(tensors)]
-    return torch.cat([torch.cat(indices), torch.cat(tensors)], dim=1)
+    tensors = []
+    for index, boxes in enumerate(box_lists):
+        tensor = boxes.tensor if isinstance(boxes, Boxes) else boxes
+        if not isinstance(tensor, Tensor) or tensor.dim() != 2 or tensor.shape[1] != 4:
+            shape = tuple(tensor.shape) if isinstance(tensor, Tensor) else type(tensor).__name__
+            raise ValueError(f"box_lists[{index}] must be Boxes or a Tensor[Ki, 4], got {shape}")
+        tensors.append(tensor)
+    return tensors
 
 
 def assign_boxes_to_levels(
@@ -165,7 +154,7 @@ def dedup_boxes(
 
     ``scales`` and the canonical size and level are those of the :class:`ROIPooler`.
     """
-    tensor = _box_tensor(boxes, 0)
+    (tensor,) = _box_tensors([boxes])
     min_level, max_level = _pyramid_levels(scales, "dedup_boxes")
     count = tensor.shape[0]
     if count == 0:
@@ -191,12 +180,6 @@ def unknown_pooler_type(name: str) -> str:
     """The message for a pooler type that is not registered, naming those that are."""
     known = ", ".join(sorted(registered for registered, _ in ROI_POOLER_REGISTRY))
     return f"unknown pooler type {name!r}; registered pooler types (ROI_POOLER_REGISTRY): {known}"
-
-
-def _memory_format(t: Tensor) -> torch.memory_format:
-    """Channels-last when ``t`` is laid out so and not also contiguous (the ops' rule)."""
-    channels_last = not t.is_contiguous() and t.is_contiguous(memory_format=torch.channels_last)
-    return torch.channels_last if channels_last else torch.contiguous_format
 
 
 class ROIPooler(nn.Module):
@@ -231,14 +214,7 @@ class ROIPooler(nn.Module):
         canonical_level: int = 4,
     ) -> None:
         super().__init__()
-        if isinstance(output_size, int):
-            output_size = (output_size, output_size)
-        output_size = tuple(output_size)
-        if len(output_size) != 2 or not all(isinstance(s, int) and s > 0 for s in output_size):
-            raise ValueError(
-                f"ROIPooler: output_size must be a positive int or a pair of them, got "
-                f"{output_size!r}"
-            )
+        output_size = output_size_pair("ROIPooler", output_size)
         if pooler_type not in ROI_POOLER_REGISTRY:
             raise ValueError(f"ROIPooler: {unknown_pooler_type(pooler_type)}")
         if not canonical_box_size > 0:
@@ -274,7 +250,11 @@ class ROIPooler(nn.Module):
                 f"ROIPooler: got {len(box_lists)} box lists for {num_images} images; pass one "
                 "per image"
             )
-        rois = convert_boxes_to_pooler_format(box_lists) if box_lists else x[0].new_zeros((0, 5))
+        rois = (
+            boxes_to_rois("ROIPooler", _box_tensors(box_lists))
+            if box_lists
+            else x[0].new_zeros((0, 5))
+        )
         if len(self.level_poolers) == 1:
             return self.level_poolers[0](x[0], rois)
 
@@ -293,12 +273,13 @@ class ROIPooler(nn.Module):
         if not pooled:  # no box at all: one empty op call gives the right shape and type
             return self.level_poolers[0](x[0], rois)
         first = pooled[0][1]
+        # Every box has a level, so every row is written: no zero fill.
         output = torch.empty(
             (rois.shape[0], *first.shape[1:]),
             dtype=first.dtype,
             device=first.device,
-            memory_format=_memory_format(x[0]),
-        ).zero_()
+            memory_format=pooled_memory_format(x[0]),
+        )
         for index, result in pooled:
             output.index_put_((index,), result)
         return output
