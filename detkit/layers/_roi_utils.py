@@ -43,13 +43,6 @@ def output_size_pair(op: str, output_size: int | Sequence[int]) -> tuple[int, in
     return size
 
 
-def check_spatial_scale(op: str, spatial_scale: float) -> None:
-    if not (math.isfinite(spatial_scale) and spatial_scale > 0):
-        raise ValueError(
-            f"{op}: spatial_scale must be a positive finite number, got {spatial_scale!r}"
-        )
-
-
 def boxes_to_rois(op: str, boxes: Sequence[Tensor]) -> Tensor:
     """One ``Tensor[Ki, 4]`` of boxes per image as ``Tensor[K, 5]`` rows
     ``(image index, x1, y1, x2, y2)``, in the order of the concatenated lists."""
@@ -127,14 +120,18 @@ def _check_rois(op: str, rois: Tensor, features: Tensor, name: str) -> None:
     )
 
 
-def _check_pooling(op: str, spatial_scale: float, pooled_height: int, pooled_width: int) -> None:
-    torch._check(
+def check_pooling(op: str, spatial_scale: float, pooled_height: int, pooled_width: int) -> None:
+    """Positive pooled size and a positive finite scale (ValueError otherwise)."""
+    torch._check_value(
         pooled_height > 0 and pooled_width > 0,
-        lambda: f"{op}: pooled_height and pooled_width must be positive",
+        lambda: (
+            f"{op}: pooled_height and pooled_width must be positive, got "
+            f"({pooled_height}, {pooled_width})"
+        ),
     )
-    torch._check(
+    torch._check_value(
         math.isfinite(spatial_scale) and spatial_scale > 0,
-        lambda: f"{op}: spatial_scale must be a positive finite number",
+        lambda: f"{op}: spatial_scale must be a positive finite number, got {spatial_scale!r}",
     )
 
 
@@ -153,7 +150,7 @@ def check_fake_forward(
         lambda: f"{op}: input must have a floating-point dtype, got {input.dtype}",
     )
     _check_rois(op, rois, input, "input")
-    _check_pooling(op, spatial_scale, pooled_height, pooled_width)
+    check_pooling(op, spatial_scale, pooled_height, pooled_width)
 
 
 def check_fake_backward(
@@ -161,7 +158,7 @@ def check_fake_backward(
 ) -> None:
     """The checks of ``check_backward_args`` in csrc/roi_checks.cpp, for fake tensors."""
     _check_rois(op, rois, grad, "grad")
-    _check_pooling(op, spatial_scale, pooled_height, pooled_width)
+    check_pooling(op, spatial_scale, pooled_height, pooled_width)
 
 
 def empty_like_layout(

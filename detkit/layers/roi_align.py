@@ -19,7 +19,7 @@ from ._roi_utils import (
     as_roi_rows,
     check_fake_backward,
     check_fake_forward,
-    check_spatial_scale,
+    check_pooling,
     empty_like_layout,
     fx_leaf,
     output_size_pair,
@@ -145,9 +145,9 @@ class ROIAlign(nn.Module):
         aligned: bool = False,
     ) -> None:
         super().__init__()
-        check_spatial_scale(_OP, spatial_scale)
         _check_sampling_ratio(sampling_ratio)
         self.output_size = output_size_pair(_OP, output_size)
+        check_pooling(_OP, spatial_scale, *self.output_size)
         self.spatial_scale = float(spatial_scale)
         self.sampling_ratio = sampling_ratio
         self.aligned = bool(aligned)

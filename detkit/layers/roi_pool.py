@@ -21,7 +21,7 @@ from ._roi_utils import (
     as_roi_rows,
     check_fake_backward,
     check_fake_forward,
-    check_spatial_scale,
+    check_pooling,
     empty_like_layout,
     fx_leaf,
     output_size_pair,
@@ -134,8 +134,8 @@ class ROIPool(nn.Module):
 
     def __init__(self, output_size: int | Sequence[int], spatial_scale: float) -> None:
         super().__init__()
-        check_spatial_scale(_OP, spatial_scale)
         self.output_size = output_size_pair(_OP, output_size)
+        check_pooling(_OP, spatial_scale, *self.output_size)
         self.spatial_scale = float(spatial_scale)
 
     def forward(self, input: Tensor, rois: Tensor | Sequence[Tensor]) -> Tensor:

@@ -5,12 +5,19 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from fvcore.nn.weight_init import c2_xavier_fill
 from torch import Tensor, nn
 from torch.nn import functional
 
 from .build import BACKBONE_REGISTRY, Backbone, ShapeSpec
 from .resnet import ResNet
+
+
+def xavier_fill(conv: nn.Conv2d) -> None:
+    """Caffe2's "XavierFill", detectron2's start for FPN convolutions: kaiming-uniform with
+    a = 1 (a bound of sqrt(3 / fan_in)) and zero bias. (fvcore has it, but importing fvcore.nn
+    runs torch.jit.script, which warns on every import in this torch.)"""
+    nn.init.kaiming_uniform_(conv.weight, a=1)
+    nn.init.zeros_(conv.bias)
 
 
 class FPN(Backbone):
@@ -53,7 +60,7 @@ class FPN(Backbone):
             lateral = nn.Conv2d(shapes[name].channels, out_channels, kernel_size=1)
             output = nn.Conv2d(out_channels, out_channels, kernel_size=3, padding=1)
             for conv in (lateral, output):
-                c2_xavier_fill(conv)
+                xavier_fill(conv)
             self.add_module(f"fpn_lateral{level}", lateral)
             self.add_module(f"fpn_output{level}", output)
             self.lateral_convs.append(lateral)
