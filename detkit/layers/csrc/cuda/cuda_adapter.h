@@ -2,8 +2,12 @@
 // translation, and the buffers of the deterministic backward.
 #pragma once
 
+#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
+#include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAStream.h>
+
+#include <vector>
 
 #include "kernel_api.h"
 
@@ -42,6 +46,33 @@ class FixedPointGrad {
   at::MemoryFormat format_;
   FixedPointTarget target_;
 };
+
+// The input gradient [num_images, channels, height, width] (in `format`) of a
+// backward pass that adds the contributions of `grad`'s outputs. `launch(buffer,
+// strides, fixed_point)` runs the op's kernel with either a zero-filled buffer
+// to add into with atomics (float32 for float16/bfloat16 grads, else grad's
+// dtype) and its strides, fixed_point null; or, under torch.use_deterministic_
+// algorithms(True), a null buffer and the FixedPointGrad target.
+template <typename Launch>
+at::Tensor accumulate_input_grad(
+    const at::Tensor& grad, const RoiShape& s, at::MemoryFormat format,
+    c10::cuda::CUDAStream stream, Launch&& launch) {
+  const auto options = grad.options().memory_format(format);
+  const std::vector<int64_t> sizes{s.num_images, s.channels, s.height, s.width};
+  if (grad.numel() == 0) {
+    return at::empty(sizes, options).zero_();
+  }
+  if (at::globalContext().deterministicAlgorithms()) {
+    const FixedPointGrad sums(grad, s.num_images, s.channels, s.height, s.width, format);
+    launch(nullptr, Strides4{}, &sums.target());
+    return sums.finish(s, stream);
+  }
+  const bool reduced = grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16;
+  // at::zeros would drop the memory format: allocate, then zero.
+  at::Tensor buffer = at::empty(sizes, reduced ? options.dtype(at::kFloat) : options).zero_();
+  launch(buffer.mutable_data_ptr(), strides_of(buffer), nullptr);
+  return reduced ? buffer.to(grad.scalar_type()) : buffer;  // rounded once
+}
 
 }  // namespace cuda
 }  // namespace detkit

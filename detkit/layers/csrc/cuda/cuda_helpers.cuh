@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -61,6 +62,13 @@ cudaError_t dispatch_with_rois(DType dtype, DType roi_dtype, F&& f) {
     using T = decltype(tag);
     return roi_dtype == dtype ? f(tag, tag) : f(tag, float{});
   });
+}
+
+// Calls f(std::true_type{}) or f(std::false_type{}): a runtime flag picks a
+// kernel's bool template argument (decltype(flag)::value).
+template <typename F>
+cudaError_t dispatch_flag(bool flag, F&& f) {
+  return flag ? f(std::true_type{}) : f(std::false_type{});
 }
 
 inline int64_t ceil_div(int64_t a, int64_t b) {

@@ -1,9 +1,8 @@
-// ATen adapter of the CUDA RoIAlign kernels: checks arguments, allocates
-// outputs on the input's device and stream, and picks the backward's
-// accumulation (atomic, or fixed point when deterministic algorithms are on).
+// ATen adapter of the CUDA RoIAlign kernels: checks arguments and allocates
+// outputs on the input's device and stream (the backward's accumulation comes
+// from cuda_adapter.h).
 #include <cstdint>
 
-#include <ATen/Context.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <c10/cuda/CUDAException.h>
@@ -21,7 +20,6 @@ namespace {
 
 constexpr const char* kOp = "roi_align";
 
-using detkit::cuda::FixedPointGrad;
 using detkit::cuda::strides_of;
 
 detkit::cuda::DType kernel_dtype(const at::Tensor& t) {
@@ -60,32 +58,16 @@ at::Tensor roi_align_backward_cuda(
   const auto dtype = kernel_dtype(grad);
   const c10::cuda::CUDAGuard device_guard(grad.device());
   const RoiShape s{batch_size, channels, height, width, rois.size(0), pooled_height, pooled_width};
-  const at::MemoryFormat format = pooled_memory_format(grad);
-  const auto options = grad.options().memory_format(format);
   const auto stream = c10::cuda::getCurrentCUDAStream();
-  if (grad.numel() == 0) {
-    return at::empty({batch_size, channels, height, width}, options).zero_();
-  }
   const at::Tensor rois_c = rois.contiguous();
-  if (at::globalContext().deterministicAlgorithms()) {
-    const FixedPointGrad sums(grad, batch_size, channels, height, width, format);
-    C10_CUDA_CHECK(cuda::launch_backward(
-        dtype, kernel_dtype(rois), grad.const_data_ptr(), strides_of(grad),
-        rois_c.const_data_ptr(), spatial_scale, sampling_ratio, aligned, s, nullptr, {},
-        &sums.target(), stream));
-    return sums.finish(s, stream);
-  }
-  // float16/bfloat16 gradients are accumulated in float32, then rounded once.
-  const bool reduced = grad.scalar_type() == at::kHalf || grad.scalar_type() == at::kBFloat16;
-  // at::zeros would drop the memory format: allocate, then zero.
-  at::Tensor accumulator =
-      at::empty({batch_size, channels, height, width}, reduced ? options.dtype(at::kFloat) : options)
-          .zero_();
-  C10_CUDA_CHECK(cuda::launch_backward(
-      dtype, kernel_dtype(rois), grad.const_data_ptr(), strides_of(grad), rois_c.const_data_ptr(),
-      spatial_scale, sampling_ratio, aligned, s, accumulator.mutable_data_ptr(),
-      strides_of(accumulator), nullptr, stream));
-  return reduced ? accumulator.to(grad.scalar_type()) : accumulator;
+  return detkit::cuda::accumulate_input_grad(
+      grad, s, pooled_memory_format(grad), stream,
+      [&](void* buffer, detkit::cuda::Strides4 strides, const detkit::cuda::FixedPointTarget* fixed) {
+        C10_CUDA_CHECK(cuda::launch_backward(
+            dtype, kernel_dtype(rois), grad.const_data_ptr(), strides_of(grad),
+            rois_c.const_data_ptr(), spatial_scale, sampling_ratio, aligned, s, buffer, strides,
+            fixed, stream));
+      });
 }
 
 }  // namespace

@@ -153,17 +153,12 @@ cudaError_t launch_forward(
   return dispatch_with_rois(dtype, roi_dtype, [&](auto tag, auto roi_tag) {
     using T = decltype(tag);
     using R = decltype(roi_tag);
-    const T* in = static_cast<const T*>(input);
-    const R* r = static_cast<const R*>(rois);
-    T* out = static_cast<T*>(output);
-    if (channels_last) {
-      forward_kernel<T, R, true><<<grid, kThreads, shared, stream>>>(
-          in, r, spatial_scale, shape, per_block, out, argmax);
-    } else {
-      forward_kernel<T, R, false><<<grid, kThreads, shared, stream>>>(
-          in, r, spatial_scale, shape, per_block, out, argmax);
-    }
-    return cudaGetLastError();
+    return dispatch_flag(channels_last, [&](auto nhwc) {
+      forward_kernel<T, R, decltype(nhwc)::value><<<grid, kThreads, shared, stream>>>(
+          static_cast<const T*>(input), static_cast<const R*>(rois), spatial_scale, shape,
+          per_block, static_cast<T*>(output), argmax);
+      return cudaGetLastError();
+    });
   });
 }
 
@@ -181,21 +176,16 @@ cudaError_t launch_backward(
   return dispatch_with_rois(dtype, roi_dtype, [&](auto tag, auto roi_tag) {
     using T = decltype(tag);
     using R = decltype(roi_tag);
-    using A = typename Scalar<T>::compute;
-    const T* g = static_cast<const T*>(grad);
-    const R* r = static_cast<const R*>(rois);
-    A* gi = static_cast<A*>(grad_input);
-    const auto launch = [&](auto kernel) {
-      kernel<<<grid_for(total), kThreads, 0, stream>>>(
-          g, grad_strides, argmax, argmax_strides, r, shape, gi, input_strides, target);
-      return cudaGetLastError();
-    };
-    if (fixed_point != nullptr) {
-      return channels_last ? launch(backward_kernel<T, R, true, true>)
-                           : launch(backward_kernel<T, R, false, true>);
-    }
-    return channels_last ? launch(backward_kernel<T, R, true, false>)
-                         : launch(backward_kernel<T, R, false, false>);
+    return dispatch_flag(channels_last, [&](auto nhwc) {
+      return dispatch_flag(fixed_point != nullptr, [&](auto fixed) {
+        backward_kernel<T, R, decltype(nhwc)::value, decltype(fixed)::value>
+            <<<grid_for(total), kThreads, 0, stream>>>(
+                static_cast<const T*>(grad), grad_strides, argmax, argmax_strides,
+                static_cast<const R*>(rois), shape,
+                static_cast<typename Scalar<T>::compute*>(grad_input), input_strides, target);
+        return cudaGetLastError();
+      });
+    });
   });
 }
 
