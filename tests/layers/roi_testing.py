@@ -1,7 +1,8 @@
 """What the tests of both RoI ops share: dtypes and layouts, RoI generators, a case type.
 
 Fixtures shared by those tests (``deterministic``, ``num_threads``) live in this
-folder's ``conftest.py``.
+folder's ``conftest.py``; the two ops as specs, for the tests written once for both
+(``test_roi_ops.py``, ``test_roi_ops_cuda.py``), in ``roi_op_specs.py``.
 """
 
 from __future__ import annotations

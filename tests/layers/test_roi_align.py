@@ -5,7 +5,8 @@ forward and backward are compared for exact equality with two independent
 implementations: the slow loops of ``roi_align_reference.py`` (written from the
 op's rules) and ``torchvision.ops.roi_align``. The cases come from the table in
 ``roi_align_cases.py``; larger shapes, which only the compiled ops can run
-quickly, are compared with torchvision alone.
+quickly, are compared with torchvision alone. ``K = 0``, layouts and strided views, which
+RoIAlign shares with RoIPool, are tested for both ops in ``test_roi_ops.py``.
 """
 
 from __future__ import annotations
@@ -222,46 +223,7 @@ def test_channel_counts_match_torchvision(channels: int, dtype, memory_format) -
     exactly(grad_input, tv_grad)
 
 
-def test_strided_input_and_rois() -> None:
-    """Views that are neither NCHW nor channels-last pool like their copies."""
-    gen = torch.Generator().manual_seed(17)
-    base = torch.randn(2, 6, 9, 14, generator=gen)
-    input = base[:, ::2, :, ::2]  # [2, 3, 9, 7], no dense layout
-    assert not input.is_contiguous() and not input.is_contiguous(memory_format=torch.channels_last)
-    wide = torch.zeros(25, 10)
-    wide[:, ::2][:, :5] = random_rois(gen, 2, 25, 9, 7).float()
-    rois = wide[:, ::2][:, :5]  # [25, 5] with a column stride of 2
-    assert not rois.is_contiguous()
-    grad = torch.randn(25, 3, 2, 3, generator=gen)
-    case = AlignCase(input, rois, (2, 3), 1.0, 2, True)
-    pool = with_options(roi_align, case)
-    output, grad_input = grad_through(pool, input, rois, (2, 3), 1.0, grad)
-    expected_output, expected_grad = grad_through(
-        pool, input.contiguous(), rois.contiguous(), (2, 3), 1.0, grad
-    )
-    exactly(output, expected_output)
-    exactly(grad_input, expected_grad)
-    exactly(output, tv_roi_align(input.contiguous(), rois.contiguous(), (2, 3), 1.0, 2, True))
-
-
-# --------------------------------------------------------- layouts, threads, K = 0
-
-
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=MEMORY_FORMAT_IDS)
-def test_outputs_follow_input_memory_format(memory_format, dtype) -> None:
-    gen = torch.Generator().manual_seed(19)
-    input = to_format(torch.randn(2, 5, 9, 10, generator=gen, dtype=dtype), memory_format)
-    rois = random_rois(gen, 2, 7, 9, 10).to(dtype)
-    leaf = input.detach().clone(memory_format=torch.preserve_format).requires_grad_()
-    pooled = roi_align(leaf, rois, (3, 4), 1.0, 2, True)
-    assert pooled.is_contiguous(memory_format=memory_format)
-    pooled.backward(torch.ones_like(pooled))
-    assert leaf.grad.is_contiguous(memory_format=memory_format)
-    other = torch.channels_last if memory_format == torch.contiguous_format else None
-    if other is not None:  # and the values do not depend on the layout
-        nhwc = to_format(input, other)
-        exactly(roi_align(nhwc, rois, (3, 4), 1.0, 2, True), pooled.detach())
+# ------------------------------------------------------------- threads, determinism
 
 
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=MEMORY_FORMAT_IDS)
@@ -295,27 +257,3 @@ def test_cpu_backward_runs_under_deterministic_algorithms(deterministic) -> None
     args = (input, rois, case.output_size, case.spatial_scale, grad)
     _, grad_input = grad_through(with_options(roi_align, case), *args)
     exactly(grad_input, reference_backward(name, torch.float32))
-
-
-@pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=MEMORY_FORMAT_IDS)
-@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("rois_form", ["tensor", "list"])
-def test_no_rois(rois_form: str, dtype, memory_format) -> None:
-    input = to_format(torch.randn(2, 3, 5, 6, dtype=dtype), memory_format).requires_grad_()
-    if rois_form == "tensor":
-        rois = torch.empty(0, 5, dtype=dtype)
-    else:
-        rois = [torch.empty(0, 4, dtype=dtype), torch.empty(0, 4, dtype=dtype)]
-    output = roi_align(input, rois, (3, 4), 0.25, 2, True)
-    assert output.shape == (0, 3, 3, 4)
-    assert output.dtype == dtype
-    output.sum().backward()
-    assert input.grad.shape == input.shape
-    assert torch.equal(input.grad, torch.zeros_like(input))
-    with torch.no_grad():
-        assert roi_align(input, rois, 2).shape == (0, 3, 2, 2)
-    empty = torch.empty(0, 5, dtype=dtype)
-    case = AlignCase(input, empty, (2, 2), 1.0, -1, False)
-    assert detkit_forward(input.detach(), empty, case).shape == (0, 3, 2, 2)
-    grad_input = detkit_backward(torch.empty(0, 3, 2, 2, dtype=dtype), empty, case, input.shape)
-    assert torch.equal(grad_input, torch.zeros_like(input))

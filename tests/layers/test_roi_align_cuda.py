@@ -1,5 +1,8 @@
 """RoIAlign on CUDA (skipped without a CUDA device): parity with torchvision and the CPU,
-float16/bfloat16 against float32, the deterministic backward, autocast and errors.
+float16/bfloat16 against float32, the deterministic backward, gradcheck and opcheck.
+
+What RoIAlign shares with RoIPool on CUDA (``K = 0``, autocast, errors) is tested for both
+ops in ``test_roi_ops_cuda.py``.
 
 CUDA kernels may fuse multiplies and adds and add gradients atomically in any order,
 so CUDA results are compared with a tolerance of about 1e-5 (issue 10), not bitwise;
@@ -16,12 +19,9 @@ from roi_align_cases import (
     OPCHECK_CASES,
     AlignCase,
     build_case,
-    detkit_forward,
     with_options,
 )
 from roi_testing import (
-    AUTOCAST_DTYPES,
-    ERRORS,
     FLOAT_DTYPES,
     MEMORY_FORMAT_IDS,
     MEMORY_FORMATS,
@@ -29,12 +29,11 @@ from roi_testing import (
     boxes_per_image,
     dtype_id,
     grad_through,
-    input_and_rois,
     random_rois,
     requires_cuda,
     to_format,
 )
-from torch import Tensor, nn
+from torch import Tensor
 from torchvision.ops import roi_align as tv_roi_align
 
 from detkit.layers import roi_align
@@ -134,15 +133,6 @@ def test_cuda_deterministic_backward(dtype, memory_format, deterministic) -> Non
         close(first.cpu(), cpu_grad)
 
 
-@pytest.mark.parametrize("dtype", [torch.float32, *REDUCED_DTYPES], ids=dtype_id)
-def test_cuda_no_rois(dtype: torch.dtype) -> None:
-    input = torch.randn(2, 3, 5, 6, device="cuda", dtype=dtype).requires_grad_()
-    output = roi_align(input, torch.empty(0, 5, device="cuda", dtype=dtype), (3, 4), 1.0, 0, True)
-    assert output.shape == (0, 3, 3, 4) and output.dtype == dtype
-    output.sum().backward()
-    assert torch.equal(input.grad, torch.zeros_like(input))
-
-
 @pytest.mark.parametrize("name", GRADCHECK_CASES[:3])
 def test_cuda_gradcheck(name: str) -> None:
     case = build_case(name)
@@ -167,74 +157,3 @@ def test_cuda_opcheck(name: str, memory_format, dtype) -> None:
     torch.library.opcheck(
         torch.ops.detkit.roi_align_backward.default, (grad, rois, *case.options, *input.shape)
     )
-
-
-@pytest.mark.parametrize("autocast_dtype", REDUCED_DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("rois_dtype", AUTOCAST_DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES, ids=dtype_id)
-def test_autocast_cuda_pools_any_mix_of_feature_and_roi_dtypes(
-    dtype: torch.dtype, rois_dtype: torch.dtype, autocast_dtype: torch.dtype
-) -> None:
-    """Any mix of float32/float16/bfloat16 features and RoIs under CUDA autocast: RoIs are
-    widened to float32, output and gradient keep the features' dtype and equal the float32
-    results to within one rounding to that dtype."""
-    gen = torch.Generator().manual_seed(89)
-    input = torch.randn(2, 5, 12, 10, generator=gen).to(device="cuda", dtype=dtype)
-    rois = random_rois(gen, 2, 30, 12, 10, scale=0.5).to(device="cuda", dtype=rois_dtype)
-    grad = torch.randn(30, 5, 3, 2, generator=gen).to(device="cuda", dtype=dtype)
-    pool = with_options(roi_align, AlignCase(input, rois, (3, 2), 0.5, 0, True))
-    expected, expected_grad = grad_through(
-        pool, input.float(), rois.float(), (3, 2), 0.5, grad.float()
-    )
-    leaf = input.clone().requires_grad_()
-    with torch.autocast("cuda", dtype=autocast_dtype):
-        output = pool(leaf, rois, (3, 2), 0.5)
-    assert output.dtype == dtype
-    output.backward(grad)
-    assert leaf.grad.dtype == dtype
-    eps = torch.finfo(dtype).eps
-    torch.testing.assert_close(output.float(), expected, rtol=eps, atol=1e-5)
-    torch.testing.assert_close(leaf.grad.float(), expected_grad, rtol=eps, atol=1e-5)
-
-
-@pytest.mark.parametrize("dtype", REDUCED_DTYPES, ids=dtype_id)
-def test_autocast_cuda_pools_conv_features_with_float32_rois(dtype: torch.dtype) -> None:
-    """Under CUDA autocast a conv yields reduced-precision features; float32 RoIs pool them."""
-    gen = torch.Generator().manual_seed(59)
-    conv = nn.Conv2d(3, 4, 3, padding=1).cuda()
-    images = torch.randn(2, 3, 12, 10, generator=gen).cuda()
-    rois = random_rois(gen, 2, 9, 12, 10, scale=0.5).float().cuda()
-    with torch.autocast("cuda", dtype=dtype):
-        features = conv(images)
-        output = roi_align(features, rois, (3, 2), 0.5, 2, True)
-    assert features.dtype == dtype and output.dtype == dtype
-    expected = roi_align(features.detach().float(), rois, (3, 2), 0.5, 2, True)
-    torch.testing.assert_close(output.float(), expected, rtol=torch.finfo(dtype).eps, atol=1e-5)
-    output.float().sum().backward()
-    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
-
-
-CUDA_ERRORS = {
-    # name: (input device, rois device, input dtype, rois dtype, rois columns, scale, message)
-    "input-on-cuda": ("cuda", "cpu", torch.float32, torch.float32, 5, 1.0, r"(?i)device"),
-    "rois-on-cuda": ("cpu", "cuda", torch.float32, torch.float32, 5, 1.0, r"(?i)device"),
-    "half-double": ("cuda", "cuda", torch.float16, torch.float64, 5, 1.0, r"(?i)dtype"),
-    "bfloat16-half": ("cuda", "cuda", torch.bfloat16, torch.float16, 5, 1.0, r"(?i)dtype"),
-    "float-half": ("cuda", "cuda", torch.float32, torch.float16, 5, 1.0, r"(?i)dtype"),
-    "double-float": ("cuda", "cuda", torch.float64, torch.float32, 5, 1.0, r"(?i)dtype"),
-    "rois-k-by-4": ("cuda", "cuda", torch.float32, torch.float32, 4, 1.0, r"\[K, 5\]"),
-    "zero-scale": ("cuda", "cuda", torch.float32, torch.float32, 5, 0.0, "spatial_scale"),
-}
-
-
-@pytest.mark.parametrize("name", list(CUDA_ERRORS))
-def test_cuda_errors(name: str) -> None:
-    # A batch index out of range is a device-side assert on CUDA, which poisons the
-    # CUDA context: not tested in-process.
-    input_device, rois_device, input_dtype, rois_dtype, columns, scale, message = CUDA_ERRORS[name]
-    input, rois = input_and_rois()
-    input = input.to(device=input_device, dtype=input_dtype)
-    rois = rois[:, :columns].to(device=rois_device, dtype=rois_dtype)
-    case = AlignCase(input, rois, (2, 2), scale, 2, True)
-    with pytest.raises(ERRORS, match=message):
-        detkit_forward(input, rois, case)

@@ -5,7 +5,8 @@ the slow loops in ``roi_pool_reference.py`` (written from the layer's rules) and
 ``torchvision.ops.roi_pool`` (same semantics for float32/float64), on the cases of
 ``roi_pool_cases.py`` and on larger shapes. Max pooling only ever copies input
 values, so nothing needs a tolerance except the float16/bfloat16 CUDA gradients
-(``test_roi_pool_cuda.py``) and ``torch.compile`` with inductor (``test_roi_pool_api.py``).
+(``test_roi_pool_cuda.py``) and ``torch.compile`` with inductor (``test_roi_ops.py``).
+Layout and strided-view tests shared with RoIAlign are in ``test_roi_ops.py``.
 """
 
 from __future__ import annotations
@@ -218,32 +219,14 @@ def test_channel_counts_match_torchvision(channels, dtype, memory_format, rois_k
     assert torch.equal(grad_input, tv_grad)
 
 
-def test_strided_input_and_rois() -> None:
-    """Views that are neither NCHW nor channels-last pool like their copies."""
-    gen = torch.Generator().manual_seed(17)
-    base = torch.randn(2, 6, 9, 14, generator=gen)
-    input = base[:, ::2, :, ::2]  # [2, 3, 9, 7], no dense layout
-    assert not input.is_contiguous() and not input.is_contiguous(memory_format=torch.channels_last)
-    wide = torch.zeros(25, 10)
-    wide[:, ::2][:, :5] = random_rois(gen, 2, 25, 9, 7).float()
-    rois = wide[:, ::2][:, :5]  # [25, 5] with a column stride of 2
-    assert not rois.is_contiguous()
-    grad = torch.randn(25, 3, 2, 3, generator=gen)
-    output, grad_input = grad_through(roi_pool, input, rois, (2, 3), 1.0, grad)
-    expected_output, expected_grad = grad_through(
-        roi_pool, input.contiguous(), rois.contiguous(), (2, 3), 1.0, grad
-    )
-    assert torch.equal(output, expected_output)
-    assert torch.equal(grad_input, expected_grad)
-    assert torch.equal(output, tv_roi_pool(input.contiguous(), rois.contiguous(), (2, 3), 1.0))
-
-
 # ----------------------------------------------------------------- memory formats
 
 
 @pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("memory_format", MEMORY_FORMATS, ids=["nchw", "nhwc"])
-def test_outputs_follow_input_memory_format(memory_format, dtype) -> None:
+def test_raw_output_and_argmax_follow_input_memory_format(memory_format, dtype) -> None:
+    """The raw forward op, with and without argmax (the function and its gradient are
+    tested for both ops in ``test_roi_ops.py``)."""
     gen = torch.Generator().manual_seed(19)
     input = to_format(torch.randn(2, 5, 9, 10, generator=gen, dtype=dtype), memory_format)
     rois = random_rois(gen, 2, 7, 9, 10).to(dtype)
@@ -252,12 +235,6 @@ def test_outputs_follow_input_memory_format(memory_format, dtype) -> None:
     assert argmax.is_contiguous(memory_format=memory_format)
     output, _ = detkit_forward(input, rois, 1.0, (3, 4), False)
     assert output.is_contiguous(memory_format=memory_format)
-
-    leaf = input.detach().clone(memory_format=torch.preserve_format).requires_grad_()
-    pooled = roi_pool(leaf, rois, (3, 4))
-    assert pooled.is_contiguous(memory_format=memory_format)
-    pooled.backward(torch.ones_like(pooled))
-    assert leaf.grad.is_contiguous(memory_format=memory_format)
 
     other = torch.channels_last if memory_format == torch.contiguous_format else None
     if other is not None:  # and the values do not depend on the layout

@@ -1,5 +1,8 @@
 """RoIPool on CUDA (skipped without a CUDA device): parity with torchvision and the CPU,
-float16/bfloat16, the deterministic backward, autocast and errors.
+float16/bfloat16, the deterministic backward, gradcheck and opcheck.
+
+What RoIPool shares with RoIAlign on CUDA (``K = 0``, autocast, errors) is tested for both
+ops in ``test_roi_ops_cuda.py``.
 """
 
 from __future__ import annotations
@@ -12,67 +15,17 @@ from roi_pool_cases import (
     torchvision_forward,
 )
 from roi_testing import (
-    AUTOCAST_DTYPES,
-    ERRORS,
     FLOAT_DTYPES,
     MEMORY_FORMATS,
-    REDUCED_DTYPES,
     dtype_id,
     grad_through,
-    input_and_rois,
     random_rois,
     requires_cuda,
     to_format,
 )
-from torch import nn
 from torchvision.ops import roi_pool as tv_roi_pool
 
 from detkit.layers import roi_pool
-
-
-@requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=dtype_id)
-def test_autocast_cuda_pools_conv_features_with_float32_rois(dtype: torch.dtype) -> None:
-    """Under CUDA autocast a conv yields reduced-precision features; float32 RoIs pool them."""
-    gen = torch.Generator().manual_seed(59)
-    conv = nn.Conv2d(3, 4, 3, padding=1).cuda()
-    images = torch.randn(2, 3, 12, 10, generator=gen).cuda()
-    rois = random_rois(gen, 2, 9, 12, 10, scale=0.5).float().cuda()
-    with torch.autocast("cuda", dtype=dtype):
-        features = conv(images)
-        output = roi_pool(features, rois, (3, 2), 0.5)
-    assert features.dtype == dtype and output.dtype == dtype
-    expected = roi_pool(features.detach().float(), rois, (3, 2), 0.5).to(dtype)
-    assert torch.equal(output, expected)
-    output.float().sum().backward()
-    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
-
-
-@requires_cuda
-@pytest.mark.parametrize("autocast_dtype", REDUCED_DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("rois_dtype", AUTOCAST_DTYPES, ids=dtype_id)
-@pytest.mark.parametrize("dtype", AUTOCAST_DTYPES, ids=dtype_id)
-def test_autocast_cuda_pools_any_mix_of_feature_and_roi_dtypes(
-    dtype: torch.dtype, rois_dtype: torch.dtype, autocast_dtype: torch.dtype
-) -> None:
-    """Any mix of float32/float16/bfloat16 features and RoIs under CUDA autocast: RoIs are
-    widened to float32, output and gradient keep the features' dtype. Max pooling copies
-    values and small-integer gradients sum exactly, so all equals the float32 result cast."""
-    gen = torch.Generator().manual_seed(89)
-    input = torch.randn(2, 5, 12, 10, generator=gen).to(device="cuda", dtype=dtype)
-    rois = random_rois(gen, 2, 30, 12, 10, scale=0.5).to(device="cuda", dtype=rois_dtype)
-    grad = torch.randint(-3, 4, (30, 5, 3, 2), generator=gen).to(device="cuda", dtype=dtype)
-    expected, expected_grad = grad_through(
-        roi_pool, input.float(), rois.float(), (3, 2), 0.5, grad.float()
-    )
-    leaf = input.clone().requires_grad_()
-    with torch.autocast("cuda", dtype=autocast_dtype):
-        output = roi_pool(leaf, rois, (3, 2), 0.5)
-    assert output.dtype == dtype
-    assert torch.equal(output, expected.to(dtype))
-    output.backward(grad)
-    assert leaf.grad.dtype == dtype
-    assert torch.equal(leaf.grad, expected_grad.to(dtype))
 
 
 @requires_cuda
@@ -182,16 +135,6 @@ def test_cuda_deterministic_backward(dtype, memory_format, deterministic) -> Non
 
 
 @requires_cuda
-@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=dtype_id)
-def test_cuda_no_rois(dtype: torch.dtype) -> None:
-    input = torch.randn(2, 3, 5, 6, device="cuda", dtype=dtype).requires_grad_()
-    output = roi_pool(input, torch.empty(0, 5, device="cuda", dtype=dtype), (3, 4))
-    assert output.shape == (0, 3, 3, 4) and output.dtype == dtype
-    output.sum().backward()
-    assert torch.equal(input.grad, torch.zeros_like(input))
-
-
-@requires_cuda
 def test_cuda_gradcheck_and_opcheck() -> None:
     gen = torch.Generator().manual_seed(71)
     input = torch.randn(2, 2, 6, 7, generator=gen, dtype=torch.float64).cuda().requires_grad_()
@@ -207,29 +150,3 @@ def test_cuda_gradcheck_and_opcheck() -> None:
             torch.ops.detkit.roi_pool_backward.default,
             (torch.ones_like(output), rois.float(), argmax, 1.0, 2, 3, 2, 2, 6, 7),
         )
-
-
-CUDA_ERRORS = {
-    # name: (input device, rois device, input dtype, rois dtype, rois columns, scale, message)
-    "input-on-cuda": ("cuda", "cpu", torch.float32, torch.float32, 5, 1.0, r"(?i)device"),
-    "rois-on-cuda": ("cpu", "cuda", torch.float32, torch.float32, 5, 1.0, r"(?i)device"),
-    "half-double": ("cuda", "cuda", torch.float16, torch.float64, 5, 1.0, r"(?i)dtype"),
-    "bfloat16-half": ("cuda", "cuda", torch.bfloat16, torch.float16, 5, 1.0, r"(?i)dtype"),
-    "float-half": ("cuda", "cuda", torch.float32, torch.float16, 5, 1.0, r"(?i)dtype"),
-    "double-float": ("cuda", "cuda", torch.float64, torch.float32, 5, 1.0, r"(?i)dtype"),
-    "rois-k-by-4": ("cuda", "cuda", torch.float32, torch.float32, 4, 1.0, r"\[K, 5\]"),
-    "zero-scale": ("cuda", "cuda", torch.float32, torch.float32, 5, 0.0, "spatial_scale"),
-}
-
-
-@requires_cuda
-@pytest.mark.parametrize("name", list(CUDA_ERRORS))
-def test_cuda_errors(name: str) -> None:
-    # A batch index out of range is a device-side assert on CUDA, which poisons the
-    # CUDA context: not tested in-process.
-    input_device, rois_device, input_dtype, rois_dtype, columns, scale, message = CUDA_ERRORS[name]
-    input, rois = input_and_rois()
-    input = input.to(device=input_device, dtype=input_dtype)
-    rois = rois[:, :columns].to(device=rois_device, dtype=rois_dtype)
-    with pytest.raises(ERRORS, match=message):
-        detkit_forward(input, rois, scale, (2, 2))
