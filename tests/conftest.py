@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import json
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from detkit.data import DatasetCatalog, MetadataCatalog, load_coco_json
+from detkit.data.datasets.shapes import ensure_shapes
+
+TINY_DATASET = "tiny_shapes"
 
 
 def _write_proposal_file(annotations_json: Path, path: Path, seed: int = 0) -> Path:
@@ -52,3 +58,29 @@ def write_proposal_file() -> Callable[..., Path]:
     """``write_proposal_file(annotations_json, path, seed=0)``: a proposal pickle for a COCO
     annotation file, made from its ground truth (see ``_write_proposal_file``)."""
     return _write_proposal_file
+
+
+@dataclass(frozen=True)
+class TinyShapes:
+    name: str
+    folder: Path
+    proposal_file: Path
+
+
+@pytest.fixture(scope="session")
+def tiny_shapes(
+    tmp_path_factory: pytest.TempPathFactory, write_proposal_file: Callable[..., Path]
+) -> Iterator[TinyShapes]:
+    """Eight shapes images registered as ``tiny_shapes``, with a proposal file made from their
+    ground truth: enough for a model to train a few iterations and be evaluated."""
+    root = tmp_path_factory.mktemp("tiny_shapes")
+    folder = ensure_shapes(root, "tiny", num_images=8, seed=11)
+    proposals = write_proposal_file(folder / "annotations.json", root / "proposals.pkl")
+    DatasetCatalog.register(
+        TINY_DATASET, lambda: load_coco_json(folder / "annotations.json", folder, TINY_DATASET)
+    )
+    try:
+        yield TinyShapes(TINY_DATASET, folder, proposals)
+    finally:
+        DatasetCatalog.remove(TINY_DATASET)
+        MetadataCatalog.remove(TINY_DATASET)

@@ -1,10 +1,9 @@
-"""Fixtures shared by the engine tests: a tiny shapes set with hand-made proposals, and configs
-for a model small enough to train a few iterations on a CPU in well under a second."""
+"""Fixtures shared by the engine tests: configs for a model small enough to train a few iterations
+on a CPU in well under a second (the tiny shapes set they train on is tests/conftest.py's)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -12,12 +11,9 @@ import torch
 from omegaconf import DictConfig
 
 from detkit.config import load_config
-from detkit.data import DatasetCatalog, MetadataCatalog, load_coco_json
-from detkit.data.datasets.shapes import ensure_shapes
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES_CONFIG = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
-TINY_DATASET = "engine_tiny_shapes"
 
 # A model and inputs small enough for CPU tests; dropout stays on so that the random generator
 # matters (a resumed run must replay the same dropout masks).
@@ -42,31 +38,6 @@ TINY_MODEL = [
 ]
 
 
-@dataclass(frozen=True)
-class TinyShapes:
-    name: str
-    folder: Path
-    proposal_file: Path
-
-
-@pytest.fixture(scope="session")
-def tiny_shapes(
-    tmp_path_factory: pytest.TempPathFactory, write_proposal_file: Callable[..., Path]
-) -> Iterator[TinyShapes]:
-    """Eight shapes images registered as ``engine_tiny_shapes``, with a proposal file."""
-    root = tmp_path_factory.mktemp("engine_shapes")
-    folder = ensure_shapes(root, "tiny", num_images=8, seed=11)
-    proposals = write_proposal_file(folder / "annotations.json", root / "proposals.pkl")
-    DatasetCatalog.register(
-        TINY_DATASET, lambda: load_coco_json(folder / "annotations.json", folder, TINY_DATASET)
-    )
-    try:
-        yield TinyShapes(TINY_DATASET, folder, proposals)
-    finally:
-        DatasetCatalog.remove(TINY_DATASET)
-        MetadataCatalog.remove(TINY_DATASET)
-
-
 @pytest.fixture(scope="session")
 def tiny_model_overrides() -> list[str]:
     """The overrides that shrink the shapes config to the tiny model (for spawned processes)."""
@@ -74,7 +45,7 @@ def tiny_model_overrides() -> list[str]:
 
 
 @pytest.fixture
-def make_config(tiny_shapes: TinyShapes) -> Callable[..., DictConfig]:
+def make_config(tiny_shapes) -> Callable[..., DictConfig]:
     """``make_config(output_dir, *overrides)``: the shapes config shrunk to the tiny model,
     training on the tiny set; the output folder is created (``default_setup`` would do it)."""
 

@@ -13,7 +13,7 @@ import logging
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -22,11 +22,10 @@ import torchvision
 from omegaconf import ListConfig, OmegaConf
 from torch import nn
 
-import detkit.layers
 from detkit.checkpoint import DetectionCheckpointer
 from detkit.config import load_config
-from detkit.data import DatasetCatalog, MetadataCatalog, load_coco_json
-from detkit.data.datasets.shapes import ensure_shapes
+from detkit.data import DatasetCatalog
+from detkit.engine import DefaultTrainer, seed_all
 from detkit.modeling import FastRCNN, build_backbone
 from detkit.modeling.backbone import ResNet, ResNetFPN, SmallConvNet
 
@@ -303,40 +302,7 @@ def test_r50_fpn_config_holds_detectron2_settings() -> None:
     assert cfg.MODEL.WEIGHTS.endswith(".pth")  # a torchvision state_dict the user provides
 
 
-def skip_until_roi_align_v2_is_accepted() -> None:
-    """The R50-FPN model needs ROIPooler (``detkit.modeling.poolers``) and the RoIAlign op
-    behind ``POOLER_TYPE: ROIAlignV2``; both are being written (issue 10)."""
-    pytest.importorskip("detkit.modeling.poolers", reason="ROIPooler is not written yet")
-    if not hasattr(detkit.layers, "ROIAlign"):
-        pytest.skip("detkit.layers.ROIAlign, behind POOLER_TYPE ROIAlignV2, is not written yet")
-
-
-TINY_SHAPES = "fpn_tiny_shapes"
-
-
-@pytest.fixture(scope="module")
-def tiny_shapes(
-    tmp_path_factory: pytest.TempPathFactory, write_proposal_file: Callable[..., Path]
-) -> Iterator[Path]:
-    """Four shapes images registered as ``fpn_tiny_shapes``; yields their proposal file."""
-    root = tmp_path_factory.mktemp("fpn_shapes")
-    folder = ensure_shapes(root, "tiny", num_images=4, seed=5)
-    proposals = write_proposal_file(folder / "annotations.json", root / "proposals.pkl")
-    DatasetCatalog.register(
-        TINY_SHAPES, lambda: load_coco_json(folder / "annotations.json", folder, TINY_SHAPES)
-    )
-    try:
-        yield proposals
-    finally:
-        DatasetCatalog.remove(TINY_SHAPES)
-        MetadataCatalog.remove(TINY_SHAPES)
-
-
-def test_r50_fpn_config_trains_and_runs_inference_on_the_cpu(
-    tiny_shapes: Path, tmp_path: Path
-) -> None:
-    skip_until_roi_align_v2_is_accepted()
-    from detkit.engine import DefaultTrainer, seed_all
+def test_r50_fpn_config_trains_and_runs_inference_on_the_cpu(tiny_shapes, tmp_path: Path) -> None:
 
     cfg = load_config(
         R50_FPN_CONFIG,
@@ -347,10 +313,10 @@ def test_r50_fpn_config_trains_and_runs_inference_on_the_cpu(
             "MODEL.ROI_HEADS.NUM_CLASSES=3",
             "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=16",
             "MODEL.ROI_BOX_HEAD.FC_DIM=32",
-            f"DATASETS.TRAIN=[{TINY_SHAPES}]",
-            f"DATASETS.TEST=[{TINY_SHAPES}]",
-            f"DATASETS.PROPOSAL_FILES_TRAIN=[{tiny_shapes}]",
-            f"DATASETS.PROPOSAL_FILES_TEST=[{tiny_shapes}]",
+            f"DATASETS.TRAIN=[{tiny_shapes.name}]",
+            f"DATASETS.TEST=[{tiny_shapes.name}]",
+            f"DATASETS.PROPOSAL_FILES_TRAIN=[{tiny_shapes.proposal_file}]",
+            f"DATASETS.PROPOSAL_FILES_TEST=[{tiny_shapes.proposal_file}]",
             "TEST.EVALUATORS=[coco]",
             "INPUT.MIN_SIZE_TRAIN=[72, 88]",
             "INPUT.MAX_SIZE_TRAIN=120",
@@ -377,6 +343,7 @@ def test_r50_fpn_config_trains_and_runs_inference_on_the_cpu(
     metrics = [json.loads(line) for line in (tmp_path / "metrics.json").read_text().splitlines()]
     losses = [m["total_loss"] for m in metrics if "total_loss" in m]
     assert len(losses) == 2 and all(math.isfinite(loss) for loss in losses)
-    assert set(results[TINY_SHAPES]["bbox"]) >= {"AP", "AP50", "AP75"}
-    assert len(sizes) == 2 + 4  # two training steps, then the four test images
+    assert set(results[tiny_shapes.name]["bbox"]) >= {"AP", "AP50", "AP75"}
+    test_images = len(DatasetCatalog.get(tiny_shapes.name))
+    assert len(sizes) == 2 + test_images  # two training steps, then one pass per test image
     assert all(h % 32 == 0 and w % 32 == 0 for h, w in sizes)
