@@ -1,5 +1,6 @@
 """detkit's configuration: typed defaults, YAML files with ``_BASE_``, overrides, validation."""
 
+from .checks import check_config
 from .loading import (
     ConfigError,
     add_config,
@@ -12,6 +13,7 @@ from .loading import (
 __all__ = [
     "ConfigError",
     "add_config",
+    "check_config",
     "dump_config",
     "get_default_config",
     "load_config",

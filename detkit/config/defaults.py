@@ -41,8 +41,9 @@ class ROIHeadsConfig:
     NUM_CLASSES: int = 80
     BATCH_SIZE_PER_IMAGE: int = 64
     POSITIVE_FRACTION: float = 0.25
-    IOU_THRESHOLDS: list[float] = field(default_factory=lambda: [0.5])
-    BG_IOU_LO: float = 0.1
+    IOU_THRESHOLDS: list[float] = field(default_factory=lambda: [0.1, 0.5])
+    IOU_LABELS: list[int] = field(default_factory=lambda: [-1, 0, 1])
+    BG_IOU_LO: float | None = None  # deprecated: read into IOU_THRESHOLDS / IOU_LABELS
     SAMPLER: str = "FastRCNNSampler"
     PROPOSAL_APPEND_GT: bool = True
     DEDUP_PROPOSALS: bool = True
@@ -100,6 +101,10 @@ class InputConfig:
     MAX_SIZE_TRAIN: int = 1000
     MIN_SIZE_TEST: int = 600
     MAX_SIZE_TEST: int = 1000
+    TRANSFORMS_TRAIN: list[str] = field(
+        default_factory=lambda: ["ResizeShortestEdge", "RandomFlip"]
+    )
+    TRANSFORMS_TEST: list[str] = field(default_factory=lambda: ["ResizeShortestEdge"])
 
 
 @dataclass

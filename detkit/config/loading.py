@@ -19,6 +19,7 @@ import yaml
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from .compat import upgrade_deprecated_keys
 from .defaults import DetkitConfig
 
 BASE_KEY = "_BASE_"
@@ -85,6 +86,7 @@ def load_config(
     for text in overrides:
         key, value = _parse_override(text)
         _assign(cfg, key, value, source=f"override {text!r}")
+    upgrade_deprecated_keys(cfg, str(path))
     return cfg
 
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import cv2
 import numpy as np
 import torch
 
 from ..structures import Boxes, Instances
-from .transforms import choose_short_edge, horizontal_flip, resize_shortest_edge
+from .transforms import build_transforms
 
 
 class DatasetMapper:
-    """Reads the image (OpenCV, BGR), resizes its shortest edge, flips it at random in training,
-    and moves ground-truth boxes and proposals with it. Boxes left without area are dropped.
+    """Reads the image (OpenCV, BGR), applies the ``transforms`` in order (by default the
+    shortest-edge resize, and in training a random horizontal flip) and moves ground-truth
+    boxes and proposals with it. Boxes left without area are dropped.
+
+    ``transforms`` are called as ``transform(image, rng) -> (image, box_map)``
+    (:mod:`detkit.data.transforms`); ``rng`` is this mapper's ``numpy`` generator, reseeded by
+    the training loader for every batch.
 
     Output: ``{"image": uint8 [3, H, W] in MODEL.INPUT_FORMAT order, "proposals":
     Instances(proposal_boxes, objectness_logits), "instances": Instances(gt_boxes, gt_classes)
@@ -25,9 +30,7 @@ class DatasetMapper:
     def __init__(
         self,
         is_train: bool,
-        min_sizes: Sequence[int],
-        max_size: int,
-        flip_probability: float = 0.5,
+        transforms: Sequence[Callable],
         input_format: str = "BGR",
         seed: int | None = None,
     ) -> None:
@@ -36,17 +39,14 @@ class DatasetMapper:
                 f"DatasetMapper: input_format must be BGR or RGB, got {input_format!r}"
             )
         self.is_train = is_train
-        self.min_sizes = list(min_sizes)
-        self.max_size = max_size
-        self.flip_probability = flip_probability if is_train else 0.0
+        self.transforms = list(transforms)
         self.input_format = input_format
         self.rng = np.random.default_rng(seed)
 
     @classmethod
     def from_config(cls, cfg, is_train: bool = True) -> DatasetMapper:
-        sizes = cfg.INPUT.MIN_SIZE_TRAIN if is_train else [cfg.INPUT.MIN_SIZE_TEST]
-        max_size = cfg.INPUT.MAX_SIZE_TRAIN if is_train else cfg.INPUT.MAX_SIZE_TEST
-        return cls(is_train, sizes, max_size, input_format=cfg.MODEL.INPUT_FORMAT)
+        """The transforms of ``INPUT.TRANSFORMS_TRAIN`` or ``INPUT.TRANSFORMS_TEST``."""
+        return cls(is_train, build_transforms(cfg, is_train), input_format=cfg.MODEL.INPUT_FORMAT)
 
     def __call__(self, record: dict) -> dict:
         image = read_image(record["file_name"])
@@ -55,13 +55,10 @@ class DatasetMapper:
                 f"{record['file_name']}: image is {image.shape[1]}x{image.shape[0]} but the "
                 f"dataset says {record['width']}x{record['height']}"
             )
-        image, resize = resize_shortest_edge(
-            image, choose_short_edge(self.min_sizes, self.rng), self.max_size
-        )
-        maps = [resize]
-        if self.flip_probability and self.rng.random() < self.flip_probability:
-            image, flip = horizontal_flip(image)
-            maps.append(flip)
+        maps = []
+        for transform in self.transforms:
+            image, box_map = transform(image, self.rng)
+            maps.append(box_map)
         if self.input_format == "RGB":
             image = image[:, :, ::-1]
         size = image.shape[:2]

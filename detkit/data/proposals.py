@@ -19,11 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from fvcore.common.registry import Registry
+
+from ..utils.registry import Registry
 
 logger = logging.getLogger(__name__)
 
-PROPOSAL_LOADER_REGISTRY = Registry("PROPOSAL_LOADER")
+# The one registry of plain functions: a loader reads a file and has no config to build from.
+PROPOSAL_LOADER_REGISTRY = Registry(
+    "PROPOSAL_LOADER", expects="a function load(path, dataset_dicts) -> {key: (boxes, logits)}"
+)
 PROPOSAL_LOADER_REGISTRY.__doc__ = """Proposal loaders: ``fn(path, dataset_dicts) -> {key: (boxes,
 logits)}`` with boxes ``[n, 4]`` absolute XYXY, keyed by image id (or file-name stem)."""
 

@@ -1,7 +1,11 @@
-"""Image-level transforms of the Fast R-CNN recipe: shortest-edge resize and horizontal flip.
+"""Image-level transforms: the Fast R-CNN recipe's shortest-edge resize and horizontal flip, and
+the registry through which a project adds its own.
 
-Each returns the transformed image and a function that maps ``[n, 4]`` XYXY boxes the same way,
-so ground truth and proposals always move with the image.
+A transform is called as ``transform(image, rng) -> (image, box_map)``: it returns the new
+image (``[H, W, 3]`` uint8) and a function that maps ``[n, 4]`` XYXY boxes the same way, so
+ground truth and proposals always move with the image. ``rng`` (a ``numpy.random.Generator``)
+is the mapper's, reseeded by the training loader for every batch, so augmentation draws are
+reproducible and do not depend on the number of workers.
 """
 
 from __future__ import annotations
@@ -11,7 +15,15 @@ from collections.abc import Callable, Sequence
 import cv2
 import numpy as np
 
+from ..utils.registry import Registry
+
 BoxMap = Callable[[np.ndarray], np.ndarray]
+
+TRANSFORM_REGISTRY = Registry("TRANSFORM")
+TRANSFORM_REGISTRY.__doc__ = """Image transforms, listed by ``INPUT.TRANSFORMS_TRAIN`` and
+``INPUT.TRANSFORMS_TEST`` and applied in that order: a class with ``from_config(cfg, is_train)``
+or a builder ``f(cfg, is_train)``, whose result is called as ``transform(image, rng) ->
+(image, box_map)``."""
 
 
 def resize_scale(height: int, width: int, short_edge: int, max_size: int) -> float:
@@ -51,3 +63,57 @@ def horizontal_flip(image: np.ndarray) -> tuple[np.ndarray, BoxMap]:
 def choose_short_edge(sizes: Sequence[int], rng: np.random.Generator) -> int:
     """One of ``sizes`` at random: one size is single-scale, several multi-scale (paper §2.4)."""
     return int(sizes[rng.integers(len(sizes))])
+
+
+@TRANSFORM_REGISTRY.register()
+class ResizeShortestEdge:
+    """Resizes the shorter edge to one of ``short_edges`` (drawn at random; several sizes are
+    multi-scale training) with the longer edge capped at ``max_size``."""
+
+    def __init__(self, short_edges: Sequence[int], max_size: int) -> None:
+        short_edges = [int(size) for size in short_edges]
+        if not short_edges or min(short_edges) <= 0 or max_size <= 0:
+            raise ValueError(
+                f"ResizeShortestEdge: needs positive sizes, got short_edges={short_edges} and "
+                f"max_size={max_size}"
+            )
+        self.short_edges = short_edges
+        self.max_size = max_size
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool) -> ResizeShortestEdge:
+        if is_train:
+            return cls(cfg.INPUT.MIN_SIZE_TRAIN, cfg.INPUT.MAX_SIZE_TRAIN)
+        return cls([cfg.INPUT.MIN_SIZE_TEST], cfg.INPUT.MAX_SIZE_TEST)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, BoxMap]:
+        return resize_shortest_edge(image, choose_short_edge(self.short_edges, rng), self.max_size)
+
+
+def _unchanged(boxes: np.ndarray) -> np.ndarray:
+    return boxes
+
+
+@TRANSFORM_REGISTRY.register()
+class RandomFlip:
+    """Mirrors the image left-right with ``probability`` (the paper's flips: 0.5)."""
+
+    def __init__(self, probability: float = 0.5) -> None:
+        if not 0.0 <= probability <= 1.0:
+            raise ValueError(f"RandomFlip: probability must be in [0, 1], got {probability}")
+        self.probability = probability
+
+    @classmethod
+    def from_config(cls, cfg, is_train: bool) -> RandomFlip:
+        return cls(0.5 if is_train else 0.0)
+
+    def __call__(self, image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, BoxMap]:
+        if self.probability and rng.random() < self.probability:
+            return horizontal_flip(image)
+        return image, _unchanged
+
+
+def build_transforms(cfg, is_train: bool) -> list:
+    """The transforms of ``INPUT.TRANSFORMS_TRAIN`` (or ``_TEST``), in order."""
+    names = cfg.INPUT.TRANSFORMS_TRAIN if is_train else cfg.INPUT.TRANSFORMS_TEST
+    return [TRANSFORM_REGISTRY.build(name, cfg, is_train) for name in names]

@@ -1,8 +1,9 @@
 """Training and running detkit: the trainer and its hooks, the default set-up, launching."""
 
+from ..config import check_config
+from .cli import load_command_line_config, run_train_net, train_net_main
 from .defaults import (
     DefaultTrainer,
-    check_config,
     default_argument_parser,
     default_setup,
     log_results_summary,
@@ -37,8 +38,11 @@ __all__ = [
     "default_argument_parser",
     "default_setup",
     "launch",
+    "load_command_line_config",
     "log_results_summary",
     "parse_overrides",
+    "run_train_net",
     "seed_all",
+    "train_net_main",
     "write_config",
 ]

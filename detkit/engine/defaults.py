@@ -21,12 +21,10 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import DetectionCheckpointer
 from ..config import ConfigError, dump_config, looks_like_override
-from ..data import MetadataCatalog, build_detection_test_loader, build_detection_train_loader
+from ..data import build_detection_test_loader, build_detection_train_loader
 from ..evaluation import (
-    COCOEvaluator,
     DatasetEvaluator,
-    DatasetEvaluators,
-    PascalVOCDetectionEvaluator,
+    build_evaluator,
     format_results_table,
     inference_on_dataset,
 )
@@ -35,7 +33,6 @@ from ..solver import (
     build_gradient_clipper,
     build_lr_scheduler,
     build_optimizer,
-    warmup_multistep_schedule,
 )
 from ..utils import comm
 from ..utils.events import ConsoleWriter, JSONWriter, TensorboardWriter
@@ -45,8 +42,6 @@ from . import hooks
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 logger = logging.getLogger("detkit.engine")
-
-EVALUATOR_TYPES = ("coco", "pascal_voc")
 
 
 def default_argument_parser(description: str = "detkit training") -> argparse.ArgumentParser:
@@ -89,27 +84,6 @@ def parse_overrides(opts: Sequence[str]) -> list[str]:
         else:
             raise ConfigError(f"override {item!r} has no value; write KEY=VALUE")
     return overrides
-
-
-def check_config(cfg: DictConfig, world_size: int = 1) -> None:
-    """Raises ConfigError for settings that are each valid but do not fit together, before any
-    process starts: the lr schedule, the batch split across ``world_size`` processes, the
-    evaluators."""
-    solver = cfg.SOLVER
-    try:
-        warmup_multistep_schedule(
-            solver.MAX_ITER, solver.STEPS, solver.GAMMA, solver.WARMUP_ITERS, solver.WARMUP_FACTOR
-        )
-    except ValueError as error:
-        raise ConfigError(str(error)) from error
-    if solver.IMS_PER_BATCH % world_size:
-        raise ConfigError(
-            f"SOLVER.IMS_PER_BATCH={solver.IMS_PER_BATCH} images do not divide among "
-            f"{world_size} processes"
-        )
-    unknown = [name for name in cfg.TEST.EVALUATORS if name not in EVALUATOR_TYPES]
-    if unknown:
-        raise ConfigError(f"TEST.EVALUATORS: unknown {unknown}; choose from {EVALUATOR_TYPES}")
 
 
 def seed_all(seed: int) -> None:
@@ -274,24 +248,9 @@ class DefaultTrainer(TrainerBase):
         cls, cfg: DictConfig, dataset_name: str, output_folder: str | Path
     ) -> DatasetEvaluator:
         """The evaluators named by ``TEST.EVALUATORS`` or, when empty, by the dataset's
-        ``evaluator_type`` metadata. With both COCO and VOC, the VOC results go under the task
-        ``bbox_voc`` beside COCO's ``bbox``."""
-        names = list(cfg.TEST.EVALUATORS) or [
-            MetadataCatalog.get(dataset_name).get("evaluator_type")
-        ]
-        unknown = [n for n in names if n not in EVALUATOR_TYPES]
-        if unknown:
-            raise ConfigError(
-                f"TEST.EVALUATORS / evaluator_type of {dataset_name!r}: unknown {unknown}; "
-                f"choose from {list(EVALUATOR_TYPES)}"
-            )
-        evaluators: list[DatasetEvaluator] = []
-        if "coco" in names:
-            evaluators.append(COCOEvaluator(dataset_name, output_folder))
-        if "pascal_voc" in names:
-            task = "bbox_voc" if "coco" in names else "bbox"
-            evaluators.append(PascalVOCDetectionEvaluator(dataset_name, task=task))
-        return DatasetEvaluators(evaluators)
+        ``evaluator_type`` metadata, from ``EVALUATOR_REGISTRY``
+        (:func:`detkit.evaluation.build_evaluator`)."""
+        return build_evaluator(cfg, dataset_name, output_folder)
 
     @classmethod
     def test(

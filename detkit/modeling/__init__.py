@@ -5,7 +5,13 @@ from .box_regression import Box2BoxTransform
 from .build import build_model
 from .matcher import Matcher
 from .meta_arch import META_ARCH_REGISTRY, FastRCNN
-from .poolers import ROI_POOLER_REGISTRY, ROIPooler, assign_boxes_to_levels, dedup_boxes
+from .poolers import (
+    ROI_POOLER_REGISTRY,
+    PoolerTypeFromConfig,
+    ROIPooler,
+    assign_boxes_to_levels,
+    dedup_boxes,
+)
 from .roi_heads import (
     ROI_BOX_HEAD_REGISTRY,
     ROI_HEADS_REGISTRY,
@@ -29,6 +35,7 @@ __all__ = [
     "FastRCNNOutputLayers",
     "FastRCNNSampler",
     "Matcher",
+    "PoolerTypeFromConfig",
     "ROIPooler",
     "ShapeSpec",
     "StandardROIHeads",

@@ -10,5 +10,5 @@ from .meta_arch import META_ARCH_REGISTRY
 
 def build_model(cfg) -> nn.Module:
     """The meta-architecture named by ``MODEL.META_ARCHITECTURE``, on ``MODEL.DEVICE``."""
-    model = META_ARCH_REGISTRY.get(cfg.MODEL.META_ARCHITECTURE).from_config(cfg)
+    model = META_ARCH_REGISTRY.build(cfg.MODEL.META_ARCHITECTURE, cfg)
     return model.to(torch.device(cfg.MODEL.DEVICE))

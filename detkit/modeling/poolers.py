@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
-from fvcore.common.registry import Registry
 from torch import Tensor, nn
 
 from .. import layers
 from ..layers._roi_utils import boxes_to_rois, output_size_pair, pooled_memory_format
 from ..structures import Boxes
+from ..utils.registry import Registry
 
 __all__ = [
     "ROI_POOLER_REGISTRY",
+    "LevelROIAlign",
+    "LevelROIAlignV2",
+    "LevelROIPool",
+    "PoolerTypeFromConfig",
     "ROIPooler",
     "assign_boxes_to_levels",
     "dedup_boxes",
@@ -32,30 +36,48 @@ __all__ = [
 ROI_POOLER_REGISTRY = Registry("ROI_POOLER")
 ROI_POOLER_REGISTRY.__doc__ = """Pooler types, chosen by ``MODEL.ROI_BOX_HEAD.POOLER_TYPE``.
 
-An entry is a callable ``(output_size, spatial_scale, sampling_ratio) -> nn.Module`` (a
-factory function or a class) whose module maps ``(features [N, C, H, W], rois [K, 5])`` to
-``[K, C, h, w]``; :class:`ROIPooler` builds one per feature map."""
+An entry builds the op that pools one feature map, a module mapping ``(features [N, C, H, W],
+rois [K, 5])`` to ``[K, C, h, w]``; :class:`ROIPooler` builds one per map. It is a class with
+``__init__(output_size, spatial_scale, sampling_ratio)`` and ``from_config(cfg,
+spatial_scale)`` (usable by name with plain arguments and from a config), or a builder
+``f(cfg, spatial_scale)`` (from a config only, through :meth:`ROIPooler.from_config`)."""
 
 
-@ROI_POOLER_REGISTRY.register()
-def ROIPool(output_size, spatial_scale: float, sampling_ratio: int) -> nn.Module:  # noqa: N802
+class PoolerTypeFromConfig:
+    """``from_config(cfg, spatial_scale)`` for a pooler type taking ``(output_size,
+    spatial_scale, sampling_ratio)``: the size and ratio from ``MODEL.ROI_BOX_HEAD``."""
+
+    @classmethod
+    def from_config(cls, cfg, spatial_scale: float) -> nn.Module:
+        box = cfg.MODEL.ROI_BOX_HEAD
+        return cls(box.POOLER_RESOLUTION, spatial_scale, box.POOLER_SAMPLING_RATIO)
+
+
+@ROI_POOLER_REGISTRY.register(name="ROIPool")
+class LevelROIPool(PoolerTypeFromConfig, layers.ROIPool):
     """The paper's RoI max pooling, :class:`detkit.layers.ROIPool`; ``sampling_ratio`` is
     ignored (max pooling reads every cell of a bin)."""
-    return layers.ROIPool(output_size, spatial_scale)
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int = 0) -> None:
+        super().__init__(output_size, spatial_scale)
 
 
-@ROI_POOLER_REGISTRY.register()
-def ROIAlign(output_size, spatial_scale: float, sampling_ratio: int) -> nn.Module:  # noqa: N802
+@ROI_POOLER_REGISTRY.register(name="ROIAlign")
+class LevelROIAlign(PoolerTypeFromConfig, layers.ROIAlign):
     """Mask R-CNN's RoIAlign without the half-pixel offset, :class:`detkit.layers.ROIAlign`
     with ``aligned=False`` (``sampling_ratio <= 0``: an adaptive grid of samples per bin)."""
-    return layers.ROIAlign(output_size, spatial_scale, sampling_ratio, aligned=False)
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int = 0) -> None:
+        super().__init__(output_size, spatial_scale, sampling_ratio, aligned=False)
 
 
-@ROI_POOLER_REGISTRY.register()
-def ROIAlignV2(output_size, spatial_scale: float, sampling_ratio: int) -> nn.Module:  # noqa: N802
+@ROI_POOLER_REGISTRY.register(name="ROIAlignV2")
+class LevelROIAlignV2(PoolerTypeFromConfig, layers.ROIAlign):
     """RoIAlign with the half-pixel offset, :class:`detkit.layers.ROIAlign` with
     ``aligned=True`` (detectron2's default for its FPN models)."""
-    return layers.ROIAlign(output_size, spatial_scale, sampling_ratio, aligned=True)
+
+    def __init__(self, output_size, spatial_scale: float, sampling_ratio: int = 0) -> None:
+        super().__init__(output_size, spatial_scale, sampling_ratio, aligned=True)
 
 
 def _box_tensors(box_lists: Sequence[Boxes | Tensor]) -> list[Tensor]:
@@ -176,6 +198,24 @@ def dedup_boxes(
     return first[first < count].sort().values
 
 
+def _level_builder(
+    pooler_type: str | Callable[[float], nn.Module], output_size, sampling_ratio: int
+) -> Callable[[float], nn.Module]:
+    """``spatial_scale -> op`` for ``pooler_type``: a registered class built with plain
+    arguments, or the given function."""
+    if callable(pooler_type):
+        return pooler_type
+    if pooler_type not in ROI_POOLER_REGISTRY:
+        raise ValueError(f"ROIPooler: {unknown_pooler_type(pooler_type)}")
+    entry = ROI_POOLER_REGISTRY.get(pooler_type)
+    if not isinstance(entry, type):
+        raise ValueError(
+            f"ROIPooler: pooler type {pooler_type!r} is registered as a builder taking the "
+            "config; build the pooler with ROIPooler.from_config(cfg, scales)"
+        )
+    return lambda scale: entry(output_size, scale, sampling_ratio)
+
+
 def unknown_pooler_type(name: str) -> str:
     """The message for a pooler type that is not registered, naming those that are."""
     known = ", ".join(sorted(registered for registered, _ in ROI_POOLER_REGISTRY))
@@ -191,8 +231,9 @@ class ROIPooler(nn.Module):
             consecutive ``k`` (a feature pyramid such as FPN's P2-P5: 1/4, 1/8, 1/16, 1/32).
         sampling_ratio: samples per bin side for RoIAlign (``<= 0``: adaptive); unused by
             ``ROIPool``.
-        pooler_type: a name in ``ROI_POOLER_REGISTRY``: ``ROIPool``, ``ROIAlign`` or
-            ``ROIAlignV2``.
+        pooler_type: a class's name in ``ROI_POOLER_REGISTRY`` (``ROIPool``, ``ROIAlign``,
+            ``ROIAlignV2``), or a function ``spatial_scale -> module`` that builds the op of
+            one map (what :meth:`from_config` passes for a builder entry).
         canonical_box_size, canonical_level: of the level assignment
             (:func:`assign_boxes_to_levels`), used with several maps only.
 
@@ -209,14 +250,13 @@ class ROIPooler(nn.Module):
         output_size: int | Sequence[int],
         scales: Sequence[float],
         sampling_ratio: int,
-        pooler_type: str,
+        pooler_type: str | Callable[[float], nn.Module],
         canonical_box_size: float = 224,
         canonical_level: int = 4,
     ) -> None:
         super().__init__()
         output_size = output_size_pair("ROIPooler", output_size)
-        if pooler_type not in ROI_POOLER_REGISTRY:
-            raise ValueError(f"ROIPooler: {unknown_pooler_type(pooler_type)}")
+        build_level = _level_builder(pooler_type, output_size, sampling_ratio)
         if not canonical_box_size > 0:
             raise ValueError(
                 f"ROIPooler: canonical_box_size must be positive, got {canonical_box_size!r}"
@@ -225,13 +265,35 @@ class ROIPooler(nn.Module):
         self.output_size = output_size
         self.scales = tuple(float(s) for s in scales)
         self.sampling_ratio = sampling_ratio
-        self.pooler_type = pooler_type
+        self.pooler_type = pooler_type if isinstance(pooler_type, str) else "custom"
         self.canonical_box_size = canonical_box_size
         self.canonical_level = canonical_level
-        build = ROI_POOLER_REGISTRY.get(pooler_type)
-        self.level_poolers = nn.ModuleList(
-            build(output_size, scale, sampling_ratio) for scale in self.scales
+        self.level_poolers = nn.ModuleList(build_level(scale) for scale in self.scales)
+
+    @classmethod
+    def from_config(cls, cfg, scales: Sequence[float]) -> ROIPooler:
+        """The pooler of ``MODEL.ROI_BOX_HEAD`` for maps of ``scales`` (``1 / stride``)."""
+        box = cfg.MODEL.ROI_BOX_HEAD
+        if box.POOLER_TYPE not in ROI_POOLER_REGISTRY:
+            raise ValueError(
+                f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: {unknown_pooler_type(box.POOLER_TYPE)}"
+            )
+        entry = ROI_POOLER_REGISTRY.get(box.POOLER_TYPE)
+        pooler_type = (
+            box.POOLER_TYPE
+            if isinstance(entry, type)
+            else lambda scale: ROI_POOLER_REGISTRY.build(box.POOLER_TYPE, cfg, scale)
         )
+        pooler = cls(
+            box.POOLER_RESOLUTION,
+            scales,
+            box.POOLER_SAMPLING_RATIO,
+            pooler_type,
+            canonical_box_size=box.POOLER_CANONICAL_BOX_SIZE,
+            canonical_level=box.POOLER_CANONICAL_LEVEL,
+        )
+        pooler.pooler_type = box.POOLER_TYPE
+        return pooler
 
     def forward(self, x: Sequence[Tensor], box_lists: Sequence[Boxes | Tensor]) -> Tensor:
         if len(x) != len(self.level_poolers):

@@ -22,7 +22,8 @@ def test_base_config_holds_the_papers_settings() -> None:
     cfg = load_config(REPO / "configs" / "Base-FastRCNN.yaml")
     assert cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE * cfg.SOLVER.IMS_PER_BATCH == 128
     assert cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION == 0.25
-    assert cfg.MODEL.ROI_HEADS.BG_IOU_LO == 0.1
+    assert list(cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS) == [0.1, 0.5]
+    assert list(cfg.MODEL.ROI_HEADS.IOU_LABELS) == [-1, 0, 1]
     assert list(cfg.MODEL.ROI_BOX_HEAD.BBOX_REG_WEIGHTS) == [10.0, 10.0, 5.0, 5.0]
     assert cfg.MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION == 7
     assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MOMENTUM, cfg.SOLVER.WEIGHT_DECAY) == (

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from detkit.data.mapper import DatasetMapper
-from detkit.data.transforms import resize_scale
+from detkit.data.transforms import RandomFlip, ResizeShortestEdge, resize_scale
 
 
 def write_image(path: Path, height: int, width: int) -> str:
@@ -42,7 +42,7 @@ def test_resize_scale_caps_the_long_edge() -> None:
 
 
 def test_resize_without_flip(tmp_path: Path) -> None:
-    mapper = DatasetMapper(True, [200], 1000, flip_probability=0.0)
+    mapper = DatasetMapper(True, [ResizeShortestEdge([200], 1000)])
     out = mapper(record(write_image(tmp_path / "a.png", 100, 200)))
     assert tuple(out["image"].shape) == (3, 200, 400)
     assert out["instances"].gt_boxes.tensor.tolist() == [
@@ -58,7 +58,7 @@ def test_resize_without_flip(tmp_path: Path) -> None:
 
 
 def test_resize_and_flip(tmp_path: Path) -> None:
-    mapper = DatasetMapper(True, [200], 1000, flip_probability=1.0)
+    mapper = DatasetMapper(True, [ResizeShortestEdge([200], 1000), RandomFlip(1.0)])
     out = mapper(record(write_image(tmp_path / "a.png", 100, 200)))
     # x1' = W - x2 on the 400-wide resized image
     assert out["instances"].gt_boxes.tensor.tolist() == [[300, 40, 380, 120]]
@@ -71,14 +71,14 @@ def test_resize_and_flip(tmp_path: Path) -> None:
 
 
 def test_test_mapper_keeps_no_instances_and_rgb(tmp_path: Path) -> None:
-    mapper = DatasetMapper(False, [50], 1000, input_format="RGB")
+    mapper = DatasetMapper(False, [ResizeShortestEdge([50], 1000)], input_format="RGB")
     out = mapper(record(write_image(tmp_path / "a.png", 100, 200)))
     assert "instances" not in out and tuple(out["image"].shape) == (3, 50, 100)
     assert out["image"][2, 0, 0] == 255  # blue is the last channel in RGB
 
 
 def test_unreadable_and_mismatched_images(tmp_path: Path) -> None:
-    mapper = DatasetMapper(True, [200], 1000)
+    mapper = DatasetMapper(True, [ResizeShortestEdge([200], 1000), RandomFlip()])
     with pytest.raises(FileNotFoundError, match=r"missing\.png: no such file"):
         mapper(record(str(tmp_path / "missing.png")))
     (tmp_path / "junk.png").write_text("not an image")

@@ -62,14 +62,14 @@ def test_matcher_bands_of_fast_rcnn() -> None:
 
 def test_sampler_fractions_and_bands() -> None:
     labels = torch.tensor([1] * 30 + [0] * 100 + [-1] * 20)
-    fg, bg = FastRCNNSampler(64, 0.25)(labels, torch.Generator().manual_seed(0))
+    fg, bg = FastRCNNSampler(64, 0.25).sample_labels(labels, torch.Generator().manual_seed(0))
     assert len(fg) == 16 and len(bg) == 48
     assert (labels[fg] == 1).all() and (labels[bg] == 0).all()
     assert len(set(fg.tolist())) == 16 and len(set(bg.tolist())) == 48
     few = torch.tensor([1] * 3 + [0] * 100)
-    fg, bg = FastRCNNSampler(64, 0.25)(few)
+    fg, bg = FastRCNNSampler(64, 0.25).sample_labels(few)
     assert (len(fg), len(bg)) == (3, 61)  # background fills the batch
-    fg, bg = FastRCNNSampler(64, 0.25)(torch.tensor([1] * 3 + [0] * 5 + [-1] * 90))
+    fg, bg = FastRCNNSampler(64, 0.25).sample_labels(torch.tensor([1] * 3 + [0] * 5 + [-1] * 90))
     assert (len(fg), len(bg)) == (3, 5)
 
 

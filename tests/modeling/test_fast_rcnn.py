@@ -136,7 +136,7 @@ class TinyTestBackbone(Backbone):
         self.conv = nn.Conv2d(3, 8, kernel_size=16, stride=16)
 
     @classmethod
-    def from_config(cls, cfg) -> TinyTestBackbone:
+    def from_config(cls, cfg, input_shape) -> TinyTestBackbone:
         return cls()
 
     def forward(self, images):

@@ -301,22 +301,18 @@ def test_pooler_type_from_config_builds_the_named_op(pooler_type: str) -> None:
 
 @pytest.mark.parametrize("pooler_type, aligned", [("ROIAlign", False), ("ROIAlignV2", True)])
 def test_roi_align_types_pass_scale_sampling_ratio_and_aligned_to_the_layer(
-    pooler_type: str, aligned: bool, monkeypatch
+    pooler_type: str, aligned: bool
 ) -> None:
-    built = []
-
-    class RecordingROIAlign(nn.Module):
-        def __init__(self, output_size, spatial_scale, sampling_ratio=-1, aligned=False):
-            super().__init__()
-            built.append((output_size, spatial_scale, sampling_ratio, aligned))
-
-    monkeypatch.setattr(layers, "ROIAlign", RecordingROIAlign, raising=False)
     heads = heads_from_config(
         TWO_MAPS,
         f"MODEL.ROI_BOX_HEAD.POOLER_TYPE={pooler_type}",
         "MODEL.ROI_BOX_HEAD.POOLER_SAMPLING_RATIO=3",
     )
-    assert all(isinstance(op, RecordingROIAlign) for op in heads.pooler.level_poolers)
+    built = [
+        (op.output_size, op.spatial_scale, op.sampling_ratio, op.aligned)
+        for op in heads.pooler.level_poolers
+    ]
+    assert all(isinstance(op, layers.ROIAlign) for op in heads.pooler.level_poolers)
     assert built == [((7, 7), 1 / 8, 3, aligned), ((7, 7), 1 / 16, 3, aligned)]
 
 
@@ -356,7 +352,7 @@ class TwoMapsTestBackbone(Backbone):
         self.c4 = nn.Conv2d(4, 4, kernel_size=2, stride=2)
 
     @classmethod
-    def from_config(cls, cfg) -> TwoMapsTestBackbone:
+    def from_config(cls, cfg, input_shape) -> TwoMapsTestBackbone:
         return cls()
 
     def forward(self, images):
@@ -440,7 +436,8 @@ def one_map_heads(stride: int, *overrides: str) -> StandardROIHeads:
     return heads_from_config(
         {"features": ShapeSpec(channels=4, stride=stride)},
         "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=512",  # every labelled RoI is sampled
-        "MODEL.ROI_HEADS.BG_IOU_LO=0.0",  # and none is ignored
+        "MODEL.ROI_HEADS.IOU_THRESHOLDS=[0.5]",  # and none is ignored
+        "MODEL.ROI_HEADS.IOU_LABELS=[0, 1]",
         *overrides,
     )
 

@@ -183,7 +183,11 @@ def test_detectron2_style_pairs_and_key_value_overrides() -> None:
     [
         (["SOLVER.MAX_ITER=5", "SOLVER.STEPS=[10]"], "SOLVER.STEPS"),
         (["--num-gpus", "3"], "do not divide among 3 processes"),
-        (["TEST.EVALUATORS=[cocoo]"], "TEST.EVALUATORS: unknown ['cocoo']"),
+        (
+            ["TEST.EVALUATORS=[cocoo]"],
+            "TEST.EVALUATORS: no 'cocoo' in the EVALUATOR registry; registered: coco, "
+            "pascal_voc; did you mean 'coco'?",
+        ),
         (["SOLVER.BASE_LR=0.1", "--num-gpus", "2"], "must come before"),
     ],
 )

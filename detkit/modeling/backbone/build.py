@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fvcore.common.registry import Registry
 from torch import Tensor, nn
 
+from ...utils.registry import Registry
+
 BACKBONE_REGISTRY = Registry("BACKBONE")
-BACKBONE_REGISTRY.__doc__ = """Backbones: ``cls.from_config(cfg)`` builds one; see Backbone."""
+BACKBONE_REGISTRY.__doc__ = """Backbones, picked by ``MODEL.BACKBONE.NAME``: a Backbone class
+with ``from_config(cfg, input_shape)`` or a builder ``f(cfg, input_shape) -> Backbone``
+(detectron2's habit); ``input_shape`` is the image's :class:`ShapeSpec` (channels, stride 1)."""
 
 
 @dataclass(frozen=True)
@@ -37,9 +40,18 @@ class Backbone(nn.Module):
         return 0
 
 
-def build_backbone(cfg) -> Backbone:
-    """The backbone named by ``MODEL.BACKBONE.NAME``, built from the config."""
-    return BACKBONE_REGISTRY.get(cfg.MODEL.BACKBONE.NAME).from_config(cfg)
+def build_backbone(cfg, input_shape: ShapeSpec | None = None) -> Backbone:
+    """The backbone named by ``MODEL.BACKBONE.NAME``, built from the config for images of
+    ``input_shape`` (default: ``len(MODEL.PIXEL_MEAN)`` channels, stride 1)."""
+    if input_shape is None:
+        input_shape = ShapeSpec(channels=len(cfg.MODEL.PIXEL_MEAN), stride=1)
+    backbone = BACKBONE_REGISTRY.build(cfg.MODEL.BACKBONE.NAME, cfg, input_shape)
+    if not isinstance(backbone, Backbone):
+        raise TypeError(
+            f"MODEL.BACKBONE.NAME={cfg.MODEL.BACKBONE.NAME!r} built a "
+            f"{type(backbone).__name__}, not a detkit.modeling.Backbone"
+        )
+    return backbone
 
 
 def freeze(module: nn.Module) -> None:

@@ -115,7 +115,7 @@ class ResNetFPN(FPN):
         super().__init__(trunk, in_features, out_channels)
 
     @classmethod
-    def from_config(cls, cfg) -> ResNetFPN:
+    def from_config(cls, cfg, input_shape: ShapeSpec | None = None) -> ResNetFPN:
         return cls(
             depth=cfg.MODEL.RESNETS.DEPTH,
             freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT,

@@ -74,7 +74,7 @@ class ResNet(Backbone):
             freeze(stage)
 
     @classmethod
-    def from_config(cls, cfg) -> ResNet:
+    def from_config(cls, cfg, input_shape: ShapeSpec | None = None) -> ResNet:
         return cls(depth=cfg.MODEL.RESNETS.DEPTH, freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:

@@ -60,7 +60,7 @@ class SmallConvNet(Backbone):
         self._stride = stride
 
     @classmethod
-    def from_config(cls, cfg) -> SmallConvNet:
+    def from_config(cls, cfg, input_shape: ShapeSpec | None = None) -> SmallConvNet:
         spec = cfg.MODEL.SMALL_CONVNET
         return cls(channels=spec.CHANNELS, convs_per_stage=spec.CONVS_PER_STAGE, stride=spec.STRIDE)
 

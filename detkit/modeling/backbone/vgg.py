@@ -42,7 +42,7 @@ class VGG16(Backbone):
             freeze(self.features[: _BLOCK_ENDS[freeze_at - 1]])
 
     @classmethod
-    def from_config(cls, cfg) -> VGG16:
+    def from_config(cls, cfg, input_shape: ShapeSpec | None = None) -> VGG16:
         return cls(freeze_at=cfg.MODEL.BACKBONE.FREEZE_AT)
 
     def forward(self, images: Tensor) -> dict[str, Tensor]:

@@ -6,11 +6,11 @@ import math
 from collections.abc import Sequence
 
 import torch
-from fvcore.common.registry import Registry
 from torch import Tensor, nn
 from torch.nn import functional
 
 from ...structures import Boxes, Instances
+from ...utils.registry import Registry
 from ..backbone import Backbone, build_backbone
 from ..roi_heads import build_roi_heads
 

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from fvcore.common.registry import Registry
 from torch import Tensor, nn
+
+from ...utils.registry import Registry
 
 ROI_BOX_HEAD_REGISTRY = Registry("ROI_BOX_HEAD")
 ROI_BOX_HEAD_REGISTRY.__doc__ = """Box heads; ``cls.from_config(cfg, input_shape)`` builds one."""
@@ -53,4 +54,4 @@ class FastRCNNFCHead(nn.Module):
 
 def build_box_head(cfg, input_shape: tuple[int, int, int]) -> nn.Module:
     """The box head named by ``MODEL.ROI_BOX_HEAD.NAME``."""
-    return ROI_BOX_HEAD_REGISTRY.get(cfg.MODEL.ROI_BOX_HEAD.NAME).from_config(cfg, input_shape)
+    return ROI_BOX_HEAD_REGISTRY.build(cfg.MODEL.ROI_BOX_HEAD.NAME, cfg, input_shape)

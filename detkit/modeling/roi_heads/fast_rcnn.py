@@ -13,11 +13,16 @@ from ..box_regression import Box2BoxTransform
 
 
 class FastRCNNOutputLayers(nn.Module):
-    """``cls_score`` (K + 1 classes, background last) and ``bbox_pred`` (4 deltas per class)."""
+    """``cls_score`` (K + 1 classes, background last) and ``bbox_pred`` (4 deltas per class).
+
+    ``input_size`` is the box head's ``output_size``: one width when the head gives one feature
+    per RoI, or ``(classification width, regression width)`` when it gives a pair of features
+    (a decoupled head such as Double-Head's); ``forward`` then takes the pair.
+    """
 
     def __init__(
         self,
-        input_size: int,
+        input_size: int | tuple[int, int],
         num_classes: int,
         box2box_transform: Box2BoxTransform,
         smooth_l1_beta: float = 1.0,
@@ -28,8 +33,9 @@ class FastRCNNOutputLayers(nn.Module):
     ) -> None:
         super().__init__()
         self.num_classes = num_classes
-        self.cls_score = nn.Linear(input_size, num_classes + 1)
-        self.bbox_pred = nn.Linear(input_size, 4 * num_classes)
+        cls_size, box_size = _feature_sizes(input_size)
+        self.cls_score = nn.Linear(cls_size, num_classes + 1)
+        self.bbox_pred = nn.Linear(box_size, 4 * num_classes)
         nn.init.normal_(self.cls_score.weight, std=0.01)  # the paper's initialisation
         nn.init.normal_(self.bbox_pred.weight, std=0.001)
         nn.init.zeros_(self.cls_score.bias)
@@ -42,7 +48,7 @@ class FastRCNNOutputLayers(nn.Module):
         self.detections_per_image = detections_per_image
 
     @classmethod
-    def from_config(cls, cfg, input_size: int) -> FastRCNNOutputLayers:
+    def from_config(cls, cfg, input_size: int | tuple[int, int]) -> FastRCNNOutputLayers:
         heads, box = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
         return cls(
             input_size,
@@ -55,18 +61,31 @@ class FastRCNNOutputLayers(nn.Module):
             detections_per_image=cfg.TEST.DETECTIONS_PER_IMAGE,
         )
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        return self.cls_score(x), self.bbox_pred(x)
+    def forward(self, x: Tensor | tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        """Class scores ``[R, K + 1]`` and box deltas ``[R, 4K]`` of the box head's output."""
+        cls_features, box_features = x if isinstance(x, tuple) else (x, x)
+        return self.cls_score(cls_features), self.bbox_pred(box_features)
 
     def losses(
-        self, scores: Tensor, deltas: Tensor, proposals: list[Instances]
+        self,
+        scores: Tensor,
+        deltas: Tensor,
+        proposals: list[Instances],
+        reduction: str = "mean",
     ) -> dict[str, Tensor]:
-        """Cross-entropy over all sampled RoIs plus ``loss_weight`` x smooth-L1 over the
-        foreground ones, both normalised by the number of sampled RoIs."""
+        """Cross-entropy over all RoIs plus ``loss_weight`` x smooth-L1 over the foreground
+        ones (``gt_classes`` below K).
+
+        ``reduction="mean"``: both summed and divided by the number of RoIs (the paper's
+        mini-batch loss). ``"none"``: one value per RoI, ``[R]`` each (the box loss summed over
+        the 4 deltas, 0 for background), what loss-based samplers such as OHEM rank RoIs by.
+        """
+        if reduction not in ("mean", "none"):
+            raise ValueError(f"losses: reduction must be 'mean' or 'none', got {reduction!r}")
         gt_classes = torch.cat([p.gt_classes for p in proposals])
         proposal_boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
         gt_boxes = torch.cat([p.gt_boxes.tensor for p in proposals])
-        loss_cls = functional.cross_entropy(scores, gt_classes, reduction="mean")
+        loss_cls = functional.cross_entropy(scores, gt_classes, reduction=reduction)
         foreground = torch.nonzero((gt_classes >= 0) & (gt_classes < self.num_classes)).flatten()
         predicted = deltas.view(len(deltas), self.num_classes, 4)[
             foreground, gt_classes[foreground]
@@ -74,6 +93,13 @@ class FastRCNNOutputLayers(nn.Module):
         targets = self.box2box_transform.get_deltas(
             proposal_boxes[foreground], gt_boxes[foreground]
         )
+        if reduction == "none":
+            per_delta = functional.smooth_l1_loss(
+                predicted, targets, beta=self.smooth_l1_beta, reduction="none"
+            )
+            loss_box = deltas.new_zeros(len(gt_classes))
+            loss_box[foreground] = self.loss_weight * per_delta.sum(dim=1)
+            return {"loss_cls": loss_cls, "loss_box_reg": loss_box}
         loss_box = functional.smooth_l1_loss(
             predicted, targets, beta=self.smooth_l1_beta, reduction="sum"
         )
@@ -112,3 +138,14 @@ class FastRCNNOutputLayers(nn.Module):
             scores=probs[kept],
             pred_classes=classes[kept],
         )
+
+
+def _feature_sizes(input_size: int | tuple[int, int]) -> tuple[int, int]:
+    """``(classification, regression)`` input widths from a box head's ``output_size``."""
+    sizes = (input_size, input_size) if isinstance(input_size, int) else tuple(input_size)
+    if len(sizes) != 2 or not all(isinstance(n, int) and n > 0 for n in sizes):
+        raise ValueError(
+            "FastRCNNOutputLayers: input_size must be a positive int or a pair of them "
+            f"(classification, regression), got {input_size!r}"
+        )
+    return sizes

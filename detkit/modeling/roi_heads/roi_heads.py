@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from fvcore.common.registry import Registry
 from torch import Tensor, nn
 
 from ...structures import Boxes, Instances, pairwise_iou
+from ...utils.registry import Registry
 from ..backbone import ShapeSpec
 from ..matcher import Matcher
 from ..poolers import ROI_POOLER_REGISTRY, ROIPooler, dedup_boxes, unknown_pooler_type
-from ..sampling import build_sampler
+from ..sampling import SamplingContext, build_sampler
 from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers
 
@@ -82,29 +82,22 @@ class StandardROIHeads(nn.Module):
             )
         if problems:
             raise ValueError("StandardROIHeads: " + "; ".join(problems))
-        resolution = box.POOLER_RESOLUTION
         try:
-            pooler = ROIPooler(
-                resolution,
-                [1.0 / s.stride for s in shapes],
-                box.POOLER_SAMPLING_RATIO,
-                box.POOLER_TYPE,
-                canonical_box_size=box.POOLER_CANONICAL_BOX_SIZE,
-                canonical_level=box.POOLER_CANONICAL_LEVEL,
-            )
+            pooler = ROIPooler.from_config(cfg, [1.0 / s.stride for s in shapes])
         except ValueError as error:
             strides = {f: s.stride for f, s in zip(in_features, shapes, strict=True)}
             raise ValueError(
                 f"StandardROIHeads: cannot pool from {strides} (MODEL.ROI_HEADS.IN_FEATURES, "
                 f"strides): {error}"
             ) from error
+        resolution = box.POOLER_RESOLUTION
         box_head = build_box_head(cfg, (shapes[0].channels, resolution, resolution))
         return cls(
             in_features,
             pooler,
             box_head,
             FastRCNNOutputLayers.from_config(cfg, box_head.output_size),
-            Matcher([heads.BG_IOU_LO, heads.IOU_THRESHOLDS[0]], [-1, 0, 1]),
+            Matcher(heads.IOU_THRESHOLDS, heads.IOU_LABELS),
             build_sampler(cfg),
             proposal_append_gt=heads.PROPOSAL_APPEND_GT,
             dedup_proposals=heads.DEDUP_PROPOSALS,
@@ -121,14 +114,27 @@ class StandardROIHeads(nn.Module):
         if self.dedup_proposals:
             proposals = self.remove_duplicate_proposals(proposals)
         if self.training:
-            proposals = self.label_and_sample_proposals(proposals, targets)
-        pooled = self.pooler(
-            [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
-        )
-        scores, deltas = self.box_predictor(self.box_head(pooled))
+            proposals = self.label_and_sample_proposals(proposals, targets, features)
+        scores, deltas = self.predict(features, proposals)
         if self.training:
             return self.box_predictor.losses(scores, deltas, proposals)
         return self.box_predictor.inference(scores, deltas, proposals)
+
+    def predict(
+        self, features: dict[str, Tensor], proposals: list[Instances]
+    ) -> tuple[Tensor, Tensor]:
+        """Class scores and box deltas of every proposal: pooler, box head, predictor."""
+        pooled = self.pooler(
+            [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
+        )
+        return self.box_predictor(self.box_head(pooled))
+
+    def roi_losses(
+        self, features: dict[str, Tensor], proposals: list[Instances]
+    ) -> dict[str, Tensor]:
+        """Per-RoI losses of labelled ``proposals`` (``reduction="none"``)."""
+        scores, deltas = self.predict(features, proposals)
+        return self.box_predictor.losses(scores, deltas, proposals, reduction="none")
 
     @torch.no_grad()
     def remove_duplicate_proposals(self, proposals: list[Instances]) -> list[Instances]:
@@ -149,32 +155,70 @@ class StandardROIHeads(nn.Module):
         return result
 
     @torch.no_grad()
-    def label_and_sample_proposals(
+    def label_proposals(
         self, proposals: list[Instances], targets: list[Instances]
     ) -> list[Instances]:
-        """Per image, the sampled RoIs with ``proposal_boxes``, ``gt_classes`` (K = background)
-        and ``gt_boxes`` (the matched ground truth; the RoI itself for background)."""
-        sampled = []
+        """Per image, every proposal (and the ground truth, with ``proposal_append_gt``)
+        matched to its best ground-truth box: ``proposal_boxes``, ``match_labels`` (the
+        Matcher's band: 1 foreground, 0 background, -1 ignored), ``gt_classes`` (K for
+        background, -1 for ignored) and ``gt_boxes`` (the matched ground truth; the box
+        itself when not foreground)."""
+        labelled = []
         background = self.box_predictor.num_classes
         for image_proposals, gt in zip(proposals, targets, strict=True):
             boxes = image_proposals.proposal_boxes
             if self.proposal_append_gt:
                 boxes = Boxes.cat([boxes, gt.gt_boxes.to(boxes.device)])
             matches, labels = self.proposal_matcher(pairwise_iou(gt.gt_boxes, boxes))
-            foreground, bg = self.sampler(labels)
-            keep = torch.cat([foreground, bg])
-            classes = torch.full((len(keep),), background, dtype=torch.int64, device=boxes.device)
-            gt_boxes = boxes.tensor[keep].clone()
+            classes = torch.full((len(boxes),), background, dtype=torch.int64, device=boxes.device)
+            classes[labels == -1] = -1
+            gt_boxes = boxes.tensor.clone()
+            foreground = torch.nonzero(labels == 1).flatten()
             if len(gt) > 0:
-                classes[: len(foreground)] = gt.gt_classes[matches[foreground]]
-                gt_boxes[: len(foreground)] = gt.gt_boxes.tensor[matches[foreground]]
-            sampled.append(
+                classes[foreground] = gt.gt_classes[matches[foreground]]
+                gt_boxes[foreground] = gt.gt_boxes.tensor[matches[foreground]]
+            labelled.append(
                 Instances(
                     image_proposals.image_size,
-                    proposal_boxes=boxes[keep],
+                    proposal_boxes=boxes,
+                    match_labels=labels,
                     gt_classes=classes,
                     gt_boxes=Boxes(gt_boxes),
                 )
+            )
+        return labelled
+
+    def label_and_sample_proposals(
+        self,
+        proposals: list[Instances],
+        targets: list[Instances],
+        features: dict[str, Tensor] | None = None,
+    ) -> list[Instances]:
+        """Per image, the RoIs the sampler picks from :meth:`label_proposals`' output (with
+        its fields). ``features`` let the sampler score RoIs with the current heads
+        (:class:`~detkit.modeling.sampling.SamplingContext`); without them it cannot."""
+        labelled = self.label_proposals(proposals, targets)
+
+        def roi_losses(rois: list[Instances]) -> dict[str, Tensor]:
+            if features is None:
+                raise ValueError(
+                    "label_and_sample_proposals: this sampler scores RoIs; pass the features"
+                )
+            return self.roi_losses(features, rois)
+
+        context = SamplingContext(roi_losses, self.box_predictor.num_classes)
+        with torch.no_grad():
+            picked = self.sampler(labelled, context)
+        if len(picked) != len(labelled):
+            raise ValueError(
+                f"sampler {type(self.sampler).__name__} returned {len(picked)} index lists for "
+                f"{len(labelled)} images"
+            )
+        sampled = [image[index] for image, index in zip(labelled, picked, strict=True)]
+        if any(bool((image.match_labels == -1).any()) for image in sampled):
+            raise ValueError(
+                f"sampler {type(self.sampler).__name__} picked RoIs the matcher ignores "
+                "(match_labels == -1); it must pick foreground (1) and background (0) only"
             )
         return sampled
 
@@ -207,4 +251,4 @@ def _in_features(
 
 def build_roi_heads(cfg, input_shape: dict[str, ShapeSpec]) -> nn.Module:
     """The RoI heads named by ``MODEL.ROI_HEADS.NAME``."""
-    return ROI_HEADS_REGISTRY.get(cfg.MODEL.ROI_HEADS.NAME).from_config(cfg, input_shape)
+    return ROI_HEADS_REGISTRY.build(cfg.MODEL.ROI_HEADS.NAME, cfg, input_shape)

@@ -1,0 +1,102 @@
+"""Checks across config keys: settings that are each valid but do not fit together, and names
+that no registry knows. :func:`check_config` runs them all before any work starts and reports
+every problem at once."""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+
+from .loading import ConfigError
+
+
+def check_config(cfg: DictConfig, world_size: int = 1) -> None:
+    """Raises :class:`ConfigError` listing every problem of ``cfg`` for a run of
+    ``world_size`` processes: the lr schedule, the batch split, the matcher's bands, and every
+    key that names a registry entry (components, evaluators, transforms)."""
+    problems = [
+        *_schedule_problems(cfg),
+        *_batch_problems(cfg, world_size),
+        *_matcher_problems(cfg),
+        *_registry_name_problems(cfg),
+    ]
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
+def _schedule_problems(cfg: DictConfig) -> list[str]:
+    from ..solver import warmup_multistep_schedule
+
+    solver = cfg.SOLVER
+    try:
+        warmup_multistep_schedule(
+            solver.MAX_ITER, solver.STEPS, solver.GAMMA, solver.WARMUP_ITERS, solver.WARMUP_FACTOR
+        )
+    except ValueError as error:
+        return [str(error)]
+    return []
+
+
+def _batch_problems(cfg: DictConfig, world_size: int) -> list[str]:
+    if cfg.SOLVER.IMS_PER_BATCH % world_size:
+        return [
+            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} images do not divide among "
+            f"{world_size} processes"
+        ]
+    return []
+
+
+def _matcher_problems(cfg: DictConfig) -> list[str]:
+    heads = cfg.MODEL.ROI_HEADS
+    thresholds, labels = list(heads.IOU_THRESHOLDS), list(heads.IOU_LABELS)
+    problems = []
+    if len(labels) != len(thresholds) + 1:
+        problems.append(
+            f"MODEL.ROI_HEADS.IOU_THRESHOLDS {thresholds} make {len(thresholds) + 1} IoU bands "
+            f"but MODEL.ROI_HEADS.IOU_LABELS {labels} name {len(labels)}; give one label per "
+            "band (e.g. IOU_THRESHOLDS: [0.1, 0.5] with IOU_LABELS: [-1, 0, 1])"
+        )
+    if thresholds != sorted(thresholds) or not all(0.0 <= t <= 1.0 for t in thresholds):
+        problems.append(f"MODEL.ROI_HEADS.IOU_THRESHOLDS must rise within [0, 1], got {thresholds}")
+    if not set(labels) <= {-1, 0, 1}:
+        problems.append(
+            f"MODEL.ROI_HEADS.IOU_LABELS must be -1 (ignored), 0 (background) or 1 "
+            f"(foreground), got {labels}"
+        )
+    return problems
+
+
+def _registry_name_problems(cfg: DictConfig) -> list[str]:
+    from ..data import PROPOSAL_LOADER_REGISTRY
+    from ..data.transforms import TRANSFORM_REGISTRY
+    from ..evaluation import EVALUATOR_REGISTRY
+    from ..modeling import (
+        BACKBONE_REGISTRY,
+        META_ARCH_REGISTRY,
+        ROI_BOX_HEAD_REGISTRY,
+        ROI_HEADS_REGISTRY,
+        ROI_POOLER_REGISTRY,
+        SAMPLER_REGISTRY,
+    )
+
+    model = cfg.MODEL
+    named = [
+        ("MODEL.META_ARCHITECTURE", [model.META_ARCHITECTURE], META_ARCH_REGISTRY),
+        ("MODEL.BACKBONE.NAME", [model.BACKBONE.NAME], BACKBONE_REGISTRY),
+        ("MODEL.ROI_HEADS.NAME", [model.ROI_HEADS.NAME], ROI_HEADS_REGISTRY),
+        ("MODEL.ROI_HEADS.SAMPLER", [model.ROI_HEADS.SAMPLER], SAMPLER_REGISTRY),
+        ("MODEL.ROI_BOX_HEAD.NAME", [model.ROI_BOX_HEAD.NAME], ROI_BOX_HEAD_REGISTRY),
+        ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", [model.ROI_BOX_HEAD.POOLER_TYPE], ROI_POOLER_REGISTRY),
+        ("INPUT.TRANSFORMS_TRAIN", list(cfg.INPUT.TRANSFORMS_TRAIN), TRANSFORM_REGISTRY),
+        ("INPUT.TRANSFORMS_TEST", list(cfg.INPUT.TRANSFORMS_TEST), TRANSFORM_REGISTRY),
+        ("TEST.EVALUATORS", list(cfg.TEST.EVALUATORS), EVALUATOR_REGISTRY),
+    ]
+    if cfg.DATASETS.PROPOSAL_LOADER != "auto":
+        named.append(
+            ("DATASETS.PROPOSAL_LOADER", [cfg.DATASETS.PROPOSAL_LOADER], PROPOSAL_LOADER_REGISTRY)
+        )
+    return [
+        f"{key}: {registry.unknown_name_message(name)}"
+        for key, names, registry in named
+        for name in names
+        if name not in registry
+    ]
