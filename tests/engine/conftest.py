@@ -1,5 +1,5 @@
 """Fixtures shared by the engine tests: configs for a model small enough to train a few iterations
-on a CPU in well under a second (the tiny shapes set they train on is tests/conftest.py's)."""
+on a CPU in well under a second (the tiny shapes set they train on is the root conftest.py's)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Fixtures for every test folder."""
+"""Fixtures for every test folder: tests/ and each project's tests/ under projects/."""
 
 from __future__ import annotations
 
