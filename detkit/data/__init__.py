@@ -11,15 +11,22 @@ from .datasets import (
     register_coco_instances,
     register_pascal_voc,
 )
-from .loaders import build_detection_test_loader, build_detection_train_loader
+from .loaders import (
+    build_detection_test_loader,
+    build_detection_train_loader,
+    evaluation_dataset_dicts,
+    train_dataset_dicts,
+)
 from .mapper import DatasetMapper
 from .proposals import PROPOSAL_LOADER_REGISTRY, attach_proposals, load_proposals
 from .selective_search import compute_proposal_file, ensure_proposal_file
+from .transforms import TRANSFORM_REGISTRY
 
 register_builtin_datasets(datasets_root())
 
 __all__ = [
     "PROPOSAL_LOADER_REGISTRY",
+    "TRANSFORM_REGISTRY",
     "VOC_CLASSES",
     "DatasetCatalog",
     "DatasetMapper",
@@ -30,10 +37,12 @@ __all__ = [
     "build_detection_train_loader",
     "compute_proposal_file",
     "ensure_proposal_file",
+    "evaluation_dataset_dicts",
     "get_detection_dataset_dicts",
     "load_coco_json",
     "load_proposals",
     "load_voc_instances",
     "register_coco_instances",
     "register_pascal_voc",
+    "train_dataset_dicts",
 ]

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..utils import comm
@@ -98,9 +99,63 @@ def filter_images_without_objects(dicts: list[dict]) -> list[dict]:
 
 
 def build_detection_train_loader(
-    cfg, mapper: Callable[[dict], dict] | None = None, start_iter: int = 0
+    cfg_or_dataset: DictConfig | Sequence[dict],
+    mapper: Callable[[dict], dict] | None = None,
+    start_iter: int = 0,
+    *,
+    total_batch_size: int | None = None,
+    seed: int | None = None,
+    num_workers: int = 0,
 ) -> DataLoader:
-    """Endless loader of lists of ``SOLVER.IMS_PER_BATCH / world_size`` mapped images."""
+    """Endless loader of lists of ``total_batch_size / world_size`` mapped images.
+
+    Two ways to call it, as detectron2's: with a config, ``(cfg, mapper=None, start_iter=0)``
+    reads ``DATASETS.TRAIN`` (with their proposal files), ``SOLVER.IMS_PER_BATCH``, ``SEED``
+    and ``DATALOADER.*``, and maps with ``DatasetMapper.from_config(cfg)`` unless given a
+    ``mapper``; with plain arguments, ``(dataset_dicts, mapper, start_iter, total_batch_size=,
+    seed=, num_workers=)`` loads any list of dataset dicts (``seed=None``: one drawn at random
+    and shared by all processes).
+    """
+    if isinstance(cfg_or_dataset, DictConfig):
+        cfg = cfg_or_dataset
+        return build_detection_train_loader(
+            train_dataset_dicts(cfg),
+            mapper or DatasetMapper.from_config(cfg, is_train=True),
+            start_iter,
+            total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
+            seed=cfg.SEED if cfg.SEED >= 0 else None,
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
+        )
+    dicts = list(cfg_or_dataset)
+    if mapper is None or total_batch_size is None:
+        raise TypeError(
+            "build_detection_train_loader(dataset_dicts, ...) needs a mapper and a "
+            "total_batch_size (or pass a config first)"
+        )
+    if not dicts:
+        raise ValueError("build_detection_train_loader: the dataset is empty")
+    rank, world_size = comm.get_rank(), comm.get_world_size()
+    if total_batch_size <= 0 or total_batch_size % world_size:
+        raise ValueError(
+            f"SOLVER.IMS_PER_BATCH={total_batch_size} does not divide among {world_size} processes"
+        )
+    seed = seed if seed is not None else comm.shared_random_seed()
+    batches = TrainingBatches(
+        dicts, mapper, total_batch_size // world_size, seed, rank, world_size, start_iter
+    )
+    # its own generator: creating the iterator must not draw from torch's global one, which
+    # the model's sampling and dropout use (resuming would shift them by one draw)
+    return DataLoader(
+        batches,
+        batch_size=None,
+        num_workers=num_workers,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def train_dataset_dicts(cfg: DictConfig) -> list[dict]:
+    """The dataset dicts of ``DATASETS.TRAIN`` with their proposals; without the images that
+    have no object when ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``."""
     if not cfg.DATASETS.TRAIN:
         raise ValueError("DATASETS.TRAIN is empty; name the registered datasets to train on")
     proposal_files = list(cfg.DATASETS.PROPOSAL_FILES_TRAIN) or None
@@ -113,30 +168,23 @@ def build_detection_train_loader(
         )
     if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
         dicts = filter_images_without_objects(dicts)
-    rank, world_size = comm.get_rank(), comm.get_world_size()
-    if cfg.SOLVER.IMS_PER_BATCH % world_size:
-        raise ValueError(
-            f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} does not divide among "
-            f"{world_size} processes"
+    return dicts
+
+
+def evaluation_dataset_dicts(cfg: DictConfig, dataset_name: str) -> list[dict]:
+    """The dataset dicts of ``dataset_name`` with its proposal file (the one at its position in
+    ``DATASETS.TEST``), ``difficult`` objects kept for evaluation."""
+    names = list(cfg.DATASETS.TEST)
+    files = list(cfg.DATASETS.PROPOSAL_FILES_TEST)
+    proposal_file = [files[names.index(dataset_name)]] if files and dataset_name in names else None
+    with comm.main_process_first():
+        return get_detection_dataset_dicts(
+            [dataset_name],
+            proposal_file,
+            proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST,
+            drop_difficult=False,
+            proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
         )
-    seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    batches = TrainingBatches(
-        dicts,
-        mapper or DatasetMapper.from_config(cfg, is_train=True),
-        cfg.SOLVER.IMS_PER_BATCH // world_size,
-        seed,
-        rank,
-        world_size,
-        start_iter,
-    )
-    # its own generator: creating the iterator must not draw from torch's global one, which
-    # the model's sampling and dropout use (resuming would shift them by one draw)
-    return DataLoader(
-        batches,
-        batch_size=None,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
-        generator=torch.Generator().manual_seed(seed),
-    )
 
 
 class _MappedList(Dataset):
@@ -155,31 +203,41 @@ def _as_list(batch: list[dict]) -> list[dict]:
 
 
 def build_detection_test_loader(
-    cfg, dataset_name: str, mapper: Callable[[dict], dict] | None = None
+    cfg_or_dataset: DictConfig | Sequence[dict],
+    dataset_name: str | None = None,
+    mapper: Callable[[dict], dict] | None = None,
+    *,
+    num_workers: int = 0,
 ) -> DataLoader:
-    """The images of ``dataset_name`` in order, one per batch (a list of one mapped dict).
+    """The images of a dataset in order, one per batch (a list of one mapped dict).
 
-    In a distributed run each process gets a contiguous share of the images (the evaluators
-    gather the results).
+    With a config, ``(cfg, dataset_name, mapper=None)`` loads the registered ``dataset_name``
+    (:func:`evaluation_dataset_dicts`) and maps with ``DatasetMapper.from_config(cfg,
+    is_train=False)`` unless given a ``mapper``; with plain arguments, ``(dataset_dicts,
+    mapper=mapper, num_workers=)`` loads any list of dataset dicts. In a distributed run each
+    process gets a contiguous share of the images (the evaluators gather the results).
     """
-    names = list(cfg.DATASETS.TEST)
-    files = list(cfg.DATASETS.PROPOSAL_FILES_TEST)
-    proposal_file = [files[names.index(dataset_name)]] if files and dataset_name in names else None
-    with comm.main_process_first():
-        dicts = get_detection_dataset_dicts(
-            [dataset_name],
-            proposal_file,
-            proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST,
-            drop_difficult=False,
-            proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
+    if isinstance(cfg_or_dataset, DictConfig):
+        cfg = cfg_or_dataset
+        if dataset_name is None:
+            raise TypeError("build_detection_test_loader(cfg, dataset_name): name the dataset")
+        return build_detection_test_loader(
+            evaluation_dataset_dicts(cfg, dataset_name),
+            mapper=mapper or DatasetMapper.from_config(cfg, is_train=False),
+            num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
-    mapper = mapper or DatasetMapper.from_config(cfg, is_train=False)
+    if mapper is None:
+        raise TypeError(
+            "build_detection_test_loader(dataset_dicts, mapper=...) needs a mapper (or pass a "
+            "config first)"
+        )
+    dicts = list(cfg_or_dataset)
     rank, world_size = comm.get_rank(), comm.get_world_size()
     share = slice(len(dicts) * rank // world_size, len(dicts) * (rank + 1) // world_size)
     return DataLoader(
         _MappedList(dicts[share], mapper),
         batch_size=1,
         shuffle=False,
-        num_workers=cfg.DATALOADER.NUM_WORKERS,
+        num_workers=num_workers,
         collate_fn=_as_list,
     )

@@ -98,3 +98,23 @@ def test_images_without_objects_are_dropped_from_training_only() -> None:
         assert [batch[0]["image_id"] for batch in test] == list(range(6))
     finally:
         DatasetCatalog.remove("tiny_sparse")
+
+
+def test_loaders_take_plain_arguments_without_a_config_or_a_catalog() -> None:
+    dicts = fake_dicts()
+    expected = take(TrainingBatches(dicts, dict, 2, seed=9), 6)
+    loader = build_detection_train_loader(dicts, dict, total_batch_size=2, seed=9)
+    assert take(loader, 6) == expected
+    resumed = build_detection_train_loader(dicts, dict, 3, total_batch_size=2, seed=9)
+    assert take(resumed, 3) == expected[3:]
+    test = build_detection_test_loader(dicts[:5], mapper=dict)
+    assert [batch[0]["image_id"] for batch in test] == [0, 1, 2, 3, 4]
+
+
+def test_plain_loaders_say_what_they_miss() -> None:
+    with pytest.raises(TypeError, match="needs a mapper and a total_batch_size"):
+        build_detection_train_loader(fake_dicts(), dict)
+    with pytest.raises(ValueError, match="the dataset is empty"):
+        build_detection_train_loader([], dict, total_batch_size=2)
+    with pytest.raises(TypeError, match=r"needs a mapper"):
+        build_detection_test_loader(fake_dicts())
