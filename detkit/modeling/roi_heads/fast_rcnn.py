@@ -78,14 +78,18 @@ class FastRCNNOutputLayers(nn.Module):
 
         ``reduction="mean"``: both summed and divided by the number of RoIs (the paper's
         mini-batch loss). ``"none"``: one value per RoI, ``[R]`` each (the box loss summed over
-        the 4 deltas, 0 for background), what loss-based samplers such as OHEM rank RoIs by.
+        the 4 deltas, 0 for background; both 0 for an ignored RoI, ``gt_classes == -1``), what
+        loss-based samplers such as OHEM rank RoIs by.
         """
         if reduction not in ("mean", "none"):
             raise ValueError(f"losses: reduction must be 'mean' or 'none', got {reduction!r}")
         gt_classes = torch.cat([p.gt_classes for p in proposals])
         proposal_boxes = torch.cat([p.proposal_boxes.tensor for p in proposals])
         gt_boxes = torch.cat([p.gt_boxes.tensor for p in proposals])
-        loss_cls = functional.cross_entropy(scores, gt_classes, reduction=reduction)
+        # an ignored RoI (gt_classes -1, see StandardROIHeads.label_proposals) has no loss
+        loss_cls = functional.cross_entropy(
+            scores, gt_classes, reduction=reduction, ignore_index=-1
+        )
         foreground = torch.nonzero((gt_classes >= 0) & (gt_classes < self.num_classes)).flatten()
         predicted = deltas.view(len(deltas), self.num_classes, 4)[
             foreground, gt_classes[foreground]
