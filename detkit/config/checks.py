@@ -19,8 +19,10 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
         *_matcher_problems(cfg),
         *_registry_name_problems(cfg),
     ]
+    if len(problems) == 1:
+        raise ConfigError(problems[0])
     if problems:
-        raise ConfigError("; ".join(problems))
+        raise ConfigError(f"{len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))
 
 
 def _schedule_problems(cfg: DictConfig) -> list[str]:

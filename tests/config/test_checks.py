@@ -1,0 +1,89 @@
+"""Checks across keys (detkit/config/checks.py) and the deprecated keys still read
+(detkit/config/compat.py)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+
+from detkit.config import ConfigError, check_config, get_default_config, load_config
+from detkit.modeling import Matcher
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_every_problem_is_reported_at_once_with_its_key() -> None:
+    cfg = get_default_config()
+    cfg.MODEL.BACKBONE.NAME = "VGG61"
+    cfg.MODEL.ROI_HEADS.SAMPLER = "OHEMSamplr"
+    cfg.INPUT.TRANSFORMS_TRAIN = ["ResizeShortestEdge", "RandomFlop"]
+    cfg.TEST.EVALUATORS = ["coco", "lvis"]
+    cfg.SOLVER.IMS_PER_BATCH = 3
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg, world_size=2)
+    first, *problems = str(error.value).split("\n  ")
+    assert first == "5 problems:"
+    assert any(
+        p.startswith("SOLVER.IMS_PER_BATCH=3 images do not divide among 2") for p in problems
+    )
+    assert any(
+        p.startswith("MODEL.BACKBONE.NAME: no 'VGG61' in the BACKBONE registry")
+        and "did you mean 'VGG16'?" in p
+        for p in problems
+    )
+    assert any(p.startswith("MODEL.ROI_HEADS.SAMPLER: no 'OHEMSamplr'") for p in problems)
+    assert any(
+        p.startswith("INPUT.TRANSFORMS_TRAIN: no 'RandomFlop'") and "'RandomFlip'" in p
+        for p in problems
+    )
+    assert any(
+        p.startswith("TEST.EVALUATORS: no 'lvis' in the EVALUATOR registry") for p in problems
+    )
+
+
+def test_the_defaults_and_the_shipped_configs_pass() -> None:
+    check_config(get_default_config())
+    for config in sorted((REPO / "configs").rglob("*.yaml")):
+        check_config(load_config(config), world_size=1)
+
+
+@pytest.mark.parametrize(
+    "thresholds, labels, message",
+    [
+        (
+            [0.5],
+            [-1, 0, 1],
+            r"\[0.5\] make 2 IoU bands but MODEL.ROI_HEADS.IOU_LABELS \[-1, 0, 1\]",
+        ),
+        ([0.5, 0.1], [-1, 0, 1], r"IOU_THRESHOLDS must rise within \[0, 1\], got \[0.5, 0.1\]"),
+        ([0.1, 1.5], [-1, 0, 1], r"must rise within \[0, 1\]"),
+        ([0.5], [0, 2], r"IOU_LABELS must be -1 \(ignored\), 0 \(background\) or 1"),
+    ],
+)
+def test_matcher_bands_that_do_not_fit_are_refused(thresholds, labels, message) -> None:
+    cfg = get_default_config()
+    cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS, cfg.MODEL.ROI_HEADS.IOU_LABELS = thresholds, labels
+    with pytest.raises(ConfigError, match=message):
+        check_config(cfg)
+
+
+def test_bg_iou_lo_is_read_as_the_bands_it_meant_with_a_warning(tmp_path, caplog) -> None:
+    old = tmp_path / "old.yaml"
+    old.write_text("MODEL:\n  ROI_HEADS:\n    IOU_THRESHOLDS: [0.6]\n    BG_IOU_LO: 0.2\n")
+    with caplog.at_level(logging.WARNING):
+        cfg = load_config(old)
+    heads = cfg.MODEL.ROI_HEADS
+    assert (list(heads.IOU_THRESHOLDS), list(heads.IOU_LABELS)) == ([0.2, 0.6], [-1, 0, 1])
+    assert heads.BG_IOU_LO is None
+    assert "MODEL.ROI_HEADS.BG_IOU_LO is deprecated" in caplog.text and str(old) in caplog.text
+    # the bands label as the old keys did: ignored below 0.2, background to 0.6, then foreground
+    import torch
+
+    matcher = Matcher(heads.IOU_THRESHOLDS, heads.IOU_LABELS)
+    _, labels = matcher(torch.tensor([[0.1, 0.2, 0.59, 0.6, 0.9]]))
+    assert labels.tolist() == [-1, 0, 0, 1, 1]
+    # an override works the same way
+    cfg = load_config(REPO / "configs" / "Base-FastRCNN.yaml", ["MODEL.ROI_HEADS.BG_IOU_LO=0.0"])
+    assert list(cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS) == [0.0, 0.5]
