@@ -1,6 +1,6 @@
 """detkit's configuration: typed defaults, YAML files with ``_BASE_``, overrides, validation."""
 
-from .checks import check_config
+from .checks import check_config, register_config_check
 from .loading import (
     ConfigError,
     add_config,
@@ -18,4 +18,5 @@ __all__ = [
     "get_default_config",
     "load_config",
     "looks_like_override",
+    "register_config_check",
 ]

@@ -4,21 +4,39 @@ every problem at once."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from omegaconf import DictConfig
 
 from .loading import ConfigError
 
+ConfigCheck = Callable[[DictConfig], list[str]]
+_PROJECT_CHECKS: list[ConfigCheck] = []
+
+
+def register_config_check(check: ConfigCheck) -> ConfigCheck:
+    """Adds ``check(cfg) -> problems`` (one message per problem, naming the key; empty when
+    fine) to what :func:`check_config` runs: how a project checks its own keys and settings
+    before any work starts. Usable as a decorator; a check registered twice runs once."""
+    if check not in _PROJECT_CHECKS:
+        _PROJECT_CHECKS.append(check)
+    return check
+
 
 def check_config(cfg: DictConfig, world_size: int = 1) -> None:
     """Raises :class:`ConfigError` listing every problem of ``cfg`` for a run of
-    ``world_size`` processes: the lr schedule, the batch split, the matcher's bands, and every
-    key that names a registry entry (components, evaluators, transforms)."""
+    ``world_size`` processes: the lr schedule, the batch split, the matcher's bands and the
+    sampler's sizes, every key that names a registry entry (components, evaluators,
+    transforms), and the checks projects added with :func:`register_config_check`."""
     problems = [
         *_schedule_problems(cfg),
         *_batch_problems(cfg, world_size),
         *_matcher_problems(cfg),
+        *_sampling_problems(cfg),
         *_registry_name_problems(cfg),
     ]
+    for check in _PROJECT_CHECKS:
+        problems += check(cfg)
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
@@ -63,6 +81,21 @@ def _matcher_problems(cfg: DictConfig) -> list[str]:
         problems.append(
             f"MODEL.ROI_HEADS.IOU_LABELS must be -1 (ignored), 0 (background) or 1 "
             f"(foreground), got {labels}"
+        )
+    return problems
+
+
+def _sampling_problems(cfg: DictConfig) -> list[str]:
+    heads = cfg.MODEL.ROI_HEADS
+    problems = []
+    if heads.BATCH_SIZE_PER_IMAGE <= 0:
+        problems.append(
+            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE must be positive, got "
+            f"{heads.BATCH_SIZE_PER_IMAGE}"
+        )
+    if not 0.0 <= heads.POSITIVE_FRACTION <= 1.0:
+        problems.append(
+            f"MODEL.ROI_HEADS.POSITIVE_FRACTION must be in [0, 1], got {heads.POSITIVE_FRACTION}"
         )
     return problems
 

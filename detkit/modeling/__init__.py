@@ -19,7 +19,7 @@ from .roi_heads import (
     FastRCNNOutputLayers,
     StandardROIHeads,
 )
-from .sampling import SAMPLER_REGISTRY, FastRCNNSampler, build_sampler
+from .sampling import SAMPLER_REGISTRY, FastRCNNSampler, SamplingContext, build_sampler
 
 __all__ = [
     "BACKBONE_REGISTRY",
@@ -37,6 +37,7 @@ __all__ = [
     "Matcher",
     "PoolerTypeFromConfig",
     "ROIPooler",
+    "SamplingContext",
     "ShapeSpec",
     "StandardROIHeads",
     "assign_boxes_to_levels",

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from detkit.config import ConfigError, check_config, get_default_config, load_config
+from detkit.config import (
+    ConfigError,
+    check_config,
+    get_default_config,
+    load_config,
+    register_config_check,
+)
 from detkit.modeling import Matcher
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,3 +93,28 @@ def test_bg_iou_lo_is_read_as_the_bands_it_meant_with_a_warning(tmp_path, caplog
     # an override works the same way
     cfg = load_config(REPO / "configs" / "Base-FastRCNN.yaml", ["MODEL.ROI_HEADS.BG_IOU_LO=0.0"])
     assert list(cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS) == [0.0, 0.5]
+
+
+def test_a_project_check_runs_with_the_others(monkeypatch) -> None:
+    from detkit.config import checks
+
+    monkeypatch.setattr(checks, "_PROJECT_CHECKS", [])
+
+    @register_config_check
+    def needs_a_small_batch(cfg):
+        if cfg.SOLVER.IMS_PER_BATCH > 4:
+            return [f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH}: at most 4 for this project"]
+        return []
+
+    register_config_check(needs_a_small_batch)  # twice: runs once
+    cfg = get_default_config()
+    check_config(cfg)
+    cfg.SOLVER.IMS_PER_BATCH = 8
+    cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = 1.5
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg)
+    assert str(error.value).split("\n  ") == [
+        "2 problems:",
+        "MODEL.ROI_HEADS.POSITIVE_FRACTION must be in [0, 1], got 1.5",
+        "SOLVER.IMS_PER_BATCH=8: at most 4 for this project",
+    ]

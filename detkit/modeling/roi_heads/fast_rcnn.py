@@ -104,6 +104,8 @@ class FastRCNNOutputLayers(nn.Module):
             loss_box = deltas.new_zeros(len(gt_classes))
             loss_box[foreground] = self.loss_weight * per_delta.sum(dim=1)
             return {"loss_cls": loss_cls, "loss_box_reg": loss_box}
+        if gt_classes.numel() == 0:  # no RoI at all: zero losses (the mean would be NaN)
+            loss_cls = scores.sum() * 0.0
         loss_box = functional.smooth_l1_loss(
             predicted, targets, beta=self.smooth_l1_beta, reduction="sum"
         )
