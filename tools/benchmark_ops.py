@@ -411,7 +411,7 @@ def print_table(rows: list[Row], info: dict[str, object]) -> None:
         print(f"GPU peak memory bandwidth: {info['gpu_peak_gbps'] or 'unknown'} GB/s")
 
 
-def main() -> None:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument(
@@ -425,7 +425,11 @@ def main() -> None:
         action="store_true",
         help="time under torch.use_deterministic_algorithms(True)",
     )
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = argument_parser().parse_args()
 
     unknown = [name for name in args.shapes.split(",") if name not in SHAPES]
     if unknown:

@@ -17,7 +17,7 @@ from detkit.data import DatasetCatalog
 from detkit.data.selective_search import MODES, compute_proposal_file
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--dataset", required=True, help="a registered dataset name")
     parser.add_argument("--out", required=True, help="the proposal file to write (.pkl)")
@@ -25,7 +25,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mode", default="fast", choices=MODES, help="selective search mode")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-proposals", type=int, default=2000)
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     try:
         dicts = DatasetCatalog.get(args.dataset)
     except (KeyError, FileNotFoundError) as error:

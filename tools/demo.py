@@ -27,7 +27,7 @@ from detkit.utils.file_io import write_bytes_atomically
 from detkit.utils.visualizer import draw_detections
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", required=True, help="the model's config (YAML)")
     parser.add_argument("--input", nargs="+", required=True, help="images to draw on")
@@ -40,7 +40,11 @@ def main(argv: list[str] | None = None) -> int:
         help="enlarge pictures whose shorter side is smaller, so labels stay readable (0: never)",
     )
     parser.add_argument("overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE pairs")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     images = [word for word in args.input if not looks_like_override(word)]
     overrides = [word for word in args.input if looks_like_override(word)] + args.overrides
     clash = [stem for stem, count in Counter(Path(p).stem for p in images).items() if count > 1]

@@ -16,10 +16,14 @@ from pathlib import Path
 from detkit.evaluation import format_results_table
 
 
-def main(argv: list[str] | None = None) -> int:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("output_dir", help="a run's OUTPUT_DIR")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
     files = sorted(Path(args.output_dir).glob("inference/*/evaluation.json"))
     if not files:
         print(

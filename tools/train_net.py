@@ -12,9 +12,16 @@ A project's train_net.py is this command with its own keys: ``run_train_net(defa
 
 from __future__ import annotations
 
+import argparse
 import sys
 
-from detkit.engine import run_train_net
+from detkit.engine import default_argument_parser, run_train_net
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    """The options ``run_train_net`` parses: detkit's ``default_argument_parser``."""
+    return default_argument_parser()
+
 
 if __name__ == "__main__":
     sys.exit(run_train_net())

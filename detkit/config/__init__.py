@@ -1,6 +1,7 @@
 """detkit's configuration: typed defaults, YAML files with ``_BASE_``, overrides, validation."""
 
 from .checks import check_config, register_config_check
+from .defaults import key, section
 from .loading import (
     ConfigError,
     add_config,
@@ -16,7 +17,9 @@ __all__ = [
     "check_config",
     "dump_config",
     "get_default_config",
+    "key",
     "load_config",
     "looks_like_override",
     "register_config_check",
+    "section",
 ]

@@ -6,32 +6,43 @@ Double-Head config differs from its Fast R-CNN base in the regression branch onl
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from detkit.config import add_config
+from detkit.config import add_config, key, section
 
 
 @dataclass
 class DoubleHeadConfig:
     """``MODEL.DOUBLE_HEAD``, defaulting to the paper's 1024-wide conv-head."""
 
-    NUM_CONV_BLOCKS: int = 5  # residual blocks in the conv-head, the widening one included
-    CONV_DIM: int = 1024  # the conv-head's width; its bottlenecks are CONV_DIM // 4 wide
-    NORM: str = "BN"  # "BN": BatchNorm after every conv; "": none (the convs get biases)
+    NUM_CONV_BLOCKS: int = key(
+        5,
+        "residual blocks in the conv-head, the widening one included (at least 1: 1 widening "
+        "block, then `NUM_CONV_BLOCKS - 1` bottlenecks)",
+    )
+    CONV_DIM: int = key(
+        1024,
+        "the conv-head's width D (the paper's 1024), a multiple of 4; the bottlenecks are D/4 "
+        "wide. It is also `bbox_pred`'s input width",
+    )
+    NORM: str = key(
+        "BN",
+        '`BN`: BatchNorm after every conv of the conv-head; `""`: none (the convs get biases)',
+    )
 
 
 @dataclass
 class DoubleHeadModelKeys:
-    DOUBLE_HEAD: DoubleHeadConfig = field(default_factory=DoubleHeadConfig)
+    DOUBLE_HEAD: DoubleHeadConfig = section(DoubleHeadConfig)
 
 
 @dataclass
 class DoubleHeadKeys:
-    """Every key the project adds, as ``add_config`` takes them."""
+    """Every key the project adds, as ``add_config`` takes them (and the README's table)."""
 
-    MODEL: DoubleHeadModelKeys = field(default_factory=DoubleHeadModelKeys)
+    MODEL: DoubleHeadModelKeys = section(DoubleHeadModelKeys)
 
 
 def add_double_head_config(cfg: DictConfig) -> DictConfig:

@@ -21,9 +21,11 @@ from double_head import (
     WideningBlock,
     add_double_head_config,
 )
+from double_head.config import DoubleHeadKeys
 from torch import nn
 
 from detkit.config import ConfigError, check_config, get_default_config, load_config
+from detkit.config.reference import generated_part, markdown_reference
 from detkit.modeling import ROI_BOX_HEAD_REGISTRY, FastRCNNFCHead, ShapeSpec, StandardROIHeads
 from detkit.structures import Boxes, Instances
 
@@ -319,3 +321,10 @@ def test_train_net_trained_a_double_head(trained: Path) -> None:
     assert state["roi_heads.box_predictor.cls_score.weight"].shape == (4, 32)  # from the fc-head
     assert state["roi_heads.box_predictor.bbox_pred.weight"].shape == (12, 16)  # the conv-head
     assert any(key.startswith("roi_heads.box_head.conv_head.blocks.4.") for key in state)
+
+
+def test_the_readme_lists_the_keys_as_generated_from_their_defaults() -> None:
+    readme = (PROJECT / "README.md").read_text()
+    assert generated_part(readme, "README.md") == markdown_reference(DoubleHeadKeys), (
+        "regenerate the table with the command in README.md's marker line"
+    )

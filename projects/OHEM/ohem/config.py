@@ -16,15 +16,35 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from detkit.config import add_config
+from detkit.config import add_config, key, section
 
 
 @dataclass
 class OHEMConfig:
-    NMS_THRESH: float = 0.7
-    NMS_PER_CLASS: bool = False
+    """``MODEL.OHEM``."""
+
+    NMS_THRESH: float = key(
+        0.7,
+        "IoU above which a RoI overlapping a harder one of the same image is left out; in "
+        "[0, 1]; `1.0` keeps every RoI (ranking alone)",
+    )
+    NMS_PER_CLASS: bool = key(
+        False, "suppress only among RoIs of the same label (the released code's way)"
+    )
+
+
+@dataclass
+class OHEMModelKeys:
+    OHEM: OHEMConfig = section(OHEMConfig)
+
+
+@dataclass
+class OHEMKeys:
+    """Every key the project adds, as ``add_config`` takes them (and the README's table)."""
+
+    MODEL: OHEMModelKeys = section(OHEMModelKeys)
 
 
 def add_ohem_config(cfg: DictConfig) -> DictConfig:
     """``cfg`` with the ``MODEL.OHEM`` keys and their defaults."""
-    return add_config(cfg, {"MODEL": {"OHEM": OHEMConfig}})
+    return add_config(cfg, OHEMKeys)

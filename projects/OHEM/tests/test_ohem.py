@@ -14,8 +14,10 @@ from pathlib import Path
 import pytest
 import torch
 from ohem import OHEMSampler, add_ohem_config, select_hard_examples
+from ohem.config import OHEMKeys
 
 from detkit.config import ConfigError, get_default_config, load_config
+from detkit.config.reference import generated_part, markdown_reference
 from detkit.data.datasets.shapes import ensure_shapes
 from detkit.modeling import SAMPLER_REGISTRY, build_model
 from detkit.modeling.sampling import SamplingContext
@@ -403,3 +405,10 @@ def test_train_net_refuses_ignored_bands_in_one_line(datasets_root: Path, tmp_pa
     assert "train_net: MODEL.ROI_HEADS.IOU_THRESHOLDS [0.1, 0.5]" in result.stderr
     assert "Traceback" not in result.stderr and "Starting training" not in result.stdout
     assert not (tmp_path / "refused").exists()  # refused by check_config, before any set-up
+
+
+def test_the_readme_lists_the_keys_as_generated_from_their_defaults() -> None:
+    readme = (PROJECT / "README.md").read_text()
+    assert generated_part(readme, "README.md") == markdown_reference(OHEMKeys), (
+        "regenerate the table with the command in README.md's marker line"
+    )
