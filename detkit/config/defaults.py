@@ -273,10 +273,10 @@ class InputConfig:
     )
     MAX_SIZE_TRAIN: int = key(1000, "`ResizeShortestEdge` in training: cap on the longest edge")
     MIN_SIZE_TEST: int = key(
-        600, "shortest edge at test time (`ResizeShortestEdge`, `DefaultPredictor`)"
+        600, "shortest edge at test time (`ResizeShortestEdge` in `TRANSFORMS_TEST`)"
     )
     MAX_SIZE_TEST: int = key(
-        1000, "cap on the longest edge at test time (`ResizeShortestEdge`, `DefaultPredictor`)"
+        1000, "cap on the longest edge at test time (`ResizeShortestEdge` in `TRANSFORMS_TEST`)"
     )
     TRANSFORMS_TRAIN: list[str] = key(
         ["ResizeShortestEdge", "RandomFlip"],
@@ -288,7 +288,7 @@ class InputConfig:
     TRANSFORMS_TEST: list[str] = key(
         ["ResizeShortestEdge"],
         "the same for the test loader (`ResizeShortestEdge` then uses `MIN_SIZE_TEST`, "
-        "`MAX_SIZE_TEST`; `RandomFlip` never flips); `DefaultPredictor` does not read it",
+        "`MAX_SIZE_TEST`; `RandomFlip` never flips); `DefaultPredictor` applies them too",
     )
 
 

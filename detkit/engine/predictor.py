@@ -8,7 +8,7 @@ import torch
 from ..checkpoint import DetectionCheckpointer
 from ..config import ConfigError
 from ..data.selective_search import selective_search_boxes
-from ..data.transforms import resize_shortest_edge
+from ..data.transforms import build_transforms
 from ..modeling import build_model
 from ..structures import Boxes, Instances
 
@@ -16,10 +16,11 @@ from ..structures import Boxes, Instances
 class DefaultPredictor:
     """The model of ``cfg`` in eval mode with the weights of ``cfg.MODEL.WEIGHTS``.
 
-    Calling it on a BGR image prepares the image like the test-time mapper (shortest edge to
-    ``INPUT.MIN_SIZE_TEST``, longest at most ``INPUT.MAX_SIZE_TEST``, channels in
-    ``MODEL.INPUT_FORMAT`` order), moves the proposals with it, and returns the detections
-    (``pred_boxes``, ``scores``, ``pred_classes``) in the original image's pixels.
+    Calling it on a BGR image prepares the image like the test-time mapper (the transforms of
+    ``INPUT.TRANSFORMS_TEST``, by default the shortest edge to ``INPUT.MIN_SIZE_TEST`` with the
+    longest at most ``INPUT.MAX_SIZE_TEST``; channels in ``MODEL.INPUT_FORMAT`` order), moves
+    the proposals with it, and returns the detections (``pred_boxes``, ``scores``,
+    ``pred_classes``) in the original image's pixels.
     """
 
     def __init__(self, cfg) -> None:
@@ -33,6 +34,7 @@ class DefaultPredictor:
                 f"MODEL.INPUT_FORMAT must be BGR or RGB, got {cfg.MODEL.INPUT_FORMAT!r}"
             )
         self.cfg = cfg
+        self.transforms = build_transforms(cfg, is_train=False)
         self.model = build_model(cfg).eval()
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
 
@@ -42,10 +44,11 @@ class DefaultPredictor:
         height, width = image_bgr.shape[:2]
         if proposals is None:
             proposals = selective_search_boxes(image_bgr, "fast")
-        image, move_boxes = resize_shortest_edge(
-            image_bgr, self.cfg.INPUT.MIN_SIZE_TEST, self.cfg.INPUT.MAX_SIZE_TEST
-        )
-        moved = move_boxes(np.asarray(proposals, np.float32).reshape(-1, 4))
+        image, moved = image_bgr, np.asarray(proposals, np.float32).reshape(-1, 4)
+        rng = np.random.default_rng(0)  # test-time transforms draw nothing; fixed if one does
+        for transform in self.transforms:
+            image, move_boxes = transform(image, rng)
+            moved = move_boxes(moved)
         boxes = Boxes(torch.from_numpy(moved))
         boxes.clip(image.shape[:2])
         boxes = boxes[boxes.nonempty()]
