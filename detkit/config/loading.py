@@ -7,16 +7,19 @@ add with :func:`add_config`) and take a value of the declared type; anything els
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import difflib
 import re
+import types
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import yaml
-from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .compat import upgrade_deprecated_keys
@@ -47,8 +50,11 @@ def add_config(cfg: DictConfig, extra_defaults: Any) -> DictConfig:
         extra = OmegaConf.structured(extra_defaults)
     else:
         extra = OmegaConf.create(dict(extra_defaults))
-    for key in _all_keys(extra, sections=False):
-        if OmegaConf.select(cfg, key, default=_ABSENT) is not _ABSENT:
+    for key in _all_keys(extra):  # a section both have is shared; any other key is new
+        existing = OmegaConf.select(cfg, key, default=_ABSENT)
+        if existing is _ABSENT:
+            continue
+        if not (OmegaConf.is_dict(existing) and OmegaConf.is_dict(OmegaConf.select(extra, key))):
             raise ConfigError(f"add_config: {key} is already defined; projects add new keys only")
     merged = copy.deepcopy(cfg)
     _add_sections(merged, extra)
@@ -57,14 +63,17 @@ def add_config(cfg: DictConfig, extra_defaults: Any) -> DictConfig:
 
 
 def _add_sections(cfg: DictConfig, extra: DictConfig) -> None:
-    """Adds the (typed) nodes of ``extra`` to ``cfg``, descending into shared sections."""
+    """Adds the keys of ``extra`` to ``cfg``, descending into the sections both have.
+
+    ``OmegaConf.masked_copy`` keeps the nodes themselves, so a key declared with a type (a
+    dataclass field) is still checked against that type in ``cfg``.
+    """
+    new_keys = [key for key in extra if key not in cfg]
     for key in extra:
-        node = extra._get_node(key)
-        if key in cfg and isinstance(node, DictConfig):
-            _add_sections(cfg[key], node)
-        else:
-            with open_dict(cfg):
-                cfg[key] = node
+        if key not in new_keys:
+            _add_sections(cfg[key], extra[key])
+    with open_dict(cfg):
+        cfg.merge_with(OmegaConf.masked_copy(extra, new_keys))
 
 
 def load_config(
@@ -100,13 +109,16 @@ _ABSENT = object()
 
 def _all_keys(cfg: DictConfig, prefix: str = "", sections: bool = True) -> list[str]:
     """Dotted names of every key in ``cfg``; sections included unless ``sections=False``."""
+    return _dotted_keys(OmegaConf.to_container(cfg, resolve=False), prefix, sections)
+
+
+def _dotted_keys(tree: dict, prefix: str, sections: bool) -> list[str]:
     keys = []
-    for key in cfg:
+    for key, value in tree.items():
         full = f"{prefix}{key}"
-        node = cfg._get_node(key)
-        if isinstance(node, DictConfig):
+        if isinstance(value, dict):
             keys += [full] if sections else []
-            keys += _all_keys(node, f"{full}.", sections)
+            keys += _dotted_keys(value, f"{full}.", sections)
         else:
             keys.append(full)
     return keys
@@ -165,13 +177,37 @@ def _assign(cfg: DictConfig, key: str, value: Any, source: str) -> None:
 
 
 def _declared_type(cfg: DictConfig, key: str) -> str:
+    """What ``key`` takes, in words ("an int", "a list of float")."""
     parent, _, name = key.rpartition(".")
-    node = (OmegaConf.select(cfg, parent) if parent else cfg)._get_node(name)
-    if isinstance(node, ListConfig):
-        element = node._metadata.element_type
-        return f"a list of {getattr(element, '__name__', element)}"
-    name = str(getattr(node._metadata.ref_type, "__name__", node._metadata.ref_type))
-    return f"{'an' if name[0] in 'aeiou' else 'a'} {name}"
+    words = _type_words(_declared_hint(OmegaConf.select(cfg, parent) if parent else cfg, name))
+    return f"{'an' if words[0] in 'aeiou' else 'a'} {words}"
+
+
+def _declared_hint(section: DictConfig, name: str) -> Any:
+    """The type the section's dataclass declares for ``name`` or, for a key it does not declare
+    (a project's key added to it, an untyped section), the type of the key's value (for a list,
+    ``list[T]`` when its elements are all of type T)."""
+    section_type = OmegaConf.get_type(section)
+    if dataclasses.is_dataclass(section_type):
+        with contextlib.suppress(NameError):  # an annotation that does not resolve here
+            hints = typing.get_type_hints(section_type)
+            if name in hints:
+                return hints[name]
+    value = section[name]
+    if OmegaConf.is_list(value):
+        element_types = {type(element) for element in value}
+        return list[element_types.pop()] if len(element_types) == 1 else list
+    return OmegaConf.get_type(section, name)
+
+
+def _type_words(hint: Any) -> str:
+    """``int`` -> "int", ``list[int]`` -> "list of int"; ``X | None`` reads as ``X``."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    if typing.get_origin(hint) is list:
+        (element,) = typing.get_args(hint) or (None,)
+        return "list" if element is None else f"list of {_type_words(element)}"
+    return getattr(hint, "__name__", str(hint))
 
 
 def _unknown_key_message(cfg: DictConfig, key: str, source: str) -> str:

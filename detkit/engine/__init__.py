@@ -20,6 +20,7 @@ from .hooks import (
     ReseedEachIteration,
 )
 from .launch import launch
+from .run_state import RunState, resolve_run_state
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "PeriodicCheckpointer",
     "PeriodicWriter",
     "ReseedEachIteration",
+    "RunState",
     "SimpleTrainer",
     "TrainerBase",
     "check_config",
@@ -41,6 +43,7 @@ __all__ = [
     "load_command_line_config",
     "log_results_summary",
     "parse_overrides",
+    "resolve_run_state",
     "run_train_net",
     "seed_all",
     "train_net_main",

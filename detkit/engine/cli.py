@@ -9,7 +9,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from ..checkpoint import DetectionCheckpointer
+from ..checkpoint import DetectionCheckpointer, IncompatibleCheckpointError
 from ..config import ConfigError, check_config, load_config
 from ..utils import comm
 from .defaults import (
@@ -20,6 +20,7 @@ from .defaults import (
     parse_overrides,
 )
 from .launch import launch
+from .run_state import resolve_run_state
 
 
 def load_command_line_config(
@@ -35,9 +36,12 @@ def train_net_main(
     defaults: DictConfig | None = None,
     trainer_class: type[DefaultTrainer] = DefaultTrainer,
 ) -> dict:
-    """One process of ``train_net``: set up, then train (or only evaluate with
-    ``--eval-only``); returns ``{dataset: results}`` of the last evaluation."""
-    cfg = default_setup(load_command_line_config(args, defaults), args)
+    """One process of ``train_net``: settle the run state (seed, start), set up, then train (or
+    only evaluate with ``--eval-only``); returns ``{dataset: results}`` of the last
+    evaluation."""
+    cfg = load_command_line_config(args, defaults)
+    run_state = resolve_run_state(cfg, resume=args.resume and not args.eval_only)
+    cfg = default_setup(cfg, args, run_state)
     if args.eval_only:
         model = trainer_class.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
@@ -49,7 +53,7 @@ def train_net_main(
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = trainer_class.test(cfg, model)
     else:
-        trainer = trainer_class(cfg)
+        trainer = trainer_class(cfg, run_state=run_state)
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
     if comm.is_main_process():
@@ -64,13 +68,16 @@ def run_train_net(
     description: str = "detkit training",
 ) -> int:
     """Runs the ``train_net`` command line ``argv`` (``sys.argv[1:]`` when None) in as many
-    processes as it asks for; returns the exit status: 0, or 2 for a config error, printed as
-    one line. The config is loaded and checked here, before any process starts."""
+    processes as it asks for; returns the exit status: 0, or 2 for a config error or a
+    checkpoint that cannot be resumed, printed as one line. The config is loaded and checked
+    here, before any process starts."""
     args = default_argument_parser(description).parse_args(argv)
     world_size = args.num_gpus * args.num_machines
     try:
         cfg = load_command_line_config(args, defaults)
         check_config(cfg, world_size)
+        if world_size > 1:  # a checkpoint that cannot be resumed stops here, not in workers
+            resolve_run_state(cfg, resume=args.resume and not args.eval_only)
         launch(
             train_net_main,
             args.num_gpus,
@@ -80,7 +87,8 @@ def run_train_net(
             args=(args, defaults, trainer_class),
             backend="nccl" if cfg.MODEL.DEVICE.startswith("cuda") else "gloo",
         )
-    except ConfigError as error:  # raised in this process (before launch, or a 1-process run)
+    except (ConfigError, IncompatibleCheckpointError) as error:
+        # raised in this process (before launch, or in a 1-process run)
         print(f"train_net: {error}", file=sys.stderr)
         return 2
     return 0

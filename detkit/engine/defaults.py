@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import DetectionCheckpointer
+from ..checkpoint import DetectionCheckpointer, last_checkpoint, read_training_state
 from ..config import ConfigError, dump_config, looks_like_override
 from ..data import build_detection_test_loader, build_detection_train_loader
 from ..evaluation import (
@@ -39,6 +39,7 @@ from ..utils.events import ConsoleWriter, JSONWriter, TensorboardWriter
 from ..utils.file_io import strict_json, write_bytes_atomically
 from ..utils.logger import setup_logger
 from . import hooks
+from .run_state import RunState, record_run_state, resolve_run_state
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 logger = logging.getLogger("detkit.engine")
@@ -93,20 +94,26 @@ def seed_all(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def default_setup(cfg: DictConfig, args: argparse.Namespace | None = None) -> DictConfig:
+def default_setup(
+    cfg: DictConfig, args: argparse.Namespace | None = None, run_state: RunState | None = None
+) -> DictConfig:
     """Prepares a process to run ``cfg``; returns ``cfg`` with its seed settled.
 
-    Creates ``OUTPUT_DIR``, sets up logging (``log.txt`` from the main process), resolves a
-    negative ``SEED`` to a random one shared by all processes (so ``config.yaml`` records the seed
-    actually used), seeds every generator with ``SEED + rank`` and writes the resolved config to
-    ``OUTPUT_DIR/config.yaml``.
+    Creates ``OUTPUT_DIR``, sets up logging (``log.txt`` from the main process), settles the run
+    state (``run_state``, or :func:`resolve_run_state` with ``args.resume`` when training) and
+    records its seed as ``SEED``: with ``--resume`` the checkpoint's, and for a negative
+    ``SEED`` otherwise a random one shared by all processes. It then writes the config, with the
+    seed actually used, to ``OUTPUT_DIR/config.yaml`` and seeds every generator with
+    ``SEED + rank``.
     """
     rank = comm.get_rank()
     if comm.is_main_process():
         Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
     setup_logger(cfg.OUTPUT_DIR, rank)
-    if cfg.SEED < 0:
-        cfg.SEED = comm.shared_random_seed()
+    if run_state is None:
+        training = not getattr(args, "eval_only", False)
+        run_state = resolve_run_state(cfg, resume=training and getattr(args, "resume", False))
+    record_run_state(cfg, run_state)
     logger.info(
         f"Rank {rank} of {comm.get_world_size()}, torch {torch.__version__}, seed {cfg.SEED}"
     )
@@ -133,12 +140,20 @@ class DefaultTrainer(TrainerBase):
     lr scheduler, per-iteration seeding, periodic checkpointer, evaluation (every
     ``TEST.EVAL_PERIOD`` and at the end), and in the main process the writers (console,
     ``metrics.json``, TensorBoard) every ``SOLVER.LOG_PERIOD`` iterations.
+
+    ``run_state`` is the run's seed and start, settled before the trainer is built
+    (:func:`resolve_run_state`; ``train_net`` passes it). Without it the trainer settles the
+    seed itself (``SEED``, which :func:`default_setup` has settled, or a random one when
+    negative) and :meth:`resume_or_load` takes the start from the checkpoint it resumes.
+    Subclasses that override ``__init__`` pass ``run_state`` on.
     """
 
-    def __init__(self, cfg: DictConfig) -> None:
+    def __init__(self, cfg: DictConfig, run_state: RunState | None = None) -> None:
         super().__init__()
-        if cfg.SEED < 0:  # default_setup has not settled it
-            cfg.SEED = comm.shared_random_seed()
+        self._start_settled = run_state is not None
+        self.run_state = run_state or resolve_run_state(cfg, resume=False)
+        record_run_state(cfg, self.run_state)
+        self.start_iter = self.run_state.start_iter
         self.cfg = cfg
         model = self.build_model(cfg)
         self.optimizer = self.build_optimizer(cfg, model)
@@ -160,24 +175,51 @@ class DefaultTrainer(TrainerBase):
             scheduler=self.scheduler,
             trainer=self._trainer,
         )
-        self.seed = cfg.SEED
         self.max_iter = cfg.SOLVER.MAX_ITER
         self.eval_hook = hooks.EvalHook(cfg.TEST.EVAL_PERIOD, self._evaluate)
         self.register_hooks(self.build_hooks())
 
+    @property
+    def seed(self) -> int:
+        """The run's seed, settled before the hooks were built."""
+        return self.run_state.seed
+
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a ``last_checkpoint`` in ``OUTPUT_DIR``: restores model,
-        optimizer, schedule, iteration and seed from it. Otherwise loads ``MODEL.WEIGHTS``
-        (model weights only; nothing when empty) and starts at iteration 0."""
-        checkpoint = self.checkpointer.resume_or_load(self.cfg.MODEL.WEIGHTS, resume=resume)
-        if resume and self.checkpointer.has_checkpoint():
-            self.start_iter = int(checkpoint.get("iteration", -1)) + 1
-            seed = int(checkpoint.get("seed", self.seed))
-            if seed != self.seed:  # an unseeded run: keep the seed it started with
-                self.seed = self.cfg.SEED = seed
-                if comm.is_main_process():
-                    write_config(self.cfg)
-            logger.info(f"Resuming at iteration {self.start_iter} with seed {self.seed}")
+        optimizer, schedule and gradient scaler from it. Otherwise loads ``MODEL.WEIGHTS``
+        (model weights only; nothing when empty) and starts at iteration 0.
+
+        The checkpoint must agree with the run state, or :class:`ConfigError` says how they
+        differ: it was trained with the run's seed and, when the state was settled before the
+        trainer, it is the checkpoint that state starts from.
+        """
+        path = last_checkpoint(self.cfg.OUTPUT_DIR) if resume else None
+        found = RunState(self.seed)
+        if path is not None:
+            recorded = read_training_state(path)
+            start = int(recorded.get("iteration", -1)) + 1
+            found = RunState(int(recorded.get("seed", self.seed)), start, path)
+        if found.seed != self.seed:
+            raise ConfigError(
+                f"{path} was trained with seed {found.seed} but this trainer's seed is "
+                f"{self.seed}; a resumed run keeps its seed to continue exactly: set "
+                f"SEED={found.seed}, or settle the run state before building the trainer, which "
+                "takes the checkpoint's seed for SEED=-1 (default_setup(cfg, args), or "
+                "DefaultTrainer(cfg, run_state=resolve_run_state(cfg, resume=True)))"
+            )
+        if self._start_settled and found != self.run_state:
+            raise ConfigError(
+                f"the run state was settled to start at {self.run_state}, but "
+                f"resume_or_load(resume={resume}) finds {found}; settle it with the same "
+                "resume flag, after the last checkpoint is written"
+            )
+        if path is None:
+            self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
+            return
+        self.checkpointer.load(path)
+        self.run_state = found
+        self.start_iter = found.start_iter
+        logger.info(f"Resuming at iteration {self.start_iter} with seed {self.seed}")
 
     def build_hooks(self) -> list[hooks.HookBase | None]:
         cfg = self.cfg
@@ -187,7 +229,7 @@ class DefaultTrainer(TrainerBase):
         return [
             hooks.IterationTimer(),
             hooks.LRScheduler(self.optimizer, self.scheduler),
-            hooks.ReseedEachIteration(lambda: self.seed),
+            hooks.ReseedEachIteration(self.seed),
             hooks.PeriodicCheckpointer(
                 self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, extra_state=self._extra_state
             ),
@@ -209,8 +251,9 @@ class DefaultTrainer(TrainerBase):
 
     def train(self) -> dict:
         """Trains from ``start_iter`` to ``SOLVER.MAX_ITER``; returns the last evaluation."""
-        self._trainer.data_loader = self.build_train_loader(self.cfg, self.start_iter)
-        super().train(self.start_iter, self.max_iter)
+        start = self.run_state.start_iter
+        self._trainer.data_loader = self.build_train_loader(self.cfg, start)
+        super().train(start, self.max_iter)
         return self.eval_hook.latest_results
 
     def run_step(self) -> None:

@@ -78,16 +78,11 @@ class ReseedEachIteration(HookBase):
 
     The model's randomness (RoI sampling, dropout) then depends on nothing but the iteration,
     so a run resumed from a checkpoint takes exactly the steps of a run that never stopped.
-    ``seed`` is a number or a function returning it (read when training starts, after a resume
-    may have restored the run's seed).
+    ``seed`` is the run's seed, settled before the hooks are built.
     """
 
-    def __init__(self, seed: int | Callable[[], int]) -> None:
-        self._get_seed = seed if callable(seed) else lambda: seed
-        self._seed = 0
-
-    def before_train(self) -> None:
-        self._seed = int(self._get_seed())
+    def __init__(self, seed: int) -> None:
+        self._seed = int(seed)
 
     def before_step(self) -> None:
         entropy = [self._seed, comm.get_rank(), self.trainer.iter]

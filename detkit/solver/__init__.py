@@ -1,6 +1,12 @@
 """Optimizer and learning-rate schedule builders."""
 
-from .build import build_gradient_clipper, build_lr_scheduler, build_optimizer, get_optimizer_params
+from .build import (
+    build_gradient_clipper,
+    build_lr_scheduler,
+    build_optimizer,
+    get_optimizer_params,
+    reduce_param_groups,
+)
 from .lr_scheduler import LRMultiplier, warmup_multistep_schedule
 
 __all__ = [
@@ -9,5 +15,6 @@ __all__ = [
     "build_lr_scheduler",
     "build_optimizer",
     "get_optimizer_params",
+    "reduce_param_groups",
     "warmup_multistep_schedule",
 ]

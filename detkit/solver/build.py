@@ -43,8 +43,32 @@ def get_optimizer_params(
     return groups
 
 
+def reduce_param_groups(groups: Iterable[dict]) -> list[dict]:
+    """The same parameters with the same settings, in as few groups as possible.
+
+    Groups whose settings (every key but ``params``: lr, weight decay, …) are equal become one
+    group; the groups come in the order their settings first appear and keep their parameters'
+    order, so the layout (which optimizer checkpoints index) depends only on the input order.
+    An optimizer steps each parameter by its own group's settings, so merging changes no update;
+    it makes the optimizer's step run over a few long lists instead of one per parameter.
+    Setting values must be hashable (numbers, strings, tuples).
+    """
+    merged: dict[tuple, dict] = {}
+    seen: set[int] = set()
+    for group in groups:
+        settings = tuple(sorted((key, value) for key, value in group.items() if key != "params"))
+        target = merged.setdefault(settings, {**dict(settings), "params": []})
+        for parameter in group["params"]:
+            if id(parameter) in seen:
+                raise ValueError("reduce_param_groups: a parameter is in more than one group")
+            seen.add(id(parameter))
+            target["params"].append(parameter)
+    return list(merged.values())
+
+
 def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
-    """SGD with momentum over :func:`get_optimizer_params` from the ``SOLVER`` keys."""
+    """SGD with momentum over :func:`get_optimizer_params` from the ``SOLVER`` keys, with
+    parameters of equal settings in one group (:func:`reduce_param_groups`)."""
     solver = cfg.SOLVER
     groups = get_optimizer_params(
         model,
@@ -56,7 +80,7 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     )
     if not groups:
         raise ValueError("build_optimizer: the model has no trainable parameters")
-    return torch.optim.SGD(groups, lr=solver.BASE_LR, momentum=solver.MOMENTUM)
+    return torch.optim.SGD(reduce_param_groups(groups), lr=solver.BASE_LR, momentum=solver.MOMENTUM)
 
 
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:

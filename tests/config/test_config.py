@@ -156,6 +156,40 @@ def test_projects_may_add_keys_inside_detkit_sections() -> None:
 def test_projects_cannot_redefine_detkit_keys() -> None:
     with pytest.raises(ConfigError, match=r"SOLVER\.BASE_LR is already defined"):
         add_config(get_default_config(), {"SOLVER": {"BASE_LR": 1.0}})
+    with pytest.raises(ConfigError, match=r"SEED is already defined"):  # a key, not a section
+        add_config(get_default_config(), {"SEED": {"OFFSET": 1}})
+
+
+@dataclass
+class MySolverKeys:
+    MY_FACTOR: float = 1.5
+    MY_STEPS: list[int] = field(default_factory=lambda: [1])
+
+
+@dataclass
+class MyKeysInDetkitSections:
+    SOLVER: MySolverKeys = field(default_factory=MySolverKeys)
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("SOLVER.MY_FACTOR=abc", "SOLVER.MY_FACTOR takes a float, got 'abc' (str)"),
+        ("SOLVER.MY_STEPS=3", "SOLVER.MY_STEPS takes a list of int, got 3 (int)"),
+        ("SOLVER.MY_STEPS=[a]", "SOLVER.MY_STEPS takes a list of int, got ['a'] (list)"),
+    ],
+)
+def test_typed_project_keys_inside_detkit_sections_keep_their_types(
+    tmp_path: Path, override: str, message: str
+) -> None:
+    extended = add_config(get_default_config(), MyKeysInDetkitSections)
+    file = write(tmp_path / "a.yaml", "SOLVER:\n  MY_FACTOR: 2\n")
+    cfg = load_config(file, defaults=extended)
+    assert cfg.SOLVER.MY_FACTOR == 2.0 and isinstance(cfg.SOLVER.MY_FACTOR, float)
+    assert cfg.SOLVER.BASE_LR == get_default_config().SOLVER.BASE_LR
+    with pytest.raises(ConfigError) as error:
+        load_config(file, [override], defaults=extended)
+    assert str(error.value) == f"override {override!r}: {message}"
 
 
 def test_dumped_config_loads_back_unchanged(tmp_path: Path) -> None:

@@ -50,7 +50,7 @@ def test_reseeding_makes_each_step_depend_on_the_iteration_only() -> None:
     straight.train(0, 4)
     torch.manual_seed(1234)  # a resumed process starts from some other state
     resumed = StepTrainer()
-    resumed.register_hooks([ReseedEachIteration(lambda: 5)])
+    resumed.register_hooks([ReseedEachIteration(5)])
     resumed.train(2, 4)
     assert resumed.draws == {2: straight.draws[2], 3: straight.draws[3]}
     other = StepTrainer()

@@ -1,4 +1,6 @@
-"""Resuming is exact: k iterations, a kill, ``resume`` to 2k equals 2k iterations straight.
+"""Resuming is exact: k iterations, a kill, ``resume`` to 2k equals 2k iterations straight;
+a resumed run keeps the seed it started with, and a checkpoint that disagrees with the run's
+settled state is refused.
 
 DefaultTrainer on the CPU trains the tiny Fast R-CNN (dropout on, so the random generator
 matters) on eight shapes images; a hook raising after iteration k - 1 plays the kill, once the
@@ -13,8 +15,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkit.config import load_config
+from detkit.config import ConfigError
 from detkit.engine import DefaultTrainer, HookBase, seed_all
+from detkit.engine.run_state import RunState, resolve_run_state
 
 K = 3  # checkpoint period; the runs go to 2K
 
@@ -66,10 +69,11 @@ def assert_same_training_state(a: DefaultTrainer, b: DefaultTrainer) -> None:
     assert a.scheduler.state_dict() == b.scheduler.state_dict()
 
 
-def resumed_run(make_config, output: Path, *overrides: str) -> DefaultTrainer:
-    """A run to 2K killed after iteration K - 1, then a fresh trainer resuming it to 2K."""
-    common = [f"SOLVER.MAX_ITER={2 * K}", f"SOLVER.CHECKPOINT_PERIOD={K}"]
-    cfg = make_config(output, *common)
+def killed_run(make_config, output: Path, *overrides: str) -> DefaultTrainer:
+    """A run to 2K killed after iteration K - 1, once that iteration's checkpoint is saved."""
+    cfg = make_config(
+        output, f"SOLVER.MAX_ITER={2 * K}", f"SOLVER.CHECKPOINT_PERIOD={K}", *overrides
+    )
     seed_all(cfg.SEED)
     first = DefaultTrainer(cfg)
     first.register_hooks([KillAfter(K - 1)])
@@ -78,26 +82,29 @@ def resumed_run(make_config, output: Path, *overrides: str) -> DefaultTrainer:
         first.train()
     assert (output / "last_checkpoint").read_text().strip() == f"model_{K - 1:07d}.pth"
     assert not (output / "model_final.pth").exists()
+    return first
 
-    cfg = make_config(output, *common, *overrides)
+
+def resumed_run(make_config, output: Path, settled: bool) -> DefaultTrainer:
+    """:func:`killed_run`, then a fresh trainer resuming it to 2K; its run state ``settled``
+    before it is built (as train_net does) or by the trainer itself (detectron2's habit)."""
+    killed_run(make_config, output)
+    cfg = make_config(output, f"SOLVER.MAX_ITER={2 * K}", f"SOLVER.CHECKPOINT_PERIOD={K}")
     seed_all(cfg.SEED + 1000)  # a new process: its generators are in another state
-    second = DefaultTrainer(cfg)
+    second = DefaultTrainer(cfg, resolve_run_state(cfg, resume=True) if settled else None)
     second.resume_or_load(resume=True)
-    assert second.start_iter == K
+    assert second.start_iter == second.run_state.start_iter == K
     second.train()
     assert second.iter == 2 * K
     return second
 
 
-@pytest.mark.parametrize("resume_seed", [None, 12345], ids=["same-seed", "other-seed"])
+@pytest.mark.parametrize("settled", [True, False], ids=["settled-before", "settled-by-trainer"])
 def test_resume_continues_exactly_like_a_straight_run(
-    make_config, tmp_path: Path, resume_seed: int | None
+    make_config, tmp_path: Path, settled: bool
 ) -> None:
-    # other-seed: the resumed process was started with another SEED (e.g. SEED=-1 resolved to
-    # a random one); the run's seed comes back from the checkpoint
-    overrides = [] if resume_seed is None else [f"SEED={resume_seed}"]
     straight = straight_run(make_config, tmp_path / "straight")
-    resumed = resumed_run(make_config, tmp_path / "resumed", *overrides)
+    resumed = resumed_run(make_config, tmp_path / "resumed", settled)
     assert resumed.seed == straight.seed == 7
     assert_same_training_state(straight, resumed)
 
@@ -119,17 +126,38 @@ def test_same_seed_reproduces_a_straight_run(make_config, tmp_path: Path) -> Non
 
 def test_an_unseeded_run_resumes_with_the_seed_it_drew(make_config, tmp_path: Path) -> None:
     output = tmp_path / "unseeded"
-    settings = ["SEED=-1", f"SOLVER.MAX_ITER={2 * K}", f"SOLVER.CHECKPOINT_PERIOD={K}"]
-    first = DefaultTrainer(make_config(output, *settings))
-    first.register_hooks([KillAfter(K - 1)])
-    first.resume_or_load(resume=False)
-    with pytest.raises(SimulatedKillError):
-        first.train()
-    drawn = first.seed
+    drawn = killed_run(make_config, output, "SEED=-1").seed
     assert drawn >= 0
     assert torch.load(output / f"model_{K - 1:07d}.pth", weights_only=True)["seed"] == drawn
 
-    second = DefaultTrainer(make_config(output, *settings))  # draws a seed of its own
+    cfg = make_config(output, "SEED=-1", f"SOLVER.MAX_ITER={2 * K}")
+    state = resolve_run_state(cfg, resume=True)
+    assert state == RunState(drawn, K, str(output / f"model_{K - 1:07d}.pth"))
+    second = DefaultTrainer(cfg, state)
+    assert second.seed == cfg.SEED == drawn  # settled before the hooks and the loader are built
     second.resume_or_load(resume=True)
-    assert second.seed == second.cfg.SEED == drawn
-    assert drawn == load_config(output / "config.yaml").SEED  # the record follows the run
+    assert second.start_iter == K
+
+
+@pytest.mark.parametrize("seed", [12345, -1], ids=["other-seed", "drawn-seed"])
+def test_a_trainer_resuming_a_checkpoint_of_another_seed_refuses_naming_both(
+    make_config, tmp_path: Path, seed: int
+) -> None:
+    # without a run state settled before it, the trainer takes SEED or draws one (-1); resuming
+    # a checkpoint of another seed would then not continue the run, so it is refused
+    killed_run(make_config, tmp_path)  # seed 7
+    trainer = DefaultTrainer(make_config(tmp_path, f"SEED={seed}"))
+    with pytest.raises(ConfigError) as error:
+        trainer.resume_or_load(resume=True)
+    message = str(error.value)
+    assert f"model_{K - 1:07d}.pth was trained with seed 7" in message
+    assert f"this trainer's seed is {trainer.seed}" in message and "SEED=7" in message
+    assert trainer.start_iter == 0 and not trainer.optimizer.state  # nothing was loaded
+
+
+def test_a_checkpoint_other_than_the_settled_one_is_refused(make_config, tmp_path: Path) -> None:
+    killed_run(make_config, tmp_path)
+    cfg = make_config(tmp_path)
+    trainer = DefaultTrainer(cfg, resolve_run_state(cfg, resume=False))  # settled: iteration 0
+    with pytest.raises(ConfigError, match="settled to start at iteration 0 with seed 7"):
+        trainer.resume_or_load(resume=True)
