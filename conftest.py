@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from detkit.data import DatasetCatalog, MetadataCatalog, load_coco_json
 from detkit.data.datasets.shapes import ensure_shapes
@@ -84,3 +85,16 @@ def tiny_shapes(
     finally:
         DatasetCatalog.remove(TINY_DATASET)
         MetadataCatalog.remove(TINY_DATASET)
+
+
+@pytest.fixture(scope="module")
+def one_thread() -> Iterator[None]:
+    """One intra-op thread for a module's tests: on a small, busy machine OpenMP's spinning
+    threads make tiny models many times slower; results do not depend on it. A folder's
+    conftest makes it apply to all its tests with an autouse fixture that requests it."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

@@ -152,7 +152,9 @@ def _merge(cfg: DictConfig, data: Mapping, prefix: str, source: str) -> None:
         key = f"{prefix}{name}"
         node = OmegaConf.select(cfg, key, default=_ABSENT)
         if node is _ABSENT:
-            raise ConfigError(_unknown_key_message(cfg, key, source))
+            raise ConfigError(
+                _unknown_key_message(cfg, key, source, is_section=isinstance(value, Mapping))
+            )
         if isinstance(node, DictConfig):
             if not isinstance(value, Mapping):
                 raise ConfigError(f"{source}: {key} is a section; give it a mapping, not {value!r}")
@@ -210,14 +212,23 @@ def _type_words(hint: Any) -> str:
     return getattr(hint, "__name__", str(hint))
 
 
-def _unknown_key_message(cfg: DictConfig, key: str, source: str) -> str:
+def _unknown_key_message(cfg: DictConfig, key: str, source: str, is_section: bool = False) -> str:
+    """The message for an unknown ``key`` (``is_section``: given a mapping): the closest valid
+    key, and when a whole section is unknown, at any depth (``PROJECT.X``, ``MODEL.OHEM.X``),
+    how to add a project's keys, the likely cause."""
     message = f"{source}: unknown config key {key}"
     match = difflib.get_close_matches(key, _all_keys(cfg), n=1, cutoff=0.6)
     if match:
         message += f"; did you mean {match[0]}?"
-    if key.split(".")[0] not in cfg:
+    parts = key.split(".")
+    missing = next(
+        ".".join(parts[: i + 1])
+        for i in range(len(parts))
+        if OmegaConf.select(cfg, ".".join(parts[: i + 1]), default=_ABSENT) is _ABSENT
+    )
+    if is_section or missing != key:
         message += (
-            f" (no section {key.split('.')[0]} in the defaults; if a project defines it, add the "
+            f" (no section {missing} in the defaults; if a project defines it, add the "
             "project's keys with detkit.config.add_config and pass them as load_config(..., "
             "defaults=...))"
         )
@@ -239,6 +250,8 @@ def _parse_override(text: str) -> tuple[str, Any]:
     key = key.strip()
     if not sep or not key or " " in key:
         raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. SOLVER.BASE_LR=0.01)")
+    if not raw.strip():  # KEY= is the empty string (MODEL.WEIGHTS=), not YAML's null
+        return key, ""
     try:
         return key, yaml.safe_load(raw)
     except yaml.YAMLError as error:

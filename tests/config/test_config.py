@@ -77,6 +77,14 @@ def test_loading_leaves_the_given_defaults_untouched(tmp_path: Path) -> None:
         ("SOLVER:\n  STEPS: 5\n", ["a.yaml", "SOLVER.STEPS", "a list of int"]),
         ("SOLVER: 3\n", ["a.yaml", "SOLVER is a section"]),
         ("MY_PROJECT:\n  DEPTH: 3\n", ["unknown config key MY_PROJECT", "add_config"]),
+        (  # a project's section inside one of detkit's, as OHEM's MODEL.OHEM
+            "MODEL:\n  OHEM:\n    NMS_THRESH: 0.5\n",
+            [
+                "unknown config key MODEL.OHEM",
+                "no section MODEL.OHEM in the defaults",
+                "add_config",
+            ],
+        ),
         ("- just\n- a list\n", ["a.yaml", "mapping"]),
         ("SOLVER: [unclosed\n", ["a.yaml", "not valid YAML"]),
     ],
@@ -93,6 +101,10 @@ def test_file_errors_name_the_key_and_file(tmp_path: Path, text: str, fragments:
     ("override", "fragments"),
     [
         ("SOLVER.BASE_RL=0.1", ["override 'SOLVER.BASE_RL=0.1'", "did you mean SOLVER.BASE_LR?"]),
+        (
+            "MODEL.DOUBLE_HEAD.CONV_DIM=8",
+            ["unknown config key MODEL.DOUBLE_HEAD.CONV_DIM", "no section MODEL.DOUBLE_HEAD"],
+        ),
         ("MODEL.ROI_HEADS.NUM_CLASES=3", ["did you mean MODEL.ROI_HEADS.NUM_CLASSES?"]),
         ("SOLVER.MAX_ITER=abc", ["SOLVER.MAX_ITER takes an int", "'abc'"]),
         ("SOLVER.IMS_PER_BATCH=[1]", ["SOLVER.IMS_PER_BATCH"]),
@@ -201,3 +213,10 @@ def test_dumped_config_loads_back_unchanged(tmp_path: Path) -> None:
     )
     dumped = write(tmp_path / "config.yaml", dump_config(cfg))
     assert load_config(dumped, defaults=extended) == cfg
+
+
+def test_an_empty_override_is_the_empty_string(tmp_path: Path) -> None:
+    file = write(tmp_path / "a.yaml", "MODEL:\n  WEIGHTS: output/model_final.pth\n")
+    assert load_config(file, ["MODEL.WEIGHTS="]).MODEL.WEIGHTS == ""
+    with pytest.raises(ConfigError, match=r"SOLVER\.MAX_ITER takes an int, got ''"):
+        load_config(file, ["SOLVER.MAX_ITER="])

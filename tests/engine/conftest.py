@@ -3,11 +3,10 @@ on a CPU in well under a second (the tiny shapes set they train on is the root c
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import torch
 from omegaconf import DictConfig
 
 from detkit.config import load_config
@@ -66,12 +65,5 @@ def make_config(tiny_shapes) -> Callable[..., DictConfig]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: on a small, busy machine OpenMP's spinning threads make these tiny
-    models many times slower; results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def single_threaded(one_thread) -> None:
+    """Every test here runs with one intra-op thread (the root conftest's ``one_thread``)."""

@@ -13,7 +13,6 @@ import logging
 import math
 import re
 from collections import OrderedDict
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -33,16 +32,7 @@ REPO = Path(__file__).resolve().parents[2]
 R50_FPN_CONFIG = REPO / "configs" / "COCO-Detection" / "fast_rcnn_R_50_FPN_1x.yaml"
 MEAN, STD = [123.675, 116.28, 103.53], [58.395, 57.12, 57.375]
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread keeps these small convolutions fast on a busy 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # small convolutions: faster on one thread
 
 
 def randomise_batch_norm(model: nn.Module) -> None:

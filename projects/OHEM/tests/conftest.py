@@ -4,11 +4,9 @@ the tiny shapes fixtures come from the repository's root conftest.py."""
 from __future__ import annotations
 
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 
 PROJECT = Path(__file__).resolve().parents[1]
 if str(PROJECT) not in sys.path:
@@ -16,12 +14,5 @@ if str(PROJECT) not in sys.path:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread() -> Iterator[None]:
-    """One intra-op thread: the tiny models here run many times slower with OpenMP's threads
-    spinning on a small, busy machine; results do not depend on it."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+def single_threaded(one_thread) -> None:
+    """Every test here runs with one intra-op thread (the root conftest's ``one_thread``)."""
