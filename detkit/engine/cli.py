@@ -9,7 +9,7 @@ import sys
 
 from omegaconf import DictConfig
 
-from ..checkpoint import DetectionCheckpointer, IncompatibleCheckpointError
+from ..checkpoint import DetectionCheckpointer, IncompatibleCheckpointError, last_checkpoint
 from ..config import ConfigError, check_config, load_config
 from ..utils import comm
 from .defaults import (
@@ -31,6 +31,17 @@ def load_command_line_config(
     return load_config(args.config_file, parse_overrides(args.opts), defaults=defaults)
 
 
+def check_eval_only(args: argparse.Namespace, cfg: DictConfig) -> None:
+    """Raises :class:`ConfigError` for ``--eval-only`` without trained weights to evaluate
+    (random weights would give a meaningless AP with exit status 0)."""
+    resumable = args.resume and last_checkpoint(cfg.OUTPUT_DIR) is not None
+    if args.eval_only and not cfg.MODEL.WEIGHTS and not resumable:
+        raise ConfigError(
+            "--eval-only needs trained weights: give MODEL.WEIGHTS=FILE, or --resume with a "
+            "last_checkpoint in OUTPUT_DIR"
+        )
+
+
 def train_net_main(
     args: argparse.Namespace,
     defaults: DictConfig | None = None,
@@ -43,13 +54,9 @@ def train_net_main(
     run_state = resolve_run_state(cfg, resume=args.resume and not args.eval_only)
     cfg = default_setup(cfg, args, run_state)
     if args.eval_only:
+        check_eval_only(args, cfg)
         model = trainer_class.build_model(cfg)
         checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
-        if not cfg.MODEL.WEIGHTS and not (args.resume and checkpointer.has_checkpoint()):
-            raise ConfigError(
-                "--eval-only needs trained weights: give MODEL.WEIGHTS=FILE, or --resume with "
-                "a last_checkpoint in OUTPUT_DIR"
-            )
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = trainer_class.test(cfg, model)
     else:
@@ -76,6 +83,7 @@ def run_train_net(
     try:
         cfg = load_command_line_config(args, defaults)
         check_config(cfg, world_size)
+        check_eval_only(args, cfg)
         if world_size > 1:  # a checkpoint that cannot be resumed stops here, not in workers
             resolve_run_state(cfg, resume=args.resume and not args.eval_only)
         launch(

@@ -200,17 +200,23 @@ def test_settings_that_do_not_fit_together_stop_before_training(
     assert "Starting training" not in result.stdout
 
 
-def test_eval_only_without_weights_is_refused(datasets_root: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("processes", ["1", "2"])
+def test_eval_only_without_weights_is_refused_before_any_set_up(
+    datasets_root: Path, tmp_path: Path, processes: str
+) -> None:
     result = train_net(
         datasets_root,
         "--config-file",
         str(CONFIG),
         "--eval-only",
+        "--num-gpus",
+        processes,
         *overrides(datasets_root, tmp_path / "eval"),
     )
     assert result.returncode == 2
     assert "--eval-only needs trained weights" in result.stderr
     assert "Traceback" not in result.stderr
+    assert not (tmp_path / "eval").exists()
 
 
 def test_values_with_equal_signs_and_lower_case_keys() -> None:
