@@ -33,6 +33,7 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
         *_batch_problems(cfg, world_size),
         *_matcher_problems(cfg),
         *_sampling_problems(cfg),
+        *_box_head_problems(cfg),
         *_registry_name_problems(cfg),
     ]
     for check in _PROJECT_CHECKS:
@@ -98,6 +99,17 @@ def _sampling_problems(cfg: DictConfig) -> list[str]:
             f"MODEL.ROI_HEADS.POSITIVE_FRACTION must be in [0, 1], got {heads.POSITIVE_FRACTION}"
         )
     return problems
+
+
+def _box_head_problems(cfg: DictConfig) -> list[str]:
+    box = cfg.MODEL.ROI_BOX_HEAD
+    ranks = list(box.SVD_RANKS)
+    if len(ranks) > box.NUM_FC or any(rank < 0 for rank in ranks):
+        return [
+            f"MODEL.ROI_BOX_HEAD.SVD_RANKS {ranks}: at most one rank per fully connected layer "
+            f"(NUM_FC={box.NUM_FC}), each 0 (whole) or positive"
+        ]
+    return []
 
 
 def _registry_name_problems(cfg: DictConfig) -> list[str]:

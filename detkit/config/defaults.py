@@ -190,6 +190,13 @@ class ROIBoxHeadConfig:
     )
     NUM_FC: int = key(2, "`FastRCNNFCHead`: fully connected layers (fc6, fc7)")
     FC_DIM: int = key(4096, "`FastRCNNFCHead`: width of each fully connected layer")
+    SVD_RANKS: list[int] = key(
+        [],
+        "`FastRCNNFCHead`: a rank per fully connected layer (fc6, fc7, …) to build it as a "
+        "truncated SVD, 0 to keep it whole (the paper's `[1024, 256]`): a factored layer is two, "
+        "`in → rank` without bias and `rank → out` with the bias, to load a checkpoint written "
+        "by `tools/compress_fc.py`; empty: none. A checkpoint of the other layout is refused",
+    )
     DROPOUT: float = key(
         0.5,
         "`FastRCNNFCHead`: dropout after each fully connected layer, in [0, 1) (0 disables)",

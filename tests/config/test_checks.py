@@ -118,3 +118,23 @@ def test_a_project_check_runs_with_the_others(monkeypatch) -> None:
         "MODEL.ROI_HEADS.POSITIVE_FRACTION must be in [0, 1], got 1.5",
         "SOLVER.IMS_PER_BATCH=8: at most 4 for this project",
     ]
+
+
+def test_the_voc_configs_hold_the_papers_setting() -> None:
+    cfg = load_config(REPO / "configs" / "PascalVOC" / "fast_rcnn_VGG16.yaml")
+    assert (cfg.DATASETS.TRAIN, cfg.DATASETS.TEST) == (["voc_2007_trainval"], ["voc_2007_test"])
+    assert all(
+        f.endswith(".mat")
+        for f in [*cfg.DATASETS.PROPOSAL_FILES_TRAIN, *cfg.DATASETS.PROPOSAL_FILES_TEST]
+    )
+    assert (list(cfg.INPUT.MIN_SIZE_TRAIN), cfg.INPUT.MAX_SIZE_TRAIN) == ([600], 1000)
+    assert (cfg.SOLVER.IMS_PER_BATCH, cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE) == (2, 64)
+    assert (cfg.SOLVER.BASE_LR, cfg.SOLVER.MAX_ITER, list(cfg.SOLVER.STEPS)) == (
+        0.001,
+        40000,
+        [30000],
+    )
+    assert cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST == 0.3 and cfg.MODEL.BACKBONE.FREEZE_AT == 2
+    assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 20 and list(cfg.TEST.EVALUATORS) == ["pascal_voc"]
+    svd = load_config(REPO / "configs" / "PascalVOC" / "fast_rcnn_VGG16_svd.yaml")
+    assert list(svd.MODEL.ROI_BOX_HEAD.SVD_RANKS) == [1024, 256]  # the paper's fc6, fc7 ranks

@@ -1,0 +1,82 @@
+"""Compresses a trained detector's fully connected box-head layers by truncated SVD (Fast R-CNN
+§3.1) and writes a checkpoint that loads with the matching ``MODEL.ROI_BOX_HEAD.SVD_RANKS``.
+
+    python tools/compress_fc.py --config-file configs/shapes/fast_rcnn.yaml \\
+        --ranks fc6=64 fc7=32 --output output/shapes_svd.pth \\
+        MODEL.WEIGHTS=output/shapes_fast_rcnn/model_final.pth
+
+Each named layer ``W`` (``in → out``) becomes ``Σ_r V_rᵀ`` (``in → r``, no bias) followed by
+``U_r`` (``r → out``, the original bias), with no fine-tuning, as in the paper (VGG16: fc6 1024,
+fc7 256). The command prints each layer's relative approximation error and the overrides that
+evaluate the compressed model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import torch
+
+from detkit.checkpoint import DetectionCheckpointer
+from detkit.config import ConfigError, load_config
+from detkit.engine import parse_overrides
+from detkit.modeling import build_model
+from detkit.modeling.roi_heads.svd import compress_fc_layers
+from detkit.utils.file_io import write_atomically
+
+
+def parse_ranks(words: list[str]) -> dict[str, int]:
+    """``["fc6=1024", "fc7=256"]`` as ``{"fc6": 1024, "fc7": 256}``."""
+    ranks = {}
+    for word in words:
+        name, sep, value = word.partition("=")
+        if not sep or not value.isdigit() or int(value) < 1:
+            raise ConfigError(f"--ranks: {word!r} is not LAYER=RANK with a positive rank")
+        ranks[name] = int(value)
+    return ranks
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
+    parser.add_argument(
+        "--ranks", nargs="+", required=True, metavar="LAYER=RANK", help="e.g. fc6=1024 fc7=256"
+    )
+    parser.add_argument("--output", required=True, metavar="FILE", help="the checkpoint to write")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
+    try:
+        ranks = parse_ranks(args.ranks)
+        cfg = load_config(args.config_file, parse_overrides(args.opts))
+        if not cfg.MODEL.WEIGHTS:
+            raise ConfigError("compress_fc: give the trained weights as MODEL.WEIGHTS=FILE")
+        if list(cfg.MODEL.ROI_BOX_HEAD.SVD_RANKS):
+            raise ConfigError(
+                "compress_fc: MODEL.ROI_BOX_HEAD.SVD_RANKS must be empty: the tool starts from "
+                "the uncompressed model"
+            )
+        cfg.MODEL.DEVICE = "cpu"
+        model = build_model(cfg)
+        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        head = model.roi_heads.box_head
+        errors = compress_fc_layers(head, ranks)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        print(f"compress_fc: {error}", file=sys.stderr)
+        return 2
+    state = {"model": model.state_dict()}
+    write_atomically(args.output, lambda file: torch.save(state, file))
+    for name, error in errors.items():
+        print(f"{name}: rank {ranks[name]}, relative error {error:.4f}")
+    layer_ranks = ",".join(str(head.svd_ranks.get(name, 0)) for name in head.fc_names)
+    print(f"wrote {args.output}; evaluate it with the same config and")
+    print(f"  MODEL.ROI_BOX_HEAD.SVD_RANKS=[{layer_ranks}] MODEL.WEIGHTS={args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
