@@ -1,0 +1,82 @@
+"""FLOPs and parameter counts of a detector from its config, per module, for one image and N
+proposals (fvcore's counters; detkit's RoI ops counted by the rules of detkit.utils.analysis).
+
+    python tools/analyze_model.py --config-file configs/Base-FastRCNN.yaml \\
+        --tasks flop parameter [--image-size 600 1000] [--num-proposals 2000] [--depth 3] \\
+        MODEL.ROI_HEADS.NUM_CLASSES=20
+
+The image is random (uint8) at ``--image-size`` (default: INPUT.MIN_SIZE_TEST by
+INPUT.MAX_SIZE_TEST), the proposals random boxes inside it; weights are the config's
+(random unless MODEL.WEIGHTS is given). The score threshold is set to 0 so the predictor's
+post-processing runs on every proposal. A flop here is one fused multiply-add, as fvcore counts.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+
+import torch
+
+from detkit.config import ConfigError, load_config
+from detkit.engine import parse_overrides
+from detkit.modeling import build_model
+from detkit.utils.analysis import flop_count_analysis
+
+TASKS = ("flop", "parameter")
+
+
+def random_proposals(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
+    """``count`` boxes at random inside a ``height x width`` image, at least 8 px a side."""
+    generator = torch.Generator().manual_seed(seed)
+    x1 = torch.rand(count, generator=generator) * (width - 8)
+    y1 = torch.rand(count, generator=generator) * (height - 8)
+    w = 8 + torch.rand(count, generator=generator) * (width - 8 - x1)
+    h = 8 + torch.rand(count, generator=generator) * (height - 8 - y1)
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"))
+    parser.add_argument("--num-proposals", type=int, default=2000)
+    parser.add_argument("--depth", type=int, default=3, help="module depth of the tables")
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    with warnings.catch_warnings():  # importing fvcore.nn scripts functions, which torch deprecates
+        warnings.simplefilter("ignore", FutureWarning)
+        from fvcore.nn import flop_count_table, parameter_count_table
+
+    args = argument_parser().parse_args(argv)
+    try:
+        cfg = load_config(args.config_file, parse_overrides(args.opts))
+    except ConfigError as error:
+        print(f"analyze_model: {error}", file=sys.stderr)
+        return 2
+    cfg.MODEL.DEVICE = "cpu"
+    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    model = build_model(cfg)
+    if "parameter" in args.tasks:
+        print(parameter_count_table(model, max_depth=args.depth))
+    if "flop" in args.tasks:
+        height, width = args.image_size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+        image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
+        boxes = random_proposals(args.num_proposals, height, width)
+        with torch.no_grad():
+            analysis = flop_count_analysis(model, image, boxes)
+            print(
+                f"FLOPs (fused multiply-adds) for one {height}x{width} image and "
+                f"{args.num_proposals} proposals: {analysis.total() / 1e9:.2f} G"
+            )
+            print(flop_count_table(analysis, max_depth=args.depth))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
