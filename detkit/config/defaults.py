@@ -388,6 +388,14 @@ class EvaluationConfig:
         "dataset's `evaluator_type` metadata",
     )
     DETECTIONS_PER_IMAGE: int = key(100, "detections kept per image, the best scoring")
+    MIN_SIZES: list[int] = key(
+        [],
+        "the test image pyramid (paper §2.4, e.g. `[480, 576, 688, 864, 1200]` with "
+        "`INPUT.MAX_SIZE_TEST: 2000`): the backbone runs at each shortest-edge size (longest "
+        "capped at `INPUT.MAX_SIZE_TEST`) and each RoI is pooled from the scale where its area is "
+        "closest to 224², boxes decoded in the original image; empty: one scale, "
+        "`INPUT.MIN_SIZE_TEST` (the transforms of `INPUT.TRANSFORMS_TEST`)",
+    )
 
 
 @dataclass

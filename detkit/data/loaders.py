@@ -21,6 +21,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 from ..utils import comm
 from .build import get_detection_dataset_dicts
 from .mapper import DatasetMapper
+from .pyramid import PyramidMapper
 
 logger = logging.getLogger(__name__)
 
@@ -202,6 +203,14 @@ def _as_list(batch: list[dict]) -> list[dict]:
     return batch
 
 
+def evaluation_mapper(cfg: DictConfig) -> Callable[[dict], dict]:
+    """The test-time mapper of ``cfg``: a :class:`~detkit.data.pyramid.PyramidMapper` when
+    ``TEST.MIN_SIZES`` lists a pyramid, else ``DatasetMapper.from_config(cfg, is_train=False)``."""
+    if list(cfg.TEST.MIN_SIZES):
+        return PyramidMapper.from_config(cfg)
+    return DatasetMapper.from_config(cfg, is_train=False)
+
+
 def build_detection_test_loader(
     cfg_or_dataset: DictConfig | Sequence[dict],
     dataset_name: str | None = None,
@@ -223,7 +232,7 @@ def build_detection_test_loader(
             raise TypeError("build_detection_test_loader(cfg, dataset_name): name the dataset")
         return build_detection_test_loader(
             evaluation_dataset_dicts(cfg, dataset_name),
-            mapper=mapper or DatasetMapper.from_config(cfg, is_train=False),
+            mapper=mapper or evaluation_mapper(cfg),
             num_workers=cfg.DATALOADER.NUM_WORKERS,
         )
     if mapper is None:

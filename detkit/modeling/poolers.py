@@ -30,6 +30,7 @@ __all__ = [
     "PoolerTypeFromConfig",
     "ROIPooler",
     "assign_boxes_to_levels",
+    "assign_boxes_to_scales",
     "dedup_boxes",
 ]
 
@@ -214,6 +215,18 @@ def _level_builder(
             "config; build the pooler with ROIPooler.from_config(cfg, scales)"
         )
     return lambda scale: entry(output_size, scale, sampling_ratio)
+
+
+def assign_boxes_to_scales(
+    boxes: torch.Tensor, factors: Sequence[tuple[float, float]]
+) -> torch.Tensor:
+    """For ``[N, 4]`` boxes in original pixels, the index of the scale whose scaled box area is
+    closest to 224² (the original ``_project_im_rois`` rule, with detkit's continuous widths:
+    ``x2 - x1``, no +1); ties go to the first scale."""
+    widths = (boxes[:, 2] - boxes[:, 0]).double()
+    heights = (boxes[:, 3] - boxes[:, 1]).double()
+    scaled = torch.stack([widths * fx * heights * fy for fx, fy in factors], dim=1)
+    return (scaled - 224.0**2).abs().argmin(dim=1)
 
 
 def unknown_pooler_type(name: str) -> str:

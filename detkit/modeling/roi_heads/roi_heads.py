@@ -11,7 +11,13 @@ from ...structures import Boxes, Instances, pairwise_iou
 from ...utils.registry import Registry
 from ..backbone import ShapeSpec
 from ..matcher import Matcher
-from ..poolers import ROI_POOLER_REGISTRY, ROIPooler, dedup_boxes, unknown_pooler_type
+from ..poolers import (
+    ROI_POOLER_REGISTRY,
+    ROIPooler,
+    assign_boxes_to_scales,
+    dedup_boxes,
+    unknown_pooler_type,
+)
 from ..sampling import SamplingContext, build_sampler
 from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers
@@ -128,6 +134,40 @@ class StandardROIHeads(nn.Module):
             [features[f] for f in self.in_features], [p.proposal_boxes for p in proposals]
         )
         return self.box_predictor(self.box_head(pooled))
+
+    @torch.no_grad()
+    def inference_pyramid(
+        self,
+        features: Sequence[dict[str, Tensor]],
+        proposals: Instances,
+        factors: Sequence[tuple[float, float]],
+    ) -> Instances:
+        """Detections of one image from its pyramid (paper §2.4): ``features`` of each scale,
+        ``proposals`` in the original image's pixels, ``factors`` the (x, y) resize factor of
+        each scale. Each RoI is pooled from the scale ``assign_boxes_to_scales`` gives it, with
+        duplicates removed on that scale's grid; boxes are decoded in the
+        original image, so the detections are in its pixels."""
+        boxes = proposals.proposal_boxes.tensor
+        levels = assign_boxes_to_scales(boxes, factors)
+        pooled, kept = [], []
+        for level, (level_features, (fx, fy)) in enumerate(zip(features, factors, strict=True)):
+            index = torch.nonzero(levels == level).flatten()
+            scaled = boxes[index] * boxes.new_tensor([fx, fy, fx, fy])
+            if self.dedup_proposals:
+                keep = dedup_boxes(
+                    scaled,
+                    self.pooler.scales,
+                    getattr(self.pooler, "canonical_box_size", 224),
+                    getattr(self.pooler, "canonical_level", 4),
+                )
+                index, scaled = index[keep], scaled[keep]
+            maps = [level_features[f] for f in self.in_features]
+            pooled.append(self.pooler(maps, [scaled]))
+            kept.append(index)
+        order = torch.cat(kept)
+        scores, deltas = self.box_predictor(self.box_head(torch.cat(pooled)))
+        (result,) = self.box_predictor.inference(scores, deltas, [proposals[order]])
+        return result
 
     def roi_losses(
         self, features: dict[str, Tensor], proposals: list[Instances]

@@ -1,0 +1,72 @@
+"""The test image pyramid (Fast R-CNN §2.4): one image resized to several scales, its
+proposals kept in the original image's pixels; the model pools each RoI from one scale."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ..structures import Boxes, Instances
+from .mapper import read_image
+from .transforms import resize_shortest_edge
+
+
+class PyramidMapper:
+    """Test-time mapper for several scales: ``{"pyramid": [uint8 [3, H_s, W_s] per scale],
+    "pyramid_factors": [(x factor, y factor) per scale], "proposals": Instances at the original
+    size (boxes in its pixels), "height", "width", "image_id", "file_name"}``; ``"image"`` is
+    the first scale's image. ``min_sizes`` are shortest-edge sizes, each capped by ``max_size``
+    on the longest edge, as :class:`~detkit.data.transforms.ResizeShortestEdge`."""
+
+    def __init__(self, min_sizes: Sequence[int], max_size: int, input_format: str = "BGR") -> None:
+        if not min_sizes or min(min_sizes) <= 0 or max_size <= 0:
+            raise ValueError(
+                f"PyramidMapper: needs positive sizes, got {list(min_sizes)} and {max_size}"
+            )
+        if input_format not in ("BGR", "RGB"):
+            raise ValueError(
+                f"PyramidMapper: input_format must be BGR or RGB, got {input_format!r}"
+            )
+        self.min_sizes = [int(size) for size in min_sizes]
+        self.max_size = max_size
+        self.input_format = input_format
+
+    @classmethod
+    def from_config(cls, cfg) -> PyramidMapper:
+        return cls(cfg.TEST.MIN_SIZES, cfg.INPUT.MAX_SIZE_TEST, cfg.MODEL.INPUT_FORMAT)
+
+    def __call__(self, record: dict) -> dict:
+        original = read_image(record["file_name"])
+        height, width = original.shape[:2]
+        if (height, width) != (record["height"], record["width"]):
+            raise ValueError(
+                f"{record['file_name']}: image is {width}x{height} but the dataset says "
+                f"{record['width']}x{record['height']}"
+            )
+        pyramid, factors = [], []
+        for size in self.min_sizes:
+            image, _ = resize_shortest_edge(original, size, self.max_size)
+            if self.input_format == "RGB":
+                image = image[:, :, ::-1]
+            pyramid.append(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+            factors.append((image.shape[1] / width, image.shape[0] / height))
+        output = {
+            "image": pyramid[0],
+            "pyramid": pyramid,
+            "pyramid_factors": factors,
+            "height": height,
+            "width": width,
+            "image_id": record["image_id"],
+            "file_name": record["file_name"],
+        }
+        if "proposal_boxes" in record:
+            boxes = np.asarray(record["proposal_boxes"], np.float32).reshape(-1, 4)
+            logits = np.asarray(record["proposal_objectness_logits"], np.float32)
+            output["proposals"] = Instances(
+                (height, width),
+                proposal_boxes=Boxes(torch.from_numpy(boxes.copy())),
+                objectness_logits=torch.from_numpy(logits.copy()),
+            )
+        return output

@@ -1,0 +1,112 @@
+"""Multi-scale testing (paper §2.4): the scale each RoI is pooled from, and the pyramid path of
+the model against the single-scale one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from detkit.config import load_config
+from detkit.data.loaders import evaluation_mapper
+from detkit.data.mapper import DatasetMapper
+from detkit.data.pyramid import PyramidMapper
+from detkit.modeling import build_model
+from detkit.modeling.poolers import assign_boxes_to_scales
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
+
+
+def square(side: float) -> list[float]:
+    return [0.0, 0.0, side, side]
+
+
+def test_each_box_goes_to_the_scale_where_its_area_is_closest_to_224_squared() -> None:
+    factors = [(0.5, 0.5), (1.0, 1.0), (2.0, 2.0)]
+    boxes = torch.tensor([square(224), square(448), square(112), square(300), square(20)])
+    # 300 px: 150² = 22500 at 0.5 is 27676 from 50176, 300² = 90000 at 1 is 39824 from it
+    assert assign_boxes_to_scales(boxes, factors).tolist() == [1, 0, 2, 0, 2]
+    # per-axis factors multiply the area; a tie goes to the first scale
+    wide = torch.tensor([[0.0, 0, 448, 112]])
+    assert assign_boxes_to_scales(wide, [(0.5, 2.0), (2.0, 0.5)]).tolist() == [0]
+
+
+@pytest.fixture
+def record(tmp_path):
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)
+    cv2.rectangle(image, (20, 15), (70, 60), (255, 255, 255), -1)
+    path = tmp_path / "image.png"
+    cv2.imwrite(str(path), image)
+    boxes = np.array(
+        [[18, 12, 72, 63], [10, 10, 40, 30], [60, 40, 118, 88], [0, 0, 120, 90], [25, 20, 65, 55]],
+        np.float32,
+    )
+    return {
+        "file_name": str(path),
+        "height": 90,
+        "width": 120,
+        "image_id": 0,
+        "proposal_boxes": boxes,
+        "proposal_objectness_logits": np.zeros(5, np.float32),
+    }
+
+
+def model_and_config(*overrides: str):
+    cfg = load_config(SHAPES, ["MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0", *overrides])
+    torch.manual_seed(0)
+    return build_model(cfg).eval(), cfg
+
+
+def detections(model, inputs):
+    with torch.no_grad():
+        return model([inputs])[0]["instances"]
+
+
+def assert_same_detections(pyramid, single) -> None:
+    assert len(single) > 0 and pyramid.image_size == single.image_size
+    torch.testing.assert_close(pyramid.scores, single.scores, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(
+        pyramid.pred_boxes.tensor, single.pred_boxes.tensor, rtol=1e-4, atol=1e-3
+    )
+    assert torch.equal(pyramid.pred_classes, single.pred_classes)
+
+
+def test_a_one_scale_pyramid_gives_the_single_scale_detections(record) -> None:
+    model, cfg = model_and_config("INPUT.MIN_SIZE_TEST=200", "INPUT.MAX_SIZE_TEST=400")
+    single = detections(model, DatasetMapper.from_config(cfg, is_train=False)(dict(record)))
+    pyramid = detections(model, PyramidMapper([200], 400)(dict(record)))
+    assert_same_detections(pyramid, single)
+
+
+def test_rois_are_pooled_from_their_scale(record) -> None:
+    model, cfg = model_and_config("INPUT.MIN_SIZE_TEST=300", "INPUT.MAX_SIZE_TEST=1000")
+    # without the whole-image box, every proposal's area is nearest 224² at 300 (x3.33), not 90
+    record["proposal_boxes"] = np.delete(record["proposal_boxes"], 3, axis=0)
+    record["proposal_objectness_logits"] = np.zeros(4, np.float32)
+    pyramid_inputs = PyramidMapper([90, 300], 1000)(dict(record))
+    boxes = pyramid_inputs["proposals"].proposal_boxes.tensor
+    assert assign_boxes_to_scales(boxes, pyramid_inputs["pyramid_factors"]).tolist() == [1] * 4
+    single = detections(model, DatasetMapper.from_config(cfg, is_train=False)(dict(record)))
+    assert_same_detections(detections(model, pyramid_inputs), single)
+    # and the other way: pooled from the 90 scale, they give the 90 scale's detections
+    small_inputs = PyramidMapper([90, 1200], 1600)(dict(record))
+    assert assign_boxes_to_scales(boxes, small_inputs["pyramid_factors"]).tolist() == [0] * 4
+    cfg.INPUT.MIN_SIZE_TEST = 90
+    single = detections(model, DatasetMapper.from_config(cfg, is_train=False)(dict(record)))
+    assert_same_detections(detections(model, small_inputs), single)
+
+
+def test_the_test_loader_maps_a_pyramid_when_test_min_sizes_lists_one() -> None:
+    _, cfg = model_and_config(
+        "TEST.MIN_SIZES=[480, 576, 688, 864, 1200]", "INPUT.MAX_SIZE_TEST=2000"
+    )
+    mapper = evaluation_mapper(cfg)
+    assert isinstance(mapper, PyramidMapper)
+    assert (mapper.min_sizes, mapper.max_size) == ([480, 576, 688, 864, 1200], 2000)
+    _, cfg = model_and_config()
+    assert isinstance(evaluation_mapper(cfg), DatasetMapper)
