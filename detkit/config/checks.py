@@ -34,6 +34,7 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
         *_matcher_problems(cfg),
         *_sampling_problems(cfg),
         *_box_head_problems(cfg),
+        *_test_pyramid_problems(cfg),
         *_registry_name_problems(cfg),
     ]
     for check in _PROJECT_CHECKS:
@@ -99,6 +100,13 @@ def _sampling_problems(cfg: DictConfig) -> list[str]:
             f"MODEL.ROI_HEADS.POSITIVE_FRACTION must be in [0, 1], got {heads.POSITIVE_FRACTION}"
         )
     return problems
+
+
+def _test_pyramid_problems(cfg: DictConfig) -> list[str]:
+    sizes = list(cfg.TEST.MIN_SIZES)
+    if any(size <= 0 for size in sizes):
+        return [f"TEST.MIN_SIZES must hold positive shortest-edge sizes, got {sizes}"]
+    return []
 
 
 def _box_head_problems(cfg: DictConfig) -> list[str]:

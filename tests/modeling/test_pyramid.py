@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from detkit.config import load_config
+from detkit.config import ConfigError, check_config, load_config
 from detkit.data.loaders import evaluation_mapper
 from detkit.data.mapper import DatasetMapper
 from detkit.data.pyramid import PyramidMapper
@@ -110,3 +110,11 @@ def test_the_test_loader_maps_a_pyramid_when_test_min_sizes_lists_one() -> None:
     assert (mapper.min_sizes, mapper.max_size) == ([480, 576, 688, 864, 1200], 2000)
     _, cfg = model_and_config()
     assert isinstance(evaluation_mapper(cfg), DatasetMapper)
+
+
+def test_sizes_that_are_not_positive_are_refused_before_any_work() -> None:
+    _, cfg = model_and_config("TEST.MIN_SIZES=[480, 0]")
+    with pytest.raises(ConfigError, match=r"TEST.MIN_SIZES must hold positive .* \[480, 0\]"):
+        check_config(cfg)
+    with pytest.raises(ValueError, match="PyramidMapper: needs positive sizes"):
+        PyramidMapper([480, -1], 1000)
