@@ -34,10 +34,7 @@ class DatasetMapper:
         input_format: str = "BGR",
         seed: int | None = None,
     ) -> None:
-        if input_format not in ("BGR", "RGB"):
-            raise ValueError(
-                f"DatasetMapper: input_format must be BGR or RGB, got {input_format!r}"
-            )
+        check_input_format("DatasetMapper", input_format)
         self.is_train = is_train
         self.transforms = list(transforms)
         self.input_format = input_format
@@ -49,21 +46,14 @@ class DatasetMapper:
         return cls(is_train, build_transforms(cfg, is_train), input_format=cfg.MODEL.INPUT_FORMAT)
 
     def __call__(self, record: dict) -> dict:
-        image = read_image(record["file_name"])
-        if image.shape[:2] != (record["height"], record["width"]):
-            raise ValueError(
-                f"{record['file_name']}: image is {image.shape[1]}x{image.shape[0]} but the "
-                f"dataset says {record['width']}x{record['height']}"
-            )
+        image = read_record_image(record)
         maps = []
         for transform in self.transforms:
             image, box_map = transform(image, self.rng)
             maps.append(box_map)
-        if self.input_format == "RGB":
-            image = image[:, :, ::-1]
         size = image.shape[:2]
         output = {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "image": model_image(image, self.input_format),
             "height": record["height"],
             "width": record["width"],
             "image_id": record["image_id"],
@@ -98,6 +88,29 @@ def _apply(maps, boxes: np.ndarray, size: tuple[int, int]) -> tuple[np.ndarray, 
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, size[0])
     keep = np.nonzero((boxes[:, 2] > boxes[:, 0]) & (boxes[:, 3] > boxes[:, 1]))[0]
     return boxes[keep], keep
+
+
+def check_input_format(owner: str, input_format: str) -> None:
+    """Refuses a channel order other than ``BGR`` and ``RGB``, naming ``owner``."""
+    if input_format not in ("BGR", "RGB"):
+        raise ValueError(f"{owner}: input_format must be BGR or RGB, got {input_format!r}")
+
+
+def model_image(image_bgr: np.ndarray, input_format: str) -> torch.Tensor:
+    """A BGR ``[H, W, 3]`` uint8 image as the model's ``[3, H, W]`` input in ``input_format``."""
+    image = image_bgr[:, :, ::-1] if input_format == "RGB" else image_bgr
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))
+
+
+def read_record_image(record: dict) -> np.ndarray:
+    """The BGR image of a dataset dict, checked against the size the dict gives."""
+    image = read_image(record["file_name"])
+    if image.shape[:2] != (record["height"], record["width"]):
+        raise ValueError(
+            f"{record['file_name']}: image is {image.shape[1]}x{image.shape[0]} but the "
+            f"dataset says {record['width']}x{record['height']}"
+        )
+    return image
 
 
 def read_image(path: str) -> np.ndarray:

@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..structures import Boxes, Instances
-from .mapper import read_image
+from .mapper import check_input_format, model_image, read_record_image
 from .transforms import resize_shortest_edge
 
 
@@ -25,10 +25,7 @@ class PyramidMapper:
             raise ValueError(
                 f"PyramidMapper: needs positive sizes, got {list(min_sizes)} and {max_size}"
             )
-        if input_format not in ("BGR", "RGB"):
-            raise ValueError(
-                f"PyramidMapper: input_format must be BGR or RGB, got {input_format!r}"
-            )
+        check_input_format("PyramidMapper", input_format)
         self.min_sizes = [int(size) for size in min_sizes]
         self.max_size = max_size
         self.input_format = input_format
@@ -38,19 +35,12 @@ class PyramidMapper:
         return cls(cfg.TEST.MIN_SIZES, cfg.INPUT.MAX_SIZE_TEST, cfg.MODEL.INPUT_FORMAT)
 
     def __call__(self, record: dict) -> dict:
-        original = read_image(record["file_name"])
+        original = read_record_image(record)
         height, width = original.shape[:2]
-        if (height, width) != (record["height"], record["width"]):
-            raise ValueError(
-                f"{record['file_name']}: image is {width}x{height} but the dataset says "
-                f"{record['width']}x{record['height']}"
-            )
         pyramid, factors = [], []
         for size in self.min_sizes:
             image, _ = resize_shortest_edge(original, size, self.max_size)
-            if self.input_format == "RGB":
-                image = image[:, :, ::-1]
-            pyramid.append(torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))))
+            pyramid.append(model_image(image, self.input_format))
             factors.append((image.shape[1] / width, image.shape[0] / height))
         output = {
             "image": pyramid[0],

@@ -7,6 +7,7 @@ import torch
 
 from ..checkpoint import DetectionCheckpointer
 from ..config import ConfigError
+from ..data.mapper import model_image
 from ..data.selective_search import selective_search_boxes
 from ..data.transforms import build_transforms
 from ..modeling import build_model
@@ -52,10 +53,8 @@ class DefaultPredictor:
         boxes = Boxes(torch.from_numpy(moved))
         boxes.clip(image.shape[:2])
         boxes = boxes[boxes.nonempty()]
-        if self.cfg.MODEL.INPUT_FORMAT == "RGB":
-            image = image[:, :, ::-1]
         inputs = {
-            "image": torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))),
+            "image": model_image(image, self.cfg.MODEL.INPUT_FORMAT),
             "proposals": Instances(
                 image.shape[:2],
                 proposal_boxes=boxes,

@@ -154,12 +154,7 @@ class StandardROIHeads(nn.Module):
             index = torch.nonzero(levels == level).flatten()
             scaled = boxes[index] * boxes.new_tensor([fx, fy, fx, fy])
             if self.dedup_proposals:
-                keep = dedup_boxes(
-                    scaled,
-                    self.pooler.scales,
-                    getattr(self.pooler, "canonical_box_size", 224),
-                    getattr(self.pooler, "canonical_level", 4),
-                )
+                keep = self.distinct_on_grid(scaled)
                 index, scaled = index[keep], scaled[keep]
             maps = [level_features[f] for f in self.in_features]
             pooled.append(self.pooler(maps, [scaled]))
@@ -176,19 +171,23 @@ class StandardROIHeads(nn.Module):
         scores, deltas = self.predict(features, proposals)
         return self.box_predictor.losses(scores, deltas, proposals, reduction="none")
 
+    def distinct_on_grid(self, boxes: Boxes | Tensor) -> Tensor:
+        """Indices of the ``boxes`` (of one image, in the pooled maps' image pixels) that do not
+        coincide with an earlier one on the grid of the map they are pooled from."""
+        return dedup_boxes(
+            boxes,
+            self.pooler.scales,
+            getattr(self.pooler, "canonical_box_size", 224),
+            getattr(self.pooler, "canonical_level", 4),
+        )
+
     @torch.no_grad()
     def remove_duplicate_proposals(self, proposals: list[Instances]) -> list[Instances]:
         """Per image, the proposals without those that coincide with an earlier one on the grid
         of the map they are pooled from (:func:`detkit.modeling.poolers.dedup_boxes`)."""
-        pooler = self.pooler
         result = []
         for image_proposals in proposals:
-            keep = dedup_boxes(
-                image_proposals.proposal_boxes,
-                pooler.scales,
-                getattr(pooler, "canonical_box_size", 224),
-                getattr(pooler, "canonical_level", 4),
-            )
+            keep = self.distinct_on_grid(image_proposals.proposal_boxes)
             result.append(
                 image_proposals if len(keep) == len(image_proposals) else image_proposals[keep]
             )
