@@ -22,19 +22,9 @@ import torch
 from detkit.config import ConfigError, load_config
 from detkit.engine import parse_overrides
 from detkit.modeling import build_model
-from detkit.utils.analysis import flop_count_analysis
+from detkit.utils.analysis import flop_count_analysis, random_boxes
 
 TASKS = ("flop", "parameter")
-
-
-def random_proposals(count: int, height: int, width: int, seed: int = 0) -> torch.Tensor:
-    """``count`` boxes at random inside a ``height x width`` image, at least 8 px a side."""
-    generator = torch.Generator().manual_seed(seed)
-    x1 = torch.rand(count, generator=generator) * (width - 8)
-    y1 = torch.rand(count, generator=generator) * (height - 8)
-    w = 8 + torch.rand(count, generator=generator) * (width - 8 - x1)
-    h = 8 + torch.rand(count, generator=generator) * (height - 8 - y1)
-    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -67,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     if "flop" in args.tasks:
         height, width = args.image_size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
         image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8)
-        boxes = random_proposals(args.num_proposals, height, width)
+        boxes = random_boxes(args.num_proposals, height, width)
         with torch.no_grad():
             analysis = flop_count_analysis(model, image, boxes)
             print(

@@ -24,10 +24,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
 import statistics
 import sys
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -37,6 +35,8 @@ import torchvision
 from torch import Tensor
 
 from detkit.layers import roi_align, roi_pool
+from detkit.utils.timing import clock
+from detkit.utils.timing import describe_machine as machine_description
 
 OUTPUT_SIZE = 7
 
@@ -247,28 +247,6 @@ def check_agreement(shape: Shape, inputs: Inputs) -> None:
                 )
 
 
-def clock(device: torch.device) -> Callable[[Callable[[], object]], float]:
-    """A function that runs a callable once and returns its time in milliseconds."""
-    if device.type == "cuda":
-
-        def run(fn: Callable[[], object]) -> float:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn()
-            end.record()
-            torch.cuda.synchronize()
-            return start.elapsed_time(end)
-
-        return run
-
-    def run_cpu(fn: Callable[[], object]) -> float:
-        start = time.perf_counter()
-        fn()
-        return (time.perf_counter() - start) * 1000
-
-    return run_cpu
-
-
 def time_pair(
     device: torch.device, tv: Callable[[], object], dk: Callable[[], object], repeat: int
 ) -> tuple[float, float]:
@@ -365,29 +343,11 @@ def benchmark(device: torch.device, shape: Shape, repeat: int) -> list[Row]:
 
 
 def describe_machine(devices: list[torch.device]) -> dict[str, object]:
-    info: dict[str, object] = {
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
-        "threads": torch.get_num_threads(),
-        "cpu": cpu_model(),
-        "python": platform.python_version(),
-    }
+    info = machine_description(devices)
     for device in devices:
         if device.type == "cuda":
-            info["gpu"] = torch.cuda.get_device_name(device)
             info["gpu_peak_gbps"] = peak_bandwidth(device)
-            info["deterministic"] = torch.are_deterministic_algorithms_enabled()
     return info
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
 
 
 def print_table(rows: list[Row], info: dict[str, object]) -> None:

@@ -43,6 +43,17 @@ def roi_pool_flops(inputs: list[Any], outputs: list[Any]) -> Counter:
     return Counter({"roi_pool": 0})
 
 
+def random_boxes(count: int, height: int, width: int, seed: int = 0) -> Tensor:
+    """``count`` boxes (``[count, 4]``, XYXY) at random inside a ``height x width`` image, at
+    least 8 px a side: the proposals of the FLOP and speed measurements."""
+    generator = torch.Generator().manual_seed(seed)
+    x1 = torch.rand(count, generator=generator) * (width - 8)
+    y1 = torch.rand(count, generator=generator) * (height - 8)
+    w = 8 + torch.rand(count, generator=generator) * (width - 8 - x1)
+    h = 8 + torch.rand(count, generator=generator) * (height - 8 - y1)
+    return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
+
+
 class SingleImageDetector(nn.Module):
     """``model`` on one image and its proposals as plain tensors, returning the detections'
     boxes, scores and classes: the form fvcore's tracing counters take."""
