@@ -4,9 +4,11 @@ every problem at once."""
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable
+from pathlib import Path
 
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from .loading import ConfigError
 
@@ -25,10 +27,12 @@ def register_config_check(check: ConfigCheck) -> ConfigCheck:
 
 def check_config(cfg: DictConfig, world_size: int = 1) -> None:
     """Raises :class:`ConfigError` listing every problem of ``cfg`` for a run of
-    ``world_size`` processes: the lr schedule, the batch split, the matcher's bands and the
-    sampler's sizes, every key that names a registry entry (components, evaluators,
-    transforms), and the checks projects added with :func:`register_config_check`."""
+    ``world_size`` processes: sizes, counts and periods out of range, the lr schedule, the
+    batch split, the matcher's bands and the sampler's sizes, every key that names a registry
+    entry (components, evaluators, transforms) or a registered dataset, the weights file, and
+    the checks projects added with :func:`register_config_check`."""
     problems = [
+        *_range_problems(cfg),
         *_schedule_problems(cfg),
         *_batch_problems(cfg, world_size),
         *_matcher_problems(cfg),
@@ -36,6 +40,8 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
         *_box_head_problems(cfg),
         *_test_pyramid_problems(cfg),
         *_registry_name_problems(cfg),
+        *_dataset_problems(cfg),
+        *_weights_problems(cfg),
     ]
     for check in _PROJECT_CHECKS:
         problems += check(cfg)
@@ -58,8 +64,55 @@ def _schedule_problems(cfg: DictConfig) -> list[str]:
     return []
 
 
+# Keys that must be positive (a zero or negative value has no meaning, or would divide by
+# zero or loop forever), and keys where 0 means "off" or "none", as their docs say.
+POSITIVE_KEYS = (
+    "SOLVER.IMS_PER_BATCH",
+    "SOLVER.BASE_LR",
+    "SOLVER.CHECKPOINT_PERIOD",
+    "SOLVER.LOG_PERIOD",
+    "INPUT.MAX_SIZE_TRAIN",
+    "INPUT.MIN_SIZE_TEST",
+    "INPUT.MAX_SIZE_TEST",
+    "TEST.DETECTIONS_PER_IMAGE",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
+    "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST",
+    "MODEL.ROI_HEADS.NUM_CLASSES",
+    "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
+    "MODEL.ROI_BOX_HEAD.NUM_FC",
+    "MODEL.ROI_BOX_HEAD.FC_DIM",
+)
+NON_NEGATIVE_KEYS = (
+    "TEST.EVAL_PERIOD",
+    "DATALOADER.NUM_WORKERS",
+    "SOLVER.WEIGHT_DECAY",
+    "SOLVER.MOMENTUM",
+)
+
+
+def _range_problems(cfg: DictConfig) -> list[str]:
+    problems = [
+        f"{key} must be positive, got {value}"
+        for key in POSITIVE_KEYS
+        if (value := OmegaConf.select(cfg, key)) is not None and value <= 0
+    ]
+    problems += [
+        f"{key} must be 0 or more, got {value}"
+        for key in NON_NEGATIVE_KEYS
+        if (value := OmegaConf.select(cfg, key)) is not None and value < 0
+    ]
+    sizes = list(cfg.INPUT.MIN_SIZE_TRAIN)
+    if not sizes or any(size <= 0 for size in sizes):
+        problems.append(f"INPUT.MIN_SIZE_TRAIN must list positive shortest-edge sizes, got {sizes}")
+    return problems
+
+
 def _batch_problems(cfg: DictConfig, world_size: int) -> list[str]:
-    if cfg.SOLVER.IMS_PER_BATCH % world_size:
+    if world_size < 1:
+        return [
+            f"the run needs at least one process (--num-gpus x --num-machines), got {world_size}"
+        ]
+    if cfg.SOLVER.IMS_PER_BATCH > 0 and cfg.SOLVER.IMS_PER_BATCH % world_size:
         return [
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} images do not divide among "
             f"{world_size} processes"
@@ -155,3 +208,51 @@ def _registry_name_problems(cfg: DictConfig) -> list[str]:
         for name in names
         if name not in registry
     ]
+
+
+def _dataset_problems(cfg: DictConfig) -> list[str]:
+    """Every dataset named must be registered (checked now, not after training), with one
+    proposal file per dataset when files are given."""
+    from ..data import DatasetCatalog
+
+    registered = DatasetCatalog.list()
+    problems = []
+    for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
+        for name in OmegaConf.select(cfg, key):
+            if name not in DatasetCatalog:
+                problems.append(f"{key}: {_unknown_dataset(name, registered)}")
+    for files_key, names_key in (
+        ("DATASETS.PROPOSAL_FILES_TRAIN", "DATASETS.TRAIN"),
+        ("DATASETS.PROPOSAL_FILES_TEST", "DATASETS.TEST"),
+    ):
+        files, names = OmegaConf.select(cfg, files_key), OmegaConf.select(cfg, names_key)
+        if files and len(files) != len(names):
+            problems.append(
+                f"{files_key} gives {len(files)} files for the {len(names)} datasets of "
+                f"{names_key} {list(names)}; give one per dataset, in the same order"
+            )
+    return problems
+
+
+def _unknown_dataset(name: str, registered: list[str]) -> str:
+    message = f"no dataset named {name!r} is registered"
+    match = difflib.get_close_matches(name, registered, n=1, cutoff=0.6)
+    if match:
+        return f"{message}; did you mean {match[0]!r}?"
+    return f"{message} (registered: {', '.join(sorted(registered)) or 'none'})"
+
+
+def _weights_problems(cfg: DictConfig) -> list[str]:
+    """A local ``MODEL.WEIGHTS`` must be a non-empty file (paths with a ``scheme://`` go to
+    their iopath handler when loaded)."""
+    weights = cfg.MODEL.WEIGHTS
+    if not weights or "://" in weights:
+        return []
+    path = Path(weights)
+    if path.is_dir():
+        return [f"MODEL.WEIGHTS: {weights} is a directory; give a checkpoint file in it"]
+    if not path.is_file():
+        return [f"MODEL.WEIGHTS: no such file {weights}"]
+    if path.stat().st_size == 0:
+        return [f"MODEL.WEIGHTS: {weights} is empty (0 bytes), not a checkpoint"]
+    return []

@@ -133,7 +133,16 @@ def _read_chain(file: Path, seen: list[Path]) -> list[tuple[Path, dict]]:
     if not file.is_file():
         raise ConfigError(f"config file not found: {file}")
     try:
-        data = yaml.safe_load(file.read_text()) or {}
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{file}: not a UTF-8 text file, so not a YAML config") from error
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
+    except _DuplicateKeyError as error:
+        raise ConfigError(
+            f"{file}:{error.line}: {error.key!r} is given twice (first at line "
+            f"{error.first_line}); YAML would silently keep only the last, so merge them"
+        ) from error
     except yaml.YAMLError as error:
         raise ConfigError(f"{file}: not valid YAML: {error}") from error
     if not isinstance(data, dict):
@@ -145,6 +154,28 @@ def _read_chain(file: Path, seen: list[Path]) -> list[tuple[Path, dict]]:
     if not base_file.is_file():
         raise ConfigError(f"{file}: _BASE_ file {base!r} not found (looked for {base_file})")
     return [*_read_chain(base_file, [*seen, resolved]), (file, data)]
+
+
+class _DuplicateKeyError(yaml.YAMLError):
+    def __init__(self, key: Any, line: int, first_line: int) -> None:
+        super().__init__(f"{key!r} at line {line} repeats line {first_line}")
+        self.key, self.line, self.first_line = key, line, first_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a mapping that gives a key twice (plain YAML keeps the
+    last, so a second ``SOLVER:`` block would drop the first without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        first_lines: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, typing.Hashable) and key in first_lines:
+                raise _DuplicateKeyError(key, line, first_lines[key])
+            if isinstance(key, typing.Hashable):
+                first_lines[key] = line
+        return super().construct_mapping(node, deep=deep)
 
 
 def _merge(cfg: DictConfig, data: Mapping, prefix: str, source: str) -> None:
@@ -169,6 +200,9 @@ def _assign(cfg: DictConfig, key: str, value: Any, source: str) -> None:
         raise ConfigError(_unknown_key_message(cfg, key, source))
     if isinstance(node, DictConfig) and not isinstance(value, Mapping):
         raise ConfigError(f"{source}: {key} is a section; give it a mapping, not {value!r}")
+    if not isinstance(value, bool) and _declared_type(cfg, key) == "a bool":
+        # OmegaConf would turn 2 or "maybe" into True/False without a word
+        raise ConfigError(f"{source}: {key} takes a bool (true or false), got {value!r}")
     try:
         OmegaConf.update(cfg, key, value, merge=True)
     except OmegaConfBaseException as error:

@@ -52,7 +52,8 @@ def test_every_problem_is_reported_at_once_with_its_key() -> None:
 def test_the_defaults_and_the_shipped_configs_pass() -> None:
     check_config(get_default_config())
     for config in sorted((REPO / "configs").rglob("*.yaml")):
-        check_config(load_config(config), world_size=1)
+        # the pretrained weights they name are put in place by the user (docs/datasets.md)
+        check_config(load_config(config, ["MODEL.WEIGHTS="]), world_size=1)
 
 
 @pytest.mark.parametrize(

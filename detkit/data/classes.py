@@ -1,0 +1,47 @@
+"""The classes of datasets, checked against the model's: a model with one class fewer than its
+data would silently learn the last class as background."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from ..config import ConfigError
+from .catalog import MetadataCatalog
+
+NUM_CLASSES_KEY = "MODEL.ROI_HEADS.NUM_CLASSES"
+
+
+def dataset_classes(name: str) -> list[str] | None:
+    """The class names a registered dataset's metadata records (``thing_classes``), or
+    ``None`` when it records none."""
+    classes = MetadataCatalog.get(name).get("thing_classes")
+    return None if classes is None else list(classes)
+
+
+def check_num_classes(num_classes: int, names: Sequence[str], dicts: list[dict]) -> None:
+    """Raises :class:`ConfigError` when the datasets ``names`` (whose records are ``dicts``)
+    do not have exactly ``num_classes`` classes, or do not share one list of class names, or
+    hold a category id outside ``[0, num_classes)``."""
+    problems = []
+    known = {name: dataset_classes(name) for name in names}
+    lists = {tuple(classes) for classes in known.values() if classes is not None}
+    if len(lists) > 1:
+        listed = "; ".join(f"{name}: {classes}" for name, classes in known.items() if classes)
+        problems.append(f"the datasets have different classes ({listed}); they cannot be mixed")
+    for name, classes in known.items():
+        if classes is not None and len(classes) != num_classes:
+            problems.append(
+                f"{NUM_CLASSES_KEY}={num_classes} but dataset {name!r} has {len(classes)} "
+                f"classes {classes}; set {NUM_CLASSES_KEY}={len(classes)}"
+            )
+    largest = max(
+        (a["category_id"] for record in dicts for a in record.get("annotations", ())),
+        default=-1,
+    )
+    if largest >= num_classes and not problems:
+        problems.append(
+            f"{NUM_CLASSES_KEY}={num_classes} but the annotations of {list(names)} use category "
+            f"id {largest} (ids count from 0); set {NUM_CLASSES_KEY}={largest + 1} or more"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))
