@@ -174,10 +174,20 @@ def test_peak_memory_sees_a_temporary_allocation() -> None:
     assert peak_memory_mb(torch.device("cpu"), lambda: None) < 30
 
 
-def test_a_whole_run_prints_the_table_and_writes_json(tool, tmp_path, capsys) -> None:
+@pytest.mark.parametrize(
+    "device",
+    [
+        "cpu",
+        pytest.param(
+            "cuda",
+            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
+        ),
+    ],
+)
+def test_a_whole_run_prints_the_table_and_writes_json(tool, tmp_path, capsys, device) -> None:
     output = tmp_path / "bench.json"
     argv = [
-        "--config-file", str(SHAPES_CONFIG), "--device", "cpu", "--image-size", "64", "96",
+        "--config-file", str(SHAPES_CONFIG), "--device", device, "--image-size", "64", "96",
         "--num-proposals", "40", "--svd-ranks", "16", "8", "--repeat", "1",
         "--json", str(output), *SMALL,
     ]  # fmt: skip
@@ -194,6 +204,7 @@ def test_a_whole_run_prints_the_table_and_writes_json(tool, tmp_path, capsys) ->
     assert set(split) == {"backbone", "pooling", "box_head", "rest", "total"}
     assert 0 < split["backbone"] + split["pooling"] + split["box_head"] <= split["total"]
     assert report["setting"]["image_size"] == [64, 96] and report["setting"]["classes"] == 4
+    assert report["setting"]["device"] == device
 
 
 def test_bad_arguments_end_with_status_2(tool, capsys) -> None:
