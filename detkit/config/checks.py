@@ -52,12 +52,13 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
 
 
 def _schedule_problems(cfg: DictConfig) -> list[str]:
-    from ..solver import warmup_multistep_schedule
+    from ..solver.lr_scheduler import fit_schedule_to_run, warmup_multistep_schedule
 
     solver = cfg.SOLVER
+    steps, warmup_iters, _ = fit_schedule_to_run(solver.MAX_ITER, solver.STEPS, solver.WARMUP_ITERS)
     try:
         warmup_multistep_schedule(
-            solver.MAX_ITER, solver.STEPS, solver.GAMMA, solver.WARMUP_ITERS, solver.WARMUP_FACTOR
+            solver.MAX_ITER, steps, solver.GAMMA, warmup_iters, solver.WARMUP_FACTOR
         )
     except ValueError as error:
         return [str(error)]

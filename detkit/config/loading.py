@@ -7,6 +7,7 @@ add with :func:`add_config`) and take a value of the declared type; anything els
 
 from __future__ import annotations
 
+import ast
 import contextlib
 import copy
 import dataclasses
@@ -200,7 +201,10 @@ def _assign(cfg: DictConfig, key: str, value: Any, source: str) -> None:
         raise ConfigError(_unknown_key_message(cfg, key, source))
     if isinstance(node, DictConfig) and not isinstance(value, Mapping):
         raise ConfigError(f"{source}: {key} is a section; give it a mapping, not {value!r}")
-    if not isinstance(value, bool) and _declared_type(cfg, key) == "a bool":
+    declared = _declared_type(cfg, key)
+    if isinstance(value, str) and declared.startswith("a list") and value.strip()[:1] == "(":
+        value = _tuple_as_list(value, key, source)  # detectron2's SOLVER.STEPS "(20,)"
+    if not isinstance(value, bool) and declared == "a bool":
         # OmegaConf would turn 2 or "maybe" into True/False without a word
         raise ConfigError(f"{source}: {key} takes a bool (true or false), got {value!r}")
     try:
@@ -210,6 +214,15 @@ def _assign(cfg: DictConfig, key: str, value: Any, source: str) -> None:
         raise ConfigError(
             f"{source}: {key} takes {expected}, got {value!r} ({type(value).__name__})"
         ) from error
+
+
+def _tuple_as_list(text: str, key: str, source: str) -> list:
+    """A Python tuple literal such as ``(20,)`` or ``(3000, 4000)`` as a list."""
+    try:
+        value = ast.literal_eval(text.strip())
+    except (ValueError, SyntaxError) as error:
+        raise ConfigError(f"{source}: {key} takes a list, got {text!r}") from error
+    return list(value) if isinstance(value, tuple | list) else [value]
 
 
 def _declared_type(cfg: DictConfig, key: str) -> str:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable
 
 import torch
 from torch import nn
 
-from .lr_scheduler import LRMultiplier, warmup_multistep_schedule
+from .lr_scheduler import LRMultiplier, fit_schedule_to_run, warmup_multistep_schedule
+
+logger = logging.getLogger(__name__)
 
 _NORM_LAYERS = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm)
 
@@ -86,8 +89,13 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
 def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
     """Linear warmup then steps by ``SOLVER.GAMMA`` at ``SOLVER.STEPS``, stepped per iteration."""
     solver = cfg.SOLVER
+    steps, warmup_iters, changes = fit_schedule_to_run(
+        solver.MAX_ITER, solver.STEPS, solver.WARMUP_ITERS
+    )
+    if changes:
+        logger.warning("The lr schedule is fitted to the run: " + "; ".join(changes))
     schedule = warmup_multistep_schedule(
-        solver.MAX_ITER, solver.STEPS, solver.GAMMA, solver.WARMUP_ITERS, solver.WARMUP_FACTOR
+        solver.MAX_ITER, steps, solver.GAMMA, warmup_iters, solver.WARMUP_FACTOR
     )
     return LRMultiplier(optimizer, schedule, solver.MAX_ITER)
 

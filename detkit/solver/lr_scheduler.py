@@ -14,6 +14,28 @@ from fvcore.common.param_scheduler import (
 )
 
 
+def fit_schedule_to_run(
+    max_iter: int, steps: Sequence[int], warmup_iters: int
+) -> tuple[list[int], int, list[str]]:
+    """``steps`` and ``warmup_iters`` fitted to a run of ``max_iter`` iterations, as detectron2
+    lets a short run keep a long schedule's steps: steps at or past the end are dropped and a
+    warm-up as long as the run or longer ends one iteration before its end. Also returns what
+    was changed, in words (empty when nothing was)."""
+    steps = [int(s) for s in steps]
+    kept = [s for s in steps if s < max_iter]
+    changes = []
+    if len(kept) < len(steps):
+        dropped = [s for s in steps if s >= max_iter]
+        changes.append(f"SOLVER.STEPS {dropped} at or past SOLVER.MAX_ITER={max_iter} are ignored")
+    if max_iter > 0 and warmup_iters >= max_iter:
+        changes.append(
+            f"SOLVER.WARMUP_ITERS={warmup_iters} is cut to {max_iter - 1}, within "
+            f"SOLVER.MAX_ITER={max_iter}"
+        )
+        warmup_iters = max_iter - 1
+    return kept, warmup_iters, changes
+
+
 def warmup_multistep_schedule(
     max_iter: int,
     steps: Sequence[int],

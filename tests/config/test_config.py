@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from detkit.config import ConfigError, add_config, dump_config, get_default_config, load_config
+from detkit.config import (
+    ConfigError,
+    add_config,
+    check_config,
+    dump_config,
+    get_default_config,
+    load_config,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -220,3 +227,22 @@ def test_an_empty_override_is_the_empty_string(tmp_path: Path) -> None:
     assert load_config(file, ["MODEL.WEIGHTS="]).MODEL.WEIGHTS == ""
     with pytest.raises(ConfigError, match=r"SOLVER\.MAX_ITER takes an int, got ''"):
         load_config(file, ["SOLVER.MAX_ITER="])
+
+
+@pytest.mark.parametrize(
+    "text, expected", [("(20,)", [20]), ("(3000, 4000)", [3000, 4000]), ("[5, 6]", [5, 6])]
+)
+def test_list_keys_take_detectron2_tuple_syntax(text: str, expected: list[int]) -> None:
+    cfg = load_config(REPO / "configs" / "shapes" / "fast_rcnn.yaml", [f"SOLVER.STEPS={text}"])
+    assert list(cfg.SOLVER.STEPS) == expected
+
+
+def test_a_malformed_tuple_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"SOLVER\.STEPS takes a list, got '\(20,'"):
+        load_config(REPO / "configs" / "shapes" / "fast_rcnn.yaml", ["SOLVER.STEPS=(20,"])
+
+
+def test_overriding_only_max_iter_passes_the_checks() -> None:
+    """Steps and warm-up past a shortened run are fitted to it (with a warning), not refused."""
+    cfg = load_config(REPO / "configs" / "shapes" / "fast_rcnn.yaml", ["SOLVER.MAX_ITER=20"])
+    check_config(cfg)

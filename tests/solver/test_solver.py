@@ -3,6 +3,7 @@ values."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ from detkit.engine import LRScheduler, TrainerBase
 from detkit.solver import (
     build_lr_scheduler,
     build_optimizer,
+    fit_schedule_to_run,
     get_optimizer_params,
     warmup_multistep_schedule,
 )
@@ -104,13 +106,36 @@ def test_schedule_multiplier() -> None:
     assert [plain(i / 100) for i in (0, 50, 99)] == [1.0, 1.0, 1.0]
 
 
-@pytest.mark.parametrize("steps", [[80, 60], [60, 60], [60, 100], [60, 120], [0, 60]], ids=str)
+@pytest.mark.parametrize("steps", [[80, 60], [60, 60], [0, 60]], ids=str)
 def test_bad_steps_raise_naming_the_key(steps: list[int]) -> None:
     with pytest.raises(ValueError, match=r"SOLVER\.STEPS"):
         warmup_multistep_schedule(100, steps, 0.1, 10, 0.01)
     cfg = solver_config(STEPS=steps)
     with pytest.raises(ValueError, match=r"SOLVER\.STEPS"):
         build_lr_scheduler(cfg, build_optimizer(cfg, Net()))
+
+
+@pytest.mark.parametrize("steps", [[60, 100], [60, 120]], ids=str)
+def test_steps_past_the_end_are_ignored_with_a_warning(steps: list[int], caplog) -> None:
+    """As detectron2 does: a shortened run (only SOLVER.MAX_ITER overridden) keeps working."""
+    with pytest.raises(ValueError, match=r"SOLVER\.STEPS"):  # the schedule itself stays strict
+        warmup_multistep_schedule(100, steps, 0.1, 10, 0.01)
+    cfg = solver_config(STEPS=steps)
+    with caplog.at_level(logging.WARNING, logger="detkit.solver"):
+        scheduler = build_lr_scheduler(cfg, build_optimizer(cfg, Net()))
+    assert f"SOLVER.STEPS {steps[1:]} at or past SOLVER.MAX_ITER=100 are ignored" in caplog.text
+    assert len(caplog.records) == 1
+    reference = warmup_multistep_schedule(100, [60], 0.1, 10, 0.01)
+    assert scheduler._multiplier(0.99) == pytest.approx(reference(0.99))
+
+
+def test_a_warmup_longer_than_the_run_is_cut(caplog) -> None:
+    assert fit_schedule_to_run(100, [60], 150) == (
+        [60],
+        99,
+        ["SOLVER.WARMUP_ITERS=150 is cut to 99, within SOLVER.MAX_ITER=100"],
+    )
+    assert fit_schedule_to_run(100, [60], 10) == ([60], 10, [])
 
 
 @pytest.mark.parametrize("warmup", [-1, 100, 150])
