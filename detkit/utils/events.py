@@ -28,6 +28,11 @@ def get_event_storage() -> EventStorage:
     return _STORAGE_STACK[-1]
 
 
+def current_event_storage() -> EventStorage | None:
+    """The innermost storage, or ``None`` outside any (a model run without a trainer)."""
+    return _STORAGE_STACK[-1] if _STORAGE_STACK else None
+
+
 class EventStorage:
     """Named scalar histories indexed by iteration.
 
@@ -146,7 +151,8 @@ class TensorboardWriter(EventWriter):
 
 
 class ConsoleWriter(EventWriter):
-    """Logs one line: ETA, iteration, every loss, lr, time per iteration, data time, memory."""
+    """Logs one line: ETA, iteration, every loss, the box head's accuracies, lr, time per
+    iteration, data time, memory."""
 
     def __init__(self, max_iter: int, window: int = 20) -> None:
         self._max_iter = max_iter
@@ -164,7 +170,7 @@ class ConsoleWriter(EventWriter):
         losses = "  ".join(
             f"{name}: {storage.history(name).median(self._window):.4g}"
             for name in sorted(latest)
-            if "loss" in name
+            if "loss" in name or name.startswith("fast_rcnn/")
         )
         parts = [f"iter: {iteration + 1}/{self._max_iter}", losses]
         if "time" in latest:

@@ -20,6 +20,7 @@ from detkit.modeling import (
     build_model,
 )
 from detkit.structures import Boxes, Instances
+from detkit.utils.events import EventStorage
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = [
@@ -51,6 +52,33 @@ def test_losses_by_hand() -> None:
     box = (0.5 * 0.4**2 + 1.5) / 2
     torch.testing.assert_close(losses["loss_cls"], torch.tensor(ce))
     torch.testing.assert_close(losses["loss_box_reg"], torch.tensor(box))
+
+
+def test_losses_record_the_box_heads_accuracy_in_the_event_storage() -> None:
+    predictor = FastRCNNOutputLayers(
+        4, num_classes=2, box2box_transform=Box2BoxTransform((1, 1, 1, 1))
+    )
+    # RoIs: class 0 predicted 0 (right), class 1 predicted 0 (wrong), background (class 2)
+    # predicted background (right), ignored (-1, not counted); over 2 images
+    scores = torch.tensor([[3.0, 0, 0], [3.0, 0, 0], [0, 0, 3.0], [0, 3.0, 0]])
+    deltas = torch.zeros(4, 8)
+    boxes = Boxes(torch.tensor([[0.0, 0, 10, 10]] * 2))
+    images = [
+        Instances((50, 50), proposal_boxes=boxes, gt_boxes=boxes, gt_classes=torch.tensor(c))
+        for c in ([0, 1], [2, -1])
+    ]
+    with EventStorage() as storage:
+        predictor.losses(scores, deltas, images)
+        latest = {name: value for name, (value, _) in storage.latest().items()}
+    assert latest == pytest.approx(
+        {
+            "fast_rcnn/cls_accuracy": 2 / 3,
+            "fast_rcnn/fg_cls_accuracy": 1 / 2,
+            "roi_head/num_fg_samples": 1.0,
+            "roi_head/num_bg_samples": 0.5,
+        }
+    )
+    predictor.losses(scores, deltas, images)  # outside a trainer: nothing to record into
 
 
 def test_inference_thresholds_nms_and_clips() -> None:

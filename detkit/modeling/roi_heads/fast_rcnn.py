@@ -9,6 +9,7 @@ from torch.nn import functional
 from torchvision.ops import batched_nms
 
 from ...structures import Boxes, Instances
+from ...utils.events import EventStorage, current_event_storage
 from ..box_regression import Box2BoxTransform
 
 
@@ -104,6 +105,11 @@ class FastRCNNOutputLayers(nn.Module):
             loss_box = deltas.new_zeros(len(gt_classes))
             loss_box[foreground] = self.loss_weight * per_delta.sum(dim=1)
             return {"loss_cls": loss_cls, "loss_box_reg": loss_box}
+        storage = current_event_storage()
+        if storage is not None:
+            put_classification_metrics(
+                storage, scores, gt_classes, self.num_classes, len(proposals)
+            )
         if gt_classes.numel() == 0:  # no RoI at all: zero losses (the mean would be NaN)
             loss_cls = scores.sum() * 0.0
         loss_box = functional.smooth_l1_loss(
@@ -144,6 +150,27 @@ class FastRCNNOutputLayers(nn.Module):
             scores=probs[kept],
             pred_classes=classes[kept],
         )
+
+
+@torch.no_grad()
+def put_classification_metrics(
+    storage: EventStorage, scores: Tensor, gt_classes: Tensor, num_classes: int, num_images: int
+) -> None:
+    """The mini-batch's classification accuracy over its labelled RoIs and over the foreground
+    ones, and the foreground / background RoIs per image, under detectron2's names
+    (``fast_rcnn/cls_accuracy``, ``fast_rcnn/fg_cls_accuracy``, ``roi_head/num_fg_samples``,
+    ``roi_head/num_bg_samples``); an accuracy over no RoI is recorded as 0."""
+    labelled = gt_classes >= 0
+    foreground = labelled & (gt_classes < num_classes)
+    correct = scores.argmax(dim=1) == gt_classes
+    for name, chosen in (("cls_accuracy", labelled), ("fg_cls_accuracy", foreground)):
+        count = int(chosen.sum())
+        storage.put_scalar(
+            f"fast_rcnn/{name}", float(correct[chosen].sum()) / count if count else 0.0
+        )
+    images = max(num_images, 1)
+    storage.put_scalar("roi_head/num_fg_samples", int(foreground.sum()) / images)
+    storage.put_scalar("roi_head/num_bg_samples", int((gt_classes == num_classes).sum()) / images)
 
 
 def _feature_sizes(input_size: int | tuple[int, int]) -> tuple[int, int]:
