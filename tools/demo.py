@@ -21,7 +21,7 @@ from tqdm import tqdm
 from detkit.config import ConfigError, load_config, looks_like_override
 from detkit.data import MetadataCatalog
 from detkit.data.mapper import read_image
-from detkit.engine.predictor import DefaultPredictor
+from detkit.engine import DefaultPredictor
 from detkit.modeling.meta_arch.fast_rcnn import rescale_detections
 from detkit.utils.file_io import write_bytes_atomically
 from detkit.utils.visualizer import draw_detections
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
             image = read_image(path)
         except FileNotFoundError as error:
             return _fail(error)
-        instances = predictor(image)
+        instances = predictor(image)["instances"]
         image, instances = _enlarged(image, instances, args.min_size)
         drawing = draw_detections(image, instances, class_names, args.confidence_threshold)
         target = output / f"{Path(path).stem}.png"

@@ -20,11 +20,13 @@ from .hooks import (
     ReseedEachIteration,
 )
 from .launch import launch
+from .predictor import DefaultPredictor
 from .run_state import RunState, resolve_run_state
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
     "AMPTrainer",
+    "DefaultPredictor",
     "DefaultTrainer",
     "EvalHook",
     "HookBase",

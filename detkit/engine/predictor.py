@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -17,11 +18,13 @@ from ..structures import Boxes, Instances
 class DefaultPredictor:
     """The model of ``cfg`` in eval mode with the weights of ``cfg.MODEL.WEIGHTS``.
 
-    Calling it on a BGR image prepares the image like the test-time mapper (the transforms of
-    ``INPUT.TRANSFORMS_TEST``, by default the shortest edge to ``INPUT.MIN_SIZE_TEST`` with the
-    longest at most ``INPUT.MAX_SIZE_TEST``; channels in ``MODEL.INPUT_FORMAT`` order), moves
-    the proposals with it, and returns the detections (``pred_boxes``, ``scores``,
-    ``pred_classes``) in the original image's pixels.
+    Calling it on a BGR image (as OpenCV reads it; grayscale ``[H, W]`` or ``[H, W, 1]`` and
+    BGRA ``[H, W, 4]`` images are converted to BGR) prepares the image like the test-time
+    mapper (the transforms of ``INPUT.TRANSFORMS_TEST``, by default the shortest edge to
+    ``INPUT.MIN_SIZE_TEST`` with the longest at most ``INPUT.MAX_SIZE_TEST``; channels in
+    ``MODEL.INPUT_FORMAT`` order), moves the proposals with it, and returns, as detectron2's
+    predictor does, ``{"instances": Instances}`` with ``pred_boxes``, ``scores`` and
+    ``pred_classes`` in the original image's pixels.
     """
 
     def __init__(self, cfg) -> None:
@@ -39,9 +42,13 @@ class DefaultPredictor:
         self.model = build_model(cfg).eval()
         DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
 
-    def __call__(self, image_bgr: np.ndarray, proposals: np.ndarray | None = None) -> Instances:
-        """Detections on ``image_bgr`` (uint8 ``[H, W, 3]``) from ``proposals`` (``[n, 4]`` XYXY
-        in its pixels), or from fast selective search on it when none are given."""
+    def __call__(
+        self, image_bgr: np.ndarray, proposals: np.ndarray | None = None
+    ) -> dict[str, Instances]:
+        """``{"instances": detections}`` on ``image_bgr`` (uint8) from ``proposals`` (``[n, 4]``
+        XYXY in its pixels), or from fast selective search on it (run once, here) when none are
+        given."""
+        image_bgr = as_bgr(image_bgr)
         height, width = image_bgr.shape[:2]
         if proposals is None:
             proposals = selective_search_boxes(image_bgr, "fast")
@@ -65,4 +72,22 @@ class DefaultPredictor:
             "width": width,
         }
         with torch.no_grad():
-            return self.model([inputs])[0]["instances"]
+            return {"instances": self.model([inputs])[0]["instances"]}
+
+
+def as_bgr(image: np.ndarray) -> np.ndarray:
+    """A uint8 ``[H, W, 3]`` BGR image from a BGR, grayscale (``[H, W]``, ``[H, W, 1]``) or
+    BGRA one; anything else is refused with its shape and dtype."""
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"DefaultPredictor: the image must be uint8, got {image.dtype}")
+    if image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 1):
+        return cv2.cvtColor(image.reshape(image.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if image.ndim == 3 and image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    if image.ndim == 3 and image.shape[2] == 3:
+        return image
+    raise ValueError(
+        f"DefaultPredictor: expected an [H, W, 3] BGR image (or grayscale, or BGRA), got shape "
+        f"{image.shape}"
+    )

@@ -61,6 +61,11 @@ class Instances:
         return 0
 
     def __getitem__(self, index) -> Instances:
+        if isinstance(index, str):
+            raise TypeError(
+                f"Instances are indexed by position (int, slice, mask or indices), not by "
+                f"{index!r}; a field is read as instances.{index} or instances.get({index!r})"
+            )
         if isinstance(index, int):
             if not -len(self) <= index < len(self):
                 raise IndexError(f"Instances index {index} out of range for {len(self)}")

@@ -12,7 +12,7 @@ import torch
 from detkit.checkpoint import DetectionCheckpointer
 from detkit.config import ConfigError, load_config
 from detkit.data.selective_search import selective_search_boxes
-from detkit.engine.predictor import DefaultPredictor
+from detkit.engine import DefaultPredictor
 from detkit.modeling import build_model
 from detkit.structures import Boxes, Instances
 
@@ -54,7 +54,9 @@ def test_matches_a_manual_run(tmp_path: Path, input_format: str, given: bool) ->
     proposals = np.array(
         [[18, 12, 62, 72], [70, 20, 120, 70], [0, 0, 128, 96], [10, 40, 100, 90]], np.float32
     )
-    result = DefaultPredictor(cfg)(image, proposals if given else None)
+    outputs = DefaultPredictor(cfg)(image, proposals if given else None)
+    assert set(outputs) == {"instances"}
+    result = outputs["instances"]
     if not given:
         proposals = selective_search_boxes(image, "fast")
 
@@ -91,3 +93,38 @@ def test_empty_weights_are_refused() -> None:
 def test_missing_weights_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"nope\.pth"):
         DefaultPredictor(tiny_config(f"MODEL.WEIGHTS={tmp_path / 'nope.pth'}"))
+
+
+@pytest.mark.parametrize("kind", ["gray", "gray1", "bgra"])
+def test_grayscale_and_four_channel_images_detect_as_their_bgr(tmp_path: Path, kind: str) -> None:
+    _, cfg = saved_model(tmp_path)
+    predictor = DefaultPredictor(cfg)
+    proposals = np.array([[18, 12, 62, 72], [70, 20, 120, 70], [0, 0, 128, 96]], np.float32)
+    color = synthetic_image()
+    gray = cv2.cvtColor(color, cv2.COLOR_BGR2GRAY)
+    image = {
+        "gray": gray,
+        "gray1": gray[:, :, None],
+        "bgra": cv2.cvtColor(color, cv2.COLOR_BGR2BGRA),
+    }[kind]
+    reference = cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR) if kind.startswith("gray") else color
+    got = predictor(image, proposals)["instances"]
+    expected = predictor(reference, proposals)["instances"]
+    assert len(expected) > 0
+    torch.testing.assert_close(got.pred_boxes.tensor, expected.pred_boxes.tensor)
+    torch.testing.assert_close(got.scores, expected.scores)
+
+
+@pytest.mark.parametrize(
+    "image", [np.zeros((8, 8, 2), np.uint8), np.zeros((8, 8, 3), np.float32)], ids=["2ch", "f32"]
+)
+def test_other_images_are_refused_with_their_shape(tmp_path: Path, image: np.ndarray) -> None:
+    _, cfg = saved_model(tmp_path)
+    with pytest.raises(ValueError, match="DefaultPredictor: "):
+        DefaultPredictor(cfg)(image, np.array([[0, 0, 4, 4]], np.float32))
+
+
+def test_indexing_instances_by_a_name_says_how_to_read_a_field() -> None:
+    instances = Instances((4, 4), scores=torch.zeros(2))
+    with pytest.raises(TypeError, match=r"instances\.scores or instances\.get\('scores'\)"):
+        instances["scores"]
