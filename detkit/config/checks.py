@@ -42,6 +42,7 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
         *_registry_name_problems(cfg),
         *_dataset_problems(cfg),
         *_weights_problems(cfg),
+        *_device_problems(cfg),
     ]
     for check in _PROJECT_CHECKS:
         problems += check(cfg)
@@ -257,3 +258,10 @@ def _weights_problems(cfg: DictConfig) -> list[str]:
     if path.stat().st_size == 0:
         return [f"MODEL.WEIGHTS: {weights} is empty (0 bytes), not a checkpoint"]
     return []
+
+
+def _device_problems(cfg: DictConfig) -> list[str]:
+    from ..utils.device import device_problem
+
+    problem = device_problem(cfg.MODEL.DEVICE)
+    return [problem] if problem else []

@@ -298,3 +298,21 @@ def test_train_net_refuses_a_duplicate_block(tiny_run: TinyRun, tmp_path) -> Non
     result = run_tool("train_net.py", "--config-file", config, root=tiny_run.root)
     assert result.returncode == 2
     assert "c.yaml:4: 'SOLVER' is given twice" in result.stderr
+
+
+def test_cuda_on_a_machine_without_one(monkeypatch) -> None:
+    """`MODEL.DEVICE=cuda` on a machine without a CUDA device → refused before any work, naming
+    `auto` and `cpu`."""
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert "MODEL.DEVICE=cuda but this machine has no CUDA device" in problems_of(
+        "MODEL.DEVICE=cuda"
+    )
+
+
+def test_unknown_device_name() -> None:
+    """`MODEL.DEVICE=gpu` → refused, listing the names that work."""
+    assert "MODEL.DEVICE must be auto, cpu, cuda or cuda:N, got 'gpu'" in problems_of(
+        "MODEL.DEVICE=gpu"
+    )
