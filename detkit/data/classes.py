@@ -3,10 +3,13 @@ data would silently learn the last class as background."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from ..config import ConfigError
 from .catalog import MetadataCatalog
+
+logger = logging.getLogger(__name__)
 
 NUM_CLASSES_KEY = "MODEL.ROI_HEADS.NUM_CLASSES"
 
@@ -45,3 +48,32 @@ def check_num_classes(num_classes: int, names: Sequence[str], dicts: list[dict])
         )
     if problems:
         raise ConfigError("; ".join(problems))
+
+
+def class_histogram_table(names: Sequence[str], dicts: list[dict]) -> str:
+    """A table of the images and instances per class (crowd regions left out) of the datasets
+    ``names``, whose records are ``dicts``: what is logged when data is loaded for training or
+    evaluation. Class names are the first dataset's (:func:`check_num_classes` makes sure they
+    all share them), else the ids."""
+    classes = dataset_classes(names[0]) if names else None
+    counts: dict[int, int] = {}
+    for record in dicts:
+        for annotation in record.get("annotations", ()):
+            if not annotation.get("iscrowd", 0):
+                counts[annotation["category_id"]] = counts.get(annotation["category_id"], 0) + 1
+    ids = list(range(len(classes))) if classes is not None else sorted(counts)
+    labels = [classes[i] if classes is not None else str(i) for i in ids]
+    width = max([len("category"), *(len(label) for label in labels)])
+    lines = [
+        f"{' + '.join(names)}: {len(dicts)} images, {sum(counts.values())} instances",
+        f"  {'category':<{width}}  instances",
+    ]
+    lines += [
+        f"  {label:<{width}}  {counts.get(i, 0):>9}" for i, label in zip(ids, labels, strict=True)
+    ]
+    return "\n".join(lines)
+
+
+def log_class_histograms(names: Sequence[str], dicts: list[dict]) -> None:
+    """Logs :func:`class_histogram_table`."""
+    logger.info(class_histogram_table(names, dicts))
