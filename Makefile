@@ -16,6 +16,8 @@ EXTENSION := detkit/_C$(shell $(PYTHON) -c "import sysconfig; print(sysconfig.ge
 EXTENSION_SOURCES := setup.py $(shell find detkit/layers/csrc -type f)
 
 # The main job: Fast R-CNN trained on the synthetic shapes set and evaluated on shapes_val.
+# --resume: a second `make run` continues an interrupted run, or only re-evaluates a finished
+# one; delete $(SHAPES_OUTPUT) to train again from scratch.
 SHAPES_CONFIG := configs/shapes/fast_rcnn.yaml
 SHAPES_OUTPUT := output/shapes_fast_rcnn
 # Proposals live in the split's folder, so a regenerated split takes its stale proposals with it.
@@ -25,7 +27,7 @@ DEMO_IMAGES := $(foreach i,00000 00001 00002 00003,datasets/shapes/val/images/$(
 .PHONY: run test build lint bench clean
 
 run: build $(subst %,train,$(PROPOSALS)) $(subst %,val,$(PROPOSALS))
-	$(PY) tools/train_net.py --config-file $(SHAPES_CONFIG) OUTPUT_DIR=$(SHAPES_OUTPUT)
+	$(PY) tools/train_net.py --config-file $(SHAPES_CONFIG) --resume OUTPUT_DIR=$(SHAPES_OUTPUT)
 	$(PY) tools/demo.py --config-file $(SHAPES_CONFIG) --output $(SHAPES_OUTPUT)/demo \
 		--input $(DEMO_IMAGES) MODEL.WEIGHTS=$(SHAPES_OUTPUT)/model_final.pth
 	$(PY) tools/show_results.py $(SHAPES_OUTPUT)

@@ -1,17 +1,39 @@
-"""Checkpoints: detkit's own and torchvision ImageNet weights."""
+"""Checkpoints: detkit's own and torchvision ImageNet weights; finding and checking a run's
+checkpoint files."""
 
 from .detection_checkpoint import (
     DetectionCheckpointer,
     IncompatibleCheckpointError,
     check_optimizer_state,
-    last_checkpoint,
-    read_training_state,
 )
+from .files import (
+    CheckpointFileError,
+    CheckpointNotFoundError,
+    UnsafeCheckpointError,
+    checkpoint_problem,
+    last_checkpoint,
+    load_checkpoint_file,
+    read_training_state,
+    remove_interrupted_saves,
+    resumable_checkpoint,
+    saved_checkpoints,
+)
+from .weights_report import WeightsReport, non_finite_weights
 
 __all__ = [
+    "CheckpointFileError",
+    "CheckpointNotFoundError",
     "DetectionCheckpointer",
     "IncompatibleCheckpointError",
+    "UnsafeCheckpointError",
+    "WeightsReport",
     "check_optimizer_state",
+    "checkpoint_problem",
     "last_checkpoint",
+    "load_checkpoint_file",
+    "non_finite_weights",
     "read_training_state",
+    "remove_interrupted_saves",
+    "resumable_checkpoint",
+    "saved_checkpoints",
 ]

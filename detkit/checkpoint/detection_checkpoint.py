@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 import os
-import pickle
-import zipfile
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from fvcore.common.checkpoint import Checkpointer
+from fvcore.common.checkpoint import Checkpointer, _strip_prefix_if_present
 from torch import nn
 
-from ..utils.file_io import write_atomically, write_bytes_atomically
+from ..utils.errors import UserError
+from ..utils.file_io import PathManager, write_atomically, write_bytes_atomically
+from .files import (
+    CheckpointFileError,
+    CheckpointNotFoundError,
+    last_checkpoint,
+    load_checkpoint_file,
+    resumable_checkpoint,
+)
+from .weights_report import WeightsReport, non_finite_weights
 
 # torchvision VGG16 classifier layers that initialise the box head, as in the paper.
 VGG16_CLASSIFIER_TO_BOX_HEAD = {
@@ -23,29 +30,9 @@ VGG16_CLASSIFIER_TO_BOX_HEAD = {
 BACKBONE_PREFIXES = ("backbone.", "backbone.bottom_up.")
 
 
-class IncompatibleCheckpointError(ValueError):
-    """A checkpoint whose saved trainer state does not fit the objects it would be loaded into."""
-
-
-def last_checkpoint(save_dir: str) -> str | None:
-    """The checkpoint ``save_dir/last_checkpoint`` names (the newest one), or None without one."""
-    tag = os.path.join(save_dir, "last_checkpoint")
-    if not os.path.isfile(tag):
-        return None
-    with open(tag) as file:
-        return os.path.join(save_dir, file.read().strip())
-
-
-def read_training_state(path: str) -> dict[str, Any]:
-    """The ``iteration`` and ``seed`` a checkpoint records (those it has), read cheaply.
-
-    The file is memory-mapped, so only its small pickled index is read, not its tensors: a run
-    can settle where it starts before it builds anything.
-    """
-    data = _torch_load(path, weights_only=True, mmap=zipfile.is_zipfile(path))
-    if not isinstance(data, dict):
-        return {}
-    return {key: data[key] for key in ("iteration", "seed") if key in data}
+class IncompatibleCheckpointError(UserError, ValueError):
+    """A checkpoint that does not fit the objects it would be loaded into: the model (weights
+    it lacks, of another shape or layout) or the saved trainer state."""
 
 
 def check_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
@@ -84,27 +71,25 @@ def _describe_groups(sizes: Sequence[int]) -> str:
     return f"{len(sizes)} parameter groups (of {shown} parameters)"
 
 
-def _torch_load(filename: str, *, weights_only: bool, mmap: bool = False) -> Any:
-    try:
-        return torch.load(filename, map_location="cpu", weights_only=weights_only, mmap=mmap)
-    except pickle.UnpicklingError as error:
-        raise RuntimeError(
-            f"{filename} needs arbitrary unpickling to load, which can run code; if you trust "
-            "it, load it with DetectionCheckpointer(model, allow_unsafe_pickle=True)"
-        ) from error
-
-
 class DetectionCheckpointer(Checkpointer):
-    """fvcore's Checkpointer that also reads torchvision ImageNet ``state_dict`` files.
+    """fvcore's Checkpointer that also reads torchvision ImageNet ``state_dict`` files, and
+    refuses files it cannot use instead of loading part of them silently.
 
     A file holding ``{"model": state_dict, ...}`` is a detkit checkpoint. Any other state dict is
     taken for torchvision weights (vgg16, resnet18/34/50/101) and mapped by name: backbone keys
     gain the ``backbone.`` prefix (``backbone.bottom_up.`` where an FPN holds the network as its
     trunk) and VGG16's fc6/fc7 go to the box head; weights the detector has no place for are
-    reported and skipped, as are the detector's parameters the file lacks.
-    Files are read with ``torch.load(weights_only=True)``; a file that needs arbitrary
-    unpickling (which can run code) is refused unless ``allow_unsafe_pickle=True``. Optimizer
-    state is checked against the optimizer before it is loaded (:func:`check_optimizer_state`).
+    skipped. Every load logs what it filled and what it left as initialised
+    (:class:`WeightsReport`); with ``allow_partial=False`` a file that leaves any of the model's
+    weights uninitialised is refused (:class:`IncompatibleCheckpointError`, naming them), which
+    is what evaluating needs.
+
+    Paths go through detkit's iopath ``PathManager`` (:mod:`detkit.utils.file_io`), so any
+    registered path handler works. Files are read with ``torch.load(weights_only=True)``; a file
+    that needs arbitrary unpickling (which can run code) is refused unless
+    ``allow_unsafe_pickle=True``. A directory, an empty, truncated or corrupt file, or weights that
+    are not finite are refused naming the file (:class:`CheckpointFileError`). Optimizer state
+    is checked against the optimizer before it is loaded (:func:`check_optimizer_state`).
     """
 
     def __init__(
@@ -114,14 +99,18 @@ class DetectionCheckpointer(Checkpointer):
         *,
         save_to_disk: bool = True,
         allow_unsafe_pickle: bool = False,
+        allow_partial: bool = True,
         **checkpointables,
     ) -> None:
         super().__init__(model, save_dir, save_to_disk=save_to_disk, **checkpointables)
         self.allow_unsafe_pickle = allow_unsafe_pickle
+        self.allow_partial = allow_partial
+        self.path_manager = PathManager
+        self.saved_iteration: int | None = None
 
     def save(self, name: str, **extra_state: Any) -> None:
         """Writes ``<save_dir>/<name>.pth`` (model, checkpointables, ``extra_state``) and points
-        ``last_checkpoint`` at it.
+        ``last_checkpoint`` at it; ``saved_iteration`` records its ``iteration``.
 
         Both files are written to a temporary name and renamed into place, so a crash or kill
         mid-save leaves the previous checkpoint and tag intact, never a truncated file.
@@ -136,6 +125,7 @@ class DetectionCheckpointer(Checkpointer):
         self.logger.info(f"Saving checkpoint to {path}")
         write_atomically(path, lambda file: torch.save(data, file))
         self.tag_last_checkpoint(basename)
+        self.saved_iteration = extra_state.get("iteration")
 
     def tag_last_checkpoint(self, last_filename_basename: str) -> None:
         path = os.path.join(self.save_dir, "last_checkpoint")
@@ -145,33 +135,93 @@ class DetectionCheckpointer(Checkpointer):
         return last_checkpoint(self.save_dir) is not None
 
     def get_checkpoint_file(self) -> str:
-        return last_checkpoint(self.save_dir) or ""
+        """The newest intact checkpoint of ``save_dir`` (:func:`resumable_checkpoint`)."""
+        return resumable_checkpoint(self.save_dir) or ""
+
+    def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
+        """With ``resume``: everything from the newest intact checkpoint of ``save_dir`` when
+        there is one (:func:`resumable_checkpoint`). Otherwise the model's weights from
+        ``path``."""
+        found = resumable_checkpoint(self.save_dir) if resume else None
+        if found is not None:
+            return self.load(found)
+        return self.load(path, checkpointables=[])
 
     def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
-        if path and not os.path.isfile(path) and not self.path_manager.exists(path):
-            raise FileNotFoundError(f"checkpoint not found: {path}")
+        """Loads the model's weights from ``path`` and then ``checkpointables`` (all when None);
+        returns what else the file holds. An empty ``path`` loads nothing."""
+        if not path:
+            self.logger.info("No weights to load: the model keeps its initial weights")
+            return {}
+        local = self._local_file(path)
+        self.logger.info(f"Loading {path}" + (f" (local copy {local})" if local != path else ""))
+        checkpoint = self._load_file(local)
+        self._load_weights(path, checkpoint)
         checks = [
             obj.register_load_state_dict_pre_hook(check_optimizer_state)
             for obj in self.checkpointables.values()
             if isinstance(obj, torch.optim.Optimizer)
         ]
         try:
-            return super().load(path, checkpointables)
+            for key in self.checkpointables if checkpointables is None else checkpointables:
+                if key in checkpoint:
+                    self.checkpointables[key].load_state_dict(checkpoint.pop(key))
         except IncompatibleCheckpointError as error:
             raise IncompatibleCheckpointError(f"{path}: {error}") from None
         finally:
             for check in checks:
                 check.remove()
+        return checkpoint
+
+    def _local_file(self, path: str) -> str:
+        """``path`` as a local file: itself, or the copy its iopath handler makes."""
+        if os.path.exists(path):
+            return path
+        try:
+            found = self.path_manager.exists(path)
+        except NotImplementedError:  # e.g. HTTP: getting the local copy says whether it exists
+            found = True
+        if not found:
+            raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+        if self.path_manager.isdir(path):
+            raise CheckpointFileError(path, "is a directory, not a checkpoint file", "name a file")
+        return self.path_manager.get_local_path(path)
 
     def _load_file(self, filename: str) -> dict[str, Any]:
-        data = _torch_load(filename, weights_only=not self.allow_unsafe_pickle)
+        data = load_checkpoint_file(filename, weights_only=not self.allow_unsafe_pickle)
         if not isinstance(data, dict):
-            raise ValueError(
-                f"{filename}: expected a checkpoint dict or a state_dict, got {type(data)}"
+            raise CheckpointFileError(
+                filename,
+                f"holds a {type(data).__name__}, not a checkpoint dict or a state_dict",
+                "use a file written by detkit or a torchvision state_dict",
             )
         if isinstance(data.get("model"), dict):
             return data
         return {"model": self._map_torchvision(data, filename)}
+
+    def _load_weights(self, path: str, checkpoint: dict[str, Any]) -> None:
+        """Loads ``checkpoint["model"]`` into the model and logs what it filled; refuses weights
+        that are not finite, and weights that leave some uninitialised unless
+        ``allow_partial``."""
+        state = checkpoint["model"]
+        _strip_prefix_if_present(state, "module.")  # saved from a DistributedDataParallel
+        broken = non_finite_weights(state)
+        if broken:
+            raise CheckpointFileError(
+                path,
+                f"{len(broken)} weights hold NaN or infinite values: {', '.join(broken[:8])}",
+                "the run that wrote it diverged; use an earlier checkpoint",
+            )
+        report = WeightsReport.compare(self.model.state_dict(), state)
+        if report.uninitialised and not self.allow_partial:
+            raise IncompatibleCheckpointError(f"{path}: {report.refusal()}")
+        try:
+            self._load_model(checkpoint)
+        except ValueError as error:  # e.g. the box head refusing another fc layout
+            raise IncompatibleCheckpointError(f"{path}: {error}") from None
+        complete = not (report.uninitialised or report.unused)
+        log = self.logger.info if complete else self.logger.warning
+        log(f"{path}: {report.describe()}")
 
     def _map_torchvision(self, state: dict[str, Any], filename: str) -> dict[str, Any]:
         own = self.model.state_dict()
@@ -187,7 +237,9 @@ class DetectionCheckpointer(Checkpointer):
             else:
                 mapped[target] = value
         if not mapped:
-            raise ValueError(f"{filename}: none of its {len(state)} weights match this model")
+            raise IncompatibleCheckpointError(
+                f"{filename}: none of its {len(state)} weights match this model"
+            )
         if unused:
             self.logger.info(
                 f"{filename}: {len(unused)} torchvision weights have no place in this model and "

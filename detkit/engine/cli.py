@@ -5,13 +5,16 @@ its trainer class, and gets every option of the standard command."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from omegaconf import DictConfig
 
-from ..checkpoint import DetectionCheckpointer, IncompatibleCheckpointError, last_checkpoint
+from ..checkpoint import DetectionCheckpointer, last_checkpoint, saved_checkpoints
 from ..config import ConfigError, check_config, load_config
 from ..utils import comm
+from ..utils.device import resolve_device
+from ..utils.errors import UserError
 from .defaults import (
     DefaultTrainer,
     default_argument_parser,
@@ -21,6 +24,10 @@ from .defaults import (
 )
 from .launch import launch
 from .run_state import resolve_run_state
+from .train_loop import TrainingInterruptedError
+
+# What ends the command with one line and exit status 2: errors in what the user gave.
+USER_ERRORS = (ConfigError, UserError)
 
 
 def load_command_line_config(
@@ -42,6 +49,40 @@ def check_eval_only(args: argparse.Namespace, cfg: DictConfig) -> None:
         )
 
 
+def check_output_dir(args: argparse.Namespace, cfg: DictConfig) -> None:
+    """Raises :class:`ConfigError` for a training run without ``--resume`` into an
+    ``OUTPUT_DIR`` that holds an earlier run's checkpoints: starting again from iteration 0
+    would overwrite them, ``model_final.pth`` included. Evaluating writes no checkpoint."""
+    found = saved_checkpoints(cfg.OUTPUT_DIR)
+    if args.eval_only or args.resume or not found:
+        return
+    names = ", ".join(found[:4]) + (", …" if len(found) > 4 else "")
+    raise ConfigError(
+        f"OUTPUT_DIR={cfg.OUTPUT_DIR} holds the checkpoints of an earlier run ({names}); pass "
+        "--resume to continue it, or choose another OUTPUT_DIR for a new run"
+    )
+
+
+def check_process_counts(args: argparse.Namespace) -> None:
+    """Raises :class:`ConfigError` naming ``--num-gpus``, ``--num-machines`` or
+    ``--machine-rank`` when they do not describe at least one process."""
+    problems = []
+    if args.num_gpus < 1:
+        problems.append(
+            f"--num-gpus {args.num_gpus}: give at least 1 process per machine (without GPUs "
+            "they are CPU workers)"
+        )
+    if args.num_machines < 1:
+        problems.append(f"--num-machines {args.num_machines}: give at least 1 machine")
+    elif not 0 <= args.machine_rank < args.num_machines:
+        problems.append(
+            f"--machine-rank {args.machine_rank}: must be in [0, {args.num_machines}) for "
+            f"--num-machines {args.num_machines}"
+        )
+    if problems:
+        raise ConfigError("; ".join(problems))
+
+
 def train_net_main(
     args: argparse.Namespace,
     defaults: DictConfig | None = None,
@@ -51,12 +92,14 @@ def train_net_main(
     only evaluate with ``--eval-only``); returns ``{dataset: results}`` of the last
     evaluation."""
     cfg = load_command_line_config(args, defaults)
+    check_eval_only(args, cfg)
+    check_output_dir(args, cfg)
     run_state = resolve_run_state(cfg, resume=args.resume and not args.eval_only)
     cfg = default_setup(cfg, args, run_state)
     if args.eval_only:
-        check_eval_only(args, cfg)
         model = trainer_class.build_model(cfg)
-        checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR)
+        allow_partial = getattr(args, "allow_partial_weights", False)
+        checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, allow_partial=allow_partial)
         checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
         results = trainer_class.test(cfg, model)
     else:
@@ -75,15 +118,22 @@ def run_train_net(
     description: str = "detkit training",
 ) -> int:
     """Runs the ``train_net`` command line ``argv`` (``sys.argv[1:]`` when None) in as many
-    processes as it asks for; returns the exit status: 0, or 2 for a config error or a
-    checkpoint that cannot be resumed, printed as one line. The config is loaded and checked
-    here, before any process starts."""
+    processes as it asks for; returns the exit status.
+
+    0: done. 2: a user error (:data:`USER_ERRORS`: the config, the process counts, a
+    checkpoint or weights file that cannot be used, a dataset refused), printed as one line on
+    stderr without a traceback, which ``--debug`` or ``DETKIT_DEBUG=1`` shows instead.
+    128 + signal (143, 130): stopped by SIGTERM or SIGINT, after saving a checkpoint when
+    training. The config is loaded and checked here, before any process starts."""
     args = default_argument_parser(description).parse_args(argv)
-    world_size = args.num_gpus * args.num_machines
+    debug = args.debug or os.environ.get("DETKIT_DEBUG", "") not in ("", "0")
     try:
+        check_process_counts(args)
+        world_size = args.num_gpus * args.num_machines
         cfg = load_command_line_config(args, defaults)
         check_config(cfg, world_size)
         check_eval_only(args, cfg)
+        check_output_dir(args, cfg)
         if world_size > 1:  # a checkpoint that cannot be resumed stops here, not in workers
             resolve_run_state(cfg, resume=args.resume and not args.eval_only)
         launch(
@@ -93,10 +143,22 @@ def run_train_net(
             machine_rank=args.machine_rank,
             dist_url=args.dist_url,
             args=(args, defaults, trainer_class),
-            backend="nccl" if cfg.MODEL.DEVICE.startswith("cuda") else "gloo",
+            backend="nccl" if resolve_device(cfg.MODEL.DEVICE).startswith("cuda") else "gloo",
         )
-    except (ConfigError, IncompatibleCheckpointError) as error:
-        # raised in this process (before launch, or in a 1-process run)
+    except TrainingInterruptedError as stop:  # the trainer saved a checkpoint and logged why
+        return stop.exit_status
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(
+            "train_net: interrupted (SIGINT) where no checkpoint could be saved; the ones "
+            "written before are intact, --resume continues from the newest",
+            file=sys.stderr,
+        )
+        return 130
+    except USER_ERRORS as error:  # raised in this process (before launch, or in a 1-process run)
+        if debug:
+            raise
         print(f"train_net: {error}", file=sys.stderr)
         return 2
     return 0

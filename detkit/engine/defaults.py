@@ -19,7 +19,12 @@ from omegaconf import DictConfig
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from ..checkpoint import DetectionCheckpointer, last_checkpoint, read_training_state
+from ..checkpoint import (
+    DetectionCheckpointer,
+    read_training_state,
+    remove_interrupted_saves,
+    resumable_checkpoint,
+)
 from ..config import ConfigError, dump_config, looks_like_override
 from ..data import build_detection_test_loader, build_detection_train_loader
 from ..evaluation import (
@@ -35,6 +40,7 @@ from ..solver import (
     build_optimizer,
 )
 from ..utils import comm
+from ..utils.env import collect_env_info
 from ..utils.events import ConsoleWriter, JSONWriter, TensorboardWriter
 from ..utils.file_io import strict_json, write_bytes_atomically
 from ..utils.logger import setup_logger
@@ -52,8 +58,20 @@ def default_argument_parser(description: str = "detkit training") -> argparse.Ar
         epilog="Config overrides follow the options: SOLVER.BASE_LR=0.01 (or SOLVER.BASE_LR 0.01).",
     )
     parser.add_argument("--config-file", required=True, metavar="FILE", help="YAML config")
-    parser.add_argument("--resume", action="store_true", help="continue from last_checkpoint")
+    parser.add_argument(
+        "--resume", action="store_true", help="continue from the newest intact checkpoint"
+    )
     parser.add_argument("--eval-only", action="store_true", help="evaluate MODEL.WEIGHTS only")
+    parser.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="let --eval-only evaluate weights that leave part of the model uninitialised",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="show the traceback of a user error (also: DETKIT_DEBUG=1)",
+    )
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0, help="this machine's index")
@@ -117,6 +135,8 @@ def default_setup(
     logger.info(
         f"Rank {rank} of {comm.get_world_size()}, torch {torch.__version__}, seed {cfg.SEED}"
     )
+    if comm.is_main_process():
+        logger.info("Environment:\n" + collect_env_info())
     if args is not None:
         logger.info(f"Command line arguments: {vars(args)}")
     if comm.is_main_process():
@@ -165,7 +185,12 @@ class DefaultTrainer(TrainerBase):
         trainer_class = AMPTrainer if cfg.SOLVER.AMP.ENABLED else SimpleTrainer
         amp_options = {"device_type": self.model.device.type} if cfg.SOLVER.AMP.ENABLED else {}
         self._trainer = trainer_class(
-            model, None, self.optimizer, build_gradient_clipper(cfg), **amp_options
+            model,
+            None,
+            self.optimizer,
+            build_gradient_clipper(cfg),
+            max_nonfinite_steps=cfg.SOLVER.MAX_NONFINITE_STEPS,
+            **amp_options,
         )
         self.checkpointer = DetectionCheckpointer(
             self.model,
@@ -185,15 +210,17 @@ class DefaultTrainer(TrainerBase):
         return self.run_state.seed
 
     def resume_or_load(self, resume: bool = True) -> None:
-        """With ``resume`` and a ``last_checkpoint`` in ``OUTPUT_DIR``: restores model,
-        optimizer, schedule and gradient scaler from it. Otherwise loads ``MODEL.WEIGHTS``
-        (model weights only; nothing when empty) and starts at iteration 0.
+        """With ``resume`` and a checkpoint in ``OUTPUT_DIR``: restores model, optimizer,
+        schedule and gradient scaler from the newest intact one (:func:`resumable_checkpoint`,
+        which warns about a corrupt newer one it skips). Otherwise loads ``MODEL.WEIGHTS``
+        (model weights only, logging what they fill; nothing when empty) and starts at
+        iteration 0.
 
         The checkpoint must agree with the run state, or :class:`ConfigError` says how they
         differ: it was trained with the run's seed and, when the state was settled before the
         trainer, it is the checkpoint that state starts from.
         """
-        path = last_checkpoint(self.cfg.OUTPUT_DIR) if resume else None
+        path = resumable_checkpoint(self.cfg.OUTPUT_DIR) if resume else None
         found = RunState(self.seed)
         if path is not None:
             recorded = read_training_state(path)
@@ -234,7 +261,8 @@ class DefaultTrainer(TrainerBase):
                 self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, extra_state=self._extra_state
             ),
             self.eval_hook,
-            writers,  # last, so it reports what the hooks before it recorded
+            writers,  # after the others, so it reports what the hooks before it recorded
+            hooks.StopOnSignal(self.checkpointer, extra_state=self._extra_state),  # after all
         ]
 
     def _extra_state(self) -> dict:
@@ -250,9 +278,22 @@ class DefaultTrainer(TrainerBase):
         ]
 
     def train(self) -> dict:
-        """Trains from ``start_iter`` to ``SOLVER.MAX_ITER``; returns the last evaluation."""
+        """Trains from ``start_iter`` to ``SOLVER.MAX_ITER``; returns the last evaluation.
+
+        A run resumed at or past ``SOLVER.MAX_ITER`` trains nothing: it says so and only runs
+        the final evaluation. Temporary files of saves killed mid-write are removed first.
+        """
         start = self.run_state.start_iter
-        self._trainer.data_loader = self.build_train_loader(self.cfg, start)
+        if comm.is_main_process():
+            remove_interrupted_saves(self.cfg.OUTPUT_DIR)
+        if start >= self.max_iter:
+            logger.info(
+                f"Nothing left to train: the run is at iteration {start} and SOLVER.MAX_ITER="
+                f"{self.max_iter}; running the final evaluation only (raise SOLVER.MAX_ITER to "
+                "train on)"
+            )
+        else:
+            self._trainer.data_loader = self.build_train_loader(self.cfg, start)
         super().train(start, self.max_iter)
         return self.eval_hook.latest_results
 

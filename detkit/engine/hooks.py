@@ -1,10 +1,12 @@
 """The standard hooks: timing, lr schedule, per-iteration seeding, checkpoints, evaluation,
-metric writers."""
+metric writers, stopping on a signal."""
 
 from __future__ import annotations
 
 import datetime
 import logging
+import signal
+import threading
 import time
 from collections.abc import Callable, Sequence
 
@@ -13,9 +15,10 @@ import torch
 from fvcore.common.checkpoint import Checkpointer
 from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicCheckpointer
 
+from ..checkpoint import DetectionCheckpointer
 from ..utils import comm
 from ..utils.events import EventWriter
-from .train_loop import HookBase
+from .train_loop import HookBase, TrainingInterruptedError
 
 logger = logging.getLogger("detkit.engine")
 
@@ -174,3 +177,65 @@ class PeriodicWriter(HookBase):
         for writer in self._writers:
             writer.write()  # e.g. the final evaluation's results
             writer.close()
+
+
+class StopOnSignal(HookBase):
+    """On SIGTERM (what cluster schedulers send) or SIGINT (Ctrl-C): finishes the iteration
+    under way, saves its checkpoint ``model_XXXXXXX.pth`` (unless the periodic one just did),
+    logs why and stops training with :class:`TrainingInterruptedError` (exit status 128 + signal),
+    from which ``--resume`` continues exactly.
+
+    Register it last, so the iteration's hooks (writers included) have run. A second signal
+    acts at once, as without this hook (SIGTERM ends the process, SIGINT raises
+    ``KeyboardInterrupt``); so do signals during the final evaluation, after the last
+    iteration. With several processes a signal to any of them stops all at the same iteration.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(
+        self, checkpointer: DetectionCheckpointer, extra_state: Callable[[], dict] | None = None
+    ) -> None:
+        self._checkpointer = checkpointer
+        self._extra_state = extra_state or dict
+        self._received: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def before_train(self) -> None:
+        self._received = None
+        if threading.current_thread() is not threading.main_thread():
+            logger.debug("StopOnSignal: not in the main thread, signals keep their handlers")
+            return
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+
+    def _handle(self, signum: int, frame: object) -> None:
+        self._received = signum
+        self._restore()  # a second signal acts at once
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():  # None: set outside Python, the default
+            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        self._previous = {}
+
+    def after_step(self) -> None:
+        received = self._received
+        if comm.get_world_size() > 1:
+            received = next((s for s in comm.all_gather(received) if s is not None), None)
+        iteration = self.trainer.iter
+        if received is None:
+            if iteration + 1 >= self.trainer.max_iter:
+                self._restore()
+            return
+        if self._checkpointer.saved_iteration != iteration:
+            self._checkpointer.save(
+                f"model_{iteration:07d}", iteration=iteration, **self._extra_state()
+            )
+        name = signal.Signals(received).name
+        logger.warning(
+            f"Received {name}: stopped after iteration {iteration} with its checkpoint saved; "
+            f"exit status {128 + received}; continue with --resume"
+        )
+        raise TrainingInterruptedError(received, iteration)
+
+    def after_train(self) -> None:
+        self._restore()

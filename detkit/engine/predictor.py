@@ -40,7 +40,8 @@ class DefaultPredictor:
         self.cfg = cfg
         self.transforms = build_transforms(cfg, is_train=False)
         self.model = build_model(cfg).eval()
-        DetectionCheckpointer(self.model).load(cfg.MODEL.WEIGHTS)
+        # a demo from a partly random model would look like a bad model: refuse it
+        DetectionCheckpointer(self.model, allow_partial=False).load(cfg.MODEL.WEIGHTS)
 
     def __call__(
         self, image_bgr: np.ndarray, proposals: np.ndarray | None = None

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from omegaconf import DictConfig
 
-from ..checkpoint import last_checkpoint, read_training_state
+from ..checkpoint import read_training_state, resumable_checkpoint
 from ..config import ConfigError
 from ..utils import comm
 
@@ -30,9 +30,10 @@ class RunState:
 
 
 def resolve_run_state(cfg: DictConfig, resume: bool) -> RunState:
-    """The run state of ``cfg``: with ``resume`` and a ``last_checkpoint`` in ``OUTPUT_DIR``,
-    the iteration after that checkpoint's, with its seed; otherwise iteration 0 with ``SEED``, or
-    a random seed shared by all processes when ``SEED`` is negative.
+    """The run state of ``cfg``: with ``resume`` and a checkpoint in ``OUTPUT_DIR``, the
+    iteration after that of the newest intact one (:func:`resumable_checkpoint`), with its seed;
+    otherwise iteration 0 with ``SEED``, or a random seed shared by all processes when ``SEED``
+    is negative.
 
     A resumed run keeps its seed, so that it continues exactly as if it had never stopped: a
     negative ``SEED`` takes the checkpoint's, and a ``SEED`` that differs from it is a
@@ -41,7 +42,7 @@ def resolve_run_state(cfg: DictConfig, resume: bool) -> RunState:
     """
     # drawn in every process whatever it finds, so that the collective draw cannot hang
     seed = cfg.SEED if cfg.SEED >= 0 else comm.shared_random_seed()
-    path = last_checkpoint(cfg.OUTPUT_DIR) if resume else None
+    path = resumable_checkpoint(cfg.OUTPUT_DIR, warn=False) if resume else None
     if path is None:
         return RunState(seed)
     recorded = read_training_state(path)

@@ -8,6 +8,7 @@ checkpoints, evaluation, writing metrics) lives in a hook.
 from __future__ import annotations
 
 import logging
+import signal
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -19,6 +20,17 @@ from ..utils import comm
 from ..utils.events import EventStorage, get_event_storage
 
 logger = logging.getLogger("detkit.engine")
+
+
+class TrainingInterruptedError(Exception):
+    """Training stopped on a signal (SIGTERM, SIGINT) after a complete iteration, once that
+    iteration's checkpoint was saved: a command ends with ``exit_status``, 128 + the signal's
+    number (143, 130) as the shell reports a process ended by it."""
+
+    def __init__(self, signum: int, iteration: int) -> None:
+        self.signum, self.iteration = signum, iteration
+        self.exit_status = 128 + signum
+        super().__init__(f"stopped by {signal.Signals(signum).name} after iteration {iteration}")
 
 
 class HookBase:
@@ -74,6 +86,8 @@ class TrainerBase:
                     self.run_step()
                     self.after_step()
                 self.iter = max_iter  # marks training as finished (also when nothing was left)
+            except TrainingInterruptedError:
+                raise  # a requested stop, logged by whoever stopped it
             except Exception:
                 logger.exception(f"Exception during training at iteration {self.iter}:")
                 raise
@@ -105,8 +119,11 @@ class TrainerBase:
 class SimpleTrainer(TrainerBase):
     """One step: next batch, losses, backward, optional gradient clipping, optimizer step.
 
-    The model returns a dict of losses in training mode. A non-finite loss raises
-    ``FloatingPointError`` before the backward pass, so the weights never take that update.
+    The model returns a dict of losses in training mode. A non-finite loss is caught before
+    the backward pass, so the weights never take that update: the step is skipped with a
+    warning while fewer than ``max_nonfinite_steps`` steps of the run were (the count is
+    checkpointed), and otherwise ``FloatingPointError`` stops training (``0``, the default:
+    at the first one).
     """
 
     def __init__(
@@ -115,13 +132,21 @@ class SimpleTrainer(TrainerBase):
         data_loader: Iterable | None,
         optimizer: torch.optim.Optimizer,
         gradient_clipper: Callable[[Iterable[Tensor]], object] | None = None,
+        max_nonfinite_steps: int = 0,
     ) -> None:
         super().__init__()
+        if max_nonfinite_steps < 0:
+            raise ValueError(
+                f"max_nonfinite_steps (SOLVER.MAX_NONFINITE_STEPS) must be >= 0, got "
+                f"{max_nonfinite_steps}"
+            )
         model.train()
         self.model = model
         self.data_loader = data_loader
         self.optimizer = optimizer
         self.gradient_clipper = gradient_clipper
+        self.max_nonfinite_steps = max_nonfinite_steps
+        self.nonfinite_steps = 0
         self._data_iter = None
 
     def next_batch(self) -> tuple[list[dict], float]:
@@ -138,6 +163,8 @@ class SimpleTrainer(TrainerBase):
         batch, data_time = self.next_batch()
         loss_dict = self.model(batch)
         total = self.check_losses(loss_dict)
+        if total is None:
+            return
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
         if self.gradient_clipper is not None:
@@ -145,18 +172,33 @@ class SimpleTrainer(TrainerBase):
         self.optimizer.step()
         self.write_metrics(loss_dict, data_time)
 
-    def check_losses(self, loss_dict: dict[str, Tensor]) -> Tensor:
-        """The sum of the losses; ``FloatingPointError`` naming the iteration and every loss
-        when any of them is infinite or NaN."""
+    def check_losses(self, loss_dict: dict[str, Tensor]) -> Tensor | None:
+        """The sum of the losses, or None when one is infinite or NaN and the step is skipped
+        (see the class); ``FloatingPointError`` naming the iteration and every loss when it is
+        one more than ``max_nonfinite_steps``. With several processes they agree on skipping."""
         total = sum(loss_dict.values())
-        if not torch.isfinite(total):
-            values = ", ".join(f"{k}={v.item():.6g}" for k, v in loss_dict.items())
+        finite = bool(torch.isfinite(total))
+        if self.max_nonfinite_steps and comm.get_world_size() > 1:
+            finite = all(comm.all_gather(finite))  # all skip, or none: DDP must not diverge
+        if finite:
+            return total
+        self.nonfinite_steps += 1
+        values = ", ".join(f"{k}={v.item():.6g}" for k, v in loss_dict.items())
+        limit = self.max_nonfinite_steps
+        if self.nonfinite_steps > limit:
+            skipped = (
+                f" (after skipping {limit}, SOLVER.MAX_NONFINITE_STEPS={limit})" if limit else ""
+            )
             raise FloatingPointError(
-                f"loss became infinite or NaN at iteration {self.iter}: {values}; lower "
+                f"loss became infinite or NaN at iteration {self.iter}: {values}{skipped}; lower "
                 "SOLVER.BASE_LR, add warm-up (SOLVER.WARMUP_ITERS) or clip gradients "
                 "(SOLVER.CLIP_GRADIENTS.ENABLED)"
             )
-        return total
+        logger.warning(
+            f"loss became infinite or NaN at iteration {self.iter}: {values}; step skipped, the "
+            f"weights are unchanged ({self.nonfinite_steps} of SOLVER.MAX_NONFINITE_STEPS={limit})"
+        )
+        return None
 
     def _trainable_parameters(self) -> list[Tensor]:
         return [p for group in self.optimizer.param_groups for p in group["params"]]
@@ -175,10 +217,11 @@ class SimpleTrainer(TrainerBase):
         storage.put_scalars(**losses)
 
     def state_dict(self) -> dict:
-        return {}
+        return {"nonfinite_steps": self.nonfinite_steps}
 
     def load_state_dict(self, state: dict) -> None:
-        """Nothing to restore: SimpleTrainer keeps no state between steps."""
+        """Restores the count of skipped non-finite steps (0 from a checkpoint without it)."""
+        self.nonfinite_steps = int(state.get("nonfinite_steps", 0))
 
 
 class AMPTrainer(SimpleTrainer):
@@ -196,8 +239,9 @@ class AMPTrainer(SimpleTrainer):
         gradient_clipper: Callable[[Iterable[Tensor]], object] | None = None,
         device_type: str = "cuda",
         dtype: torch.dtype | None = None,
+        max_nonfinite_steps: int = 0,
     ) -> None:
-        super().__init__(model, data_loader, optimizer, gradient_clipper)
+        super().__init__(model, data_loader, optimizer, gradient_clipper, max_nonfinite_steps)
         self.device_type = device_type
         self.dtype = dtype or (torch.float16 if device_type == "cuda" else torch.bfloat16)
         use_scaler = self.dtype == torch.float16
@@ -208,6 +252,8 @@ class AMPTrainer(SimpleTrainer):
         with torch.autocast(self.device_type, dtype=self.dtype):
             loss_dict = self.model(batch)
         total = self.check_losses(loss_dict)
+        if total is None:
+            return
         self.optimizer.zero_grad(set_to_none=True)
         self.grad_scaler.scale(total).backward()
         if self.gradient_clipper is not None:
@@ -218,8 +264,9 @@ class AMPTrainer(SimpleTrainer):
         self.write_metrics(loss_dict, data_time)
 
     def state_dict(self) -> dict:
-        return {"grad_scaler": self.grad_scaler.state_dict()}
+        return {**super().state_dict(), "grad_scaler": self.grad_scaler.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
         if "grad_scaler" in state:
             self.grad_scaler.load_state_dict(state["grad_scaler"])

@@ -1,4 +1,5 @@
-"""Writing files so that a crash never leaves a half-written one behind."""
+"""Writing files so that a crash never leaves a half-written one behind; detkit's iopath
+``PathManager``, through which checkpoints and weights are read."""
 
 from __future__ import annotations
 
@@ -9,6 +10,13 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
+
+from iopath.common.file_io import HTTPURLHandler, PathManagerFactory
+
+# A path handler registered here (PathManager.register_handler(handler)) makes its paths usable
+# wherever detkit reads a checkpoint or weights (MODEL.WEIGHTS), as in detectron2.
+PathManager = PathManagerFactory.get("detkit")
+PathManager.register_handler(HTTPURLHandler())
 
 
 def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
@@ -30,6 +38,12 @@ def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> 
     except BaseException:
         os.unlink(temporary)
         raise
+
+
+def interrupted_writes(folder: str | Path, pattern: str = "*") -> list[Path]:
+    """The temporary files :func:`write_atomically` left in ``folder`` when it was killed
+    (SIGKILL, power loss) while writing a file whose name matches ``pattern``."""
+    return sorted(Path(folder).glob(f".{pattern}.*"))
 
 
 def strict_json(data: Any, indent: int | None = None) -> str:

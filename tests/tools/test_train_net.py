@@ -181,7 +181,7 @@ def test_detectron2_style_pairs_and_key_value_overrides() -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        (["SOLVER.MAX_ITER=5", "SOLVER.STEPS=[10]"], "SOLVER.STEPS"),
+        (["SOLVER.MAX_ITER=5", "SOLVER.STEPS=[4, 2]"], "SOLVER.STEPS"),
         (["--num-gpus", "3"], "do not divide among 3 processes"),
         (
             ["TEST.EVALUATORS=[cocoo]"],

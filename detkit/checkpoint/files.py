@@ -1,0 +1,204 @@
+"""Checkpoint files: reading one safely, and finding a run's checkpoints and the newest intact
+one, which ``--resume`` continues."""
+
+from __future__ import annotations
+
+import logging
+import os
+import pickle
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..utils.errors import UserError
+from ..utils.file_io import interrupted_writes
+
+logger = logging.getLogger("detkit.checkpoint")
+
+# model_0000199.pth: the checkpoint written after iteration 199 (its 0-based index)
+PERIODIC_NAME = re.compile(r"model_\d{7}\.pth")
+# torch's wording when weights_only=True refuses a pickled object, as opposed to a broken file
+_UNSAFE_PICKLE = re.compile(r"was not an allowed global|is blocked|must be \S+ to load")
+
+
+class CheckpointFileError(UserError, ValueError):
+    """A file that is not a usable checkpoint: a directory, empty, truncated or corrupt, or
+    holding weights that are not finite. The message is ``"<path>: <problem>; <fix>"``."""
+
+    def __init__(self, path: str, problem: str, fix: str) -> None:
+        super().__init__(f"{path}: {problem}; {fix}")
+        self.path, self.problem = path, problem
+
+
+class CheckpointNotFoundError(UserError, FileNotFoundError):
+    """A checkpoint path that names no file."""
+
+
+class UnsafeCheckpointError(UserError, RuntimeError):
+    """A file that only arbitrary unpickling, which can run code, would load."""
+
+
+def load_checkpoint_file(path: str, *, weights_only: bool = True, mmap: bool = False) -> Any:
+    """``torch.load`` of the local file ``path`` on the CPU, its problems as one-line errors:
+    :class:`CheckpointNotFoundError`, :class:`CheckpointFileError` (a directory, an empty,
+    truncated or corrupt file), :class:`UnsafeCheckpointError` (it needs arbitrary unpickling
+    and ``weights_only``)."""
+    if os.path.isdir(path):
+        raise CheckpointFileError(path, "is a directory, not a checkpoint file", _name_a_file(path))
+    if not os.path.isfile(path):
+        raise CheckpointNotFoundError(f"checkpoint not found: {path}")
+    if os.path.getsize(path) == 0:
+        raise CheckpointFileError(
+            path,
+            "is empty (0 bytes), not a checkpoint",
+            "was its copy interrupted? use another one",
+        )
+    try:
+        return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
+    except pickle.UnpicklingError as error:
+        if _UNSAFE_PICKLE.search(str(error)):
+            raise UnsafeCheckpointError(
+                f"{path} needs arbitrary unpickling to load, which can run code; if you trust "
+                "it, load it with DetectionCheckpointer(model, allow_unsafe_pickle=True)"
+            ) from error
+        raise _unreadable(path, error) from None
+    except MemoryError:
+        raise
+    except Exception as error:  # a broken file makes the unpickler fail in any way
+        if isinstance(error, RuntimeError) and "alloc" in str(error).lower():
+            raise  # out of memory, not a broken file
+        raise _unreadable(path, error) from None
+
+
+def _unreadable(path: str, error: Exception) -> CheckpointFileError:
+    return CheckpointFileError(
+        path,
+        f"is not a readable checkpoint: truncated or corrupt ({_reason(error)})",
+        "use another checkpoint",
+    )
+
+
+def _reason(error: Exception) -> str:
+    """The gist of torch's error, in a few words: its first sentence, without the advice on
+    ``weights_only`` torch wraps around it."""
+    message = str(error).split("WeightsUnpickler error:", 1)[-1]
+    lines = [line.strip() for line in message.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("Weights only", "Check the doc"))]
+    gist = lines[0].split(". ")[0][:100] if lines else ""
+    return f"{type(error).__name__}: {gist}" if gist else type(error).__name__
+
+
+def _name_a_file(folder: str) -> str:
+    tagged = last_checkpoint(folder)
+    if tagged is not None:
+        return f"name a file in it, e.g. its newest checkpoint {tagged}"
+    return "name a .pth file in it, e.g. model_final.pth"
+
+
+def read_training_state(path: str) -> dict[str, Any]:
+    """The ``iteration`` and ``seed`` a checkpoint records (those it has), read cheaply.
+
+    The file is memory-mapped, so only its small pickled index is read, not its tensors: a run
+    can settle where it starts before it builds anything.
+    """
+    data = load_checkpoint_file(path, mmap=os.path.isfile(path) and zipfile.is_zipfile(path))
+    if not isinstance(data, dict):
+        return {}
+    return {key: data[key] for key in ("iteration", "seed") if key in data}
+
+
+def last_checkpoint(save_dir: str) -> str | None:
+    """The checkpoint ``save_dir/last_checkpoint`` names (the newest one), or None without one."""
+    tag = os.path.join(save_dir, "last_checkpoint")
+    if not os.path.isfile(tag):
+        return None
+    with open(tag) as file:
+        return os.path.join(save_dir, file.read().strip())
+
+
+def saved_checkpoints(save_dir: str) -> list[str]:
+    """The names of the checkpoint files in ``save_dir`` (``model_*.pth``, ``last_checkpoint``):
+    what a new run would overwrite."""
+    folder = Path(save_dir)
+    if not folder.is_dir():
+        return []
+    names = [p.name for p in folder.glob("model_*.pth")] + [
+        p.name for p in folder.glob("last_checkpoint")
+    ]
+    return sorted(names)
+
+
+def resumable_checkpoint(save_dir: str, *, warn: bool = True) -> str | None:
+    """The checkpoint ``--resume`` continues: the one ``last_checkpoint`` names or, when that
+    one is missing, empty, truncated or corrupt, the newest intact ``model_XXXXXXX.pth`` (with a
+    warning naming what was skipped); None when ``save_dir`` holds no checkpoint.
+
+    Raises :class:`CheckpointFileError` when it holds checkpoints but none is intact: starting
+    afresh instead would silently throw the run away.
+    """
+    skipped = []
+    for path in _resume_candidates(save_dir):
+        problem = checkpoint_problem(path)
+        if problem is None:
+            if skipped and warn:
+                logger.warning(
+                    f"--resume: {'; '.join(skipped)}; resuming from {path}, the newest intact "
+                    "checkpoint"
+                )
+            return path
+        skipped.append(f"skipped {path}, {problem}")
+    if skipped:
+        raise CheckpointFileError(
+            save_dir,
+            f"--resume finds no intact checkpoint ({'; '.join(skipped)})",
+            "put an intact one back, or start a new run in another OUTPUT_DIR",
+        )
+    return None
+
+
+def _resume_candidates(save_dir: str) -> list[str]:
+    """The tagged checkpoint, then the periodic ones, newest first (their names sort by
+    iteration)."""
+    tagged = last_checkpoint(save_dir)
+    folder = Path(save_dir)
+    periodic = [p.name for p in folder.glob("model_*.pth") if PERIODIC_NAME.fullmatch(p.name)]
+    candidates = [os.path.join(save_dir, name) for name in sorted(periodic, reverse=True)]
+    if tagged is None:
+        return candidates
+    return [tagged, *(path for path in candidates if path != tagged)]
+
+
+def checkpoint_problem(path: str) -> str | None:
+    """Why the checkpoint ``path`` cannot be resumed (missing, empty, truncated, a record whose
+    checksum fails), or None when it is intact. Reads the whole file once, loads no tensor."""
+    if not os.path.isfile(path):
+        return "which does not exist"
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as archive:
+                broken = archive.testzip()
+            if broken is not None:
+                return f"which is corrupt (its record {broken} fails its checksum)"
+        read_training_state(path)
+    except (CheckpointFileError, UnsafeCheckpointError, zipfile.BadZipFile, OSError) as error:
+        return f"which {getattr(error, 'problem', str(error))}"
+    return None
+
+
+def remove_interrupted_saves(save_dir: str) -> list[Path]:
+    """Deletes the temporary files a save killed mid-write left in ``save_dir`` (SIGKILL gives
+    it no time to clean up); returns them. Call it only where no save is under way."""
+    removed = interrupted_writes(save_dir, "model_*.pth") + interrupted_writes(
+        save_dir, "last_checkpoint"
+    )
+    for path in removed:
+        path.unlink(missing_ok=True)
+    if removed:
+        logger.info(
+            f"Removed {len(removed)} temporary file(s) of interrupted saves in {save_dir}: "
+            + ", ".join(p.name for p in removed)
+        )
+    return removed
