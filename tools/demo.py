@@ -1,10 +1,13 @@
 """Draws a trained detector's detections on images and writes them as PNG files.
 
-    python tools/demo.py --config-file CONFIG.yaml --input a.jpg b.jpg --output demo/
-        [--confidence-threshold 0.5] MODEL.WEIGHTS=output/model_final.pth [KEY=VALUE ...]
+    python tools/demo.py --config-file CONFIG.yaml --input a.jpg photos/ --output demo/
+        [--confidence-threshold 0.5] [--max-detections 100] [--min-size 480]
+        MODEL.WEIGHTS=output/model_final.pth [KEY=VALUE | KEY VALUE ...]
 
-Each image gets fast selective-search proposals and becomes ``<output>/<input stem>.png``. Class
-names are the ``thing_classes`` of ``DATASETS.TEST[0]`` when it has them, else class indices.
+An input folder stands for every image file in it, in name order. Each image gets fast
+selective-search proposals and becomes ``<output>/<input stem>.png``. Class names are
+``MODEL.ROI_HEADS.CLASS_NAMES`` (a run's config.yaml records them), else the ``thing_classes``
+of ``DATASETS.TEST[0]`` when it has them, else class indices.
 """
 
 from __future__ import annotations
@@ -18,59 +21,117 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detkit.config import ConfigError, load_config, looks_like_override
+from detkit.config import ConfigError, get_default_config, load_config, looks_like_override
 from detkit.data import MetadataCatalog
 from detkit.data.mapper import read_image
-from detkit.engine import DefaultPredictor
+from detkit.engine import DefaultPredictor, parse_overrides
 from detkit.modeling.meta_arch.fast_rcnn import rescale_detections
+from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
 from detkit.utils.visualizer import draw_detections
+
+IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 
 def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config-file", required=True, help="the model's config (YAML)")
-    parser.add_argument("--input", nargs="+", required=True, help="images to draw on")
+    parser.add_argument(
+        "--input", nargs="+", required=True, help="images, or folders of images, to draw on"
+    )
     parser.add_argument("--output", required=True, help="folder for the PNG files")
     parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--max-detections",
+        type=int,
+        default=100,
+        help="draw at most this many detections per image, the best ones",
+    )
     parser.add_argument(
         "--min-size",
         type=int,
         default=480,
         help="enlarge pictures whose shorter side is smaller, so labels stay readable (0: never)",
     )
-    parser.add_argument("overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE pairs")
+    parser.add_argument(
+        "overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE or KEY VALUE pairs"
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argument_parser().parse_args(argv)
-    images = [word for word in args.input if not looks_like_override(word)]
-    overrides = [word for word in args.input if looks_like_override(word)] + args.overrides
-    clash = [stem for stem, count in Counter(Path(p).stem for p in images).items() if count > 1]
-    if clash:
-        return _fail(f"several inputs would be written to {clash[0]}.png; rename them")
+    inputs, overrides = split_overrides(args.input)
     try:
-        cfg = load_config(args.config_file, overrides)
+        if args.max_detections <= 0:
+            raise UserError(f"--max-detections must be positive, got {args.max_detections}")
+        images = image_files(inputs)
+        cfg = load_config(args.config_file, parse_overrides(overrides + args.overrides))
         class_names = _class_names(cfg)
         predictor = DefaultPredictor(cfg)
-    except (ConfigError, FileNotFoundError) as error:
+    except (ConfigError, UserError, FileNotFoundError) as error:
         return _fail(error)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     for path in tqdm(images, desc="demo", unit="image"):
         try:
             image = read_image(path)
-        except FileNotFoundError as error:
+        except UserError as error:
             return _fail(error)
         instances = predictor(image)["instances"]
         image, instances = _enlarged(image, instances, args.min_size)
-        drawing = draw_detections(image, instances, class_names, args.confidence_threshold)
+        drawing = draw_detections(
+            image, instances, class_names, args.confidence_threshold, args.max_detections
+        )
         target = output / f"{Path(path).stem}.png"
         write_bytes_atomically(target, cv2.imencode(".png", drawing)[1].tobytes())
-        drawn = int((instances.scores > args.confidence_threshold).sum())
-        tqdm.write(f"{path}: {drawn} detections drawn -> {target}")
+        found = int((instances.scores > args.confidence_threshold).sum())
+        tqdm.write(
+            f"{path}: {min(found, args.max_detections)} of {found} detections drawn -> {target}"
+        )
     return 0
+
+
+def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
+    """The words of ``--input`` up to the first config override (``KEY=VALUE``, or a config key
+    such as ``MODEL.WEIGHTS`` that is not a file), and the overrides from there on."""
+    sections = set(get_default_config())
+    for index, word in enumerate(words):
+        is_key = word.split(".")[0] in sections and not Path(word).exists()
+        if looks_like_override(word) or is_key:
+            return words[:index], words[index:]
+    return words, []
+
+
+def image_files(inputs: list[str]) -> list[str]:
+    """The images of ``inputs``: each file as it is, each folder's image files sorted by name.
+    Refuses in one line inputs that do not exist and folders without images, naming them all,
+    and two images that would be written to the same ``<stem>.png``."""
+    images, missing, empty = [], [], []
+    for item in map(Path, inputs):
+        if not item.exists():
+            missing.append(str(item))
+            continue
+        found = (
+            [item]
+            if item.is_file()
+            else sorted(
+                p for p in item.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+            )
+        )
+        empty += [] if found else [str(item)]
+        images += [str(p) for p in found]
+    problems = [f"no such image or folder: {', '.join(missing)}"] if missing else []
+    if empty:
+        problems.append(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(empty)}")
+    if not inputs:
+        problems.append("--input names no image before the config overrides")
+    clash = [stem for stem, count in Counter(Path(p).stem for p in images).items() if count > 1]
+    if clash:
+        problems.append(f"several inputs would be written to {clash[0]}.png; rename them")
+    if problems:
+        raise UserError("; ".join(problems))
+    return images
 
 
 def _enlarged(image: np.ndarray, instances, min_size: int):
@@ -84,8 +145,11 @@ def _enlarged(image: np.ndarray, instances, min_size: int):
 
 
 def _class_names(cfg) -> list[str]:
-    """``thing_classes`` of the first test set, checked against the model; else indices."""
+    """The model's ``MODEL.ROI_HEADS.CLASS_NAMES`` (a run's config.yaml records them), else
+    ``thing_classes`` of the first test set, checked against the model; else indices."""
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    if cfg.MODEL.ROI_HEADS.CLASS_NAMES:
+        return list(cfg.MODEL.ROI_HEADS.CLASS_NAMES)
     dataset = cfg.DATASETS.TEST[0] if cfg.DATASETS.TEST else None
     names = MetadataCatalog.get(dataset).get("thing_classes") if dataset else None
     if names is None:
@@ -99,8 +163,9 @@ def _class_names(cfg) -> list[str]:
 
 
 def _fail(error: Exception | str) -> int:
+    """Prints ``error`` as one line and returns 2, the status of a user error."""
     tqdm.write(f"demo: {error}", file=sys.stderr)
-    return 1
+    return 2
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""tools/demo.py: PNG files of the inputs' size, and one-line errors for bad inputs."""
+"""tools/demo.py: PNG files of the inputs' size, folders as inputs, KEY VALUE overrides, the cap
+on drawn detections, and one-line errors (exit status 2) for bad inputs."""
 
 from __future__ import annotations
 
@@ -76,14 +77,16 @@ def test_writes_one_png_per_image(demo, weights: str, tmp_path: Path, capsys) ->
 def test_missing_image_is_named(demo, weights: str, tmp_path: Path, capsys) -> None:
     missing = str(tmp_path / "missing.png")
     argv = ["--config-file", str(CONFIG), "--input", missing, "--output", str(tmp_path)]
-    assert demo.main([*argv, *TINY, f"MODEL.WEIGHTS={weights}"]) != 0
+    assert demo.main([*argv, *TINY, f"MODEL.WEIGHTS={weights}"]) == 2
     err = capsys.readouterr().err
     assert missing in err and "Traceback" not in err
 
 
 def test_bad_config_key_gives_the_config_error(demo, tmp_path: Path, capsys) -> None:
-    argv = ["--config-file", str(CONFIG), "--input", "x.png", "--output", str(tmp_path)]
-    assert demo.main([*argv, "MODEL.ROI_HEADS.NUM_CLASES=3"]) != 0
+    (tmp_path / "x.png").write_bytes(b"")
+    argv = ["--config-file", str(CONFIG), "--input", str(tmp_path / "x.png")]
+    argv += ["--output", str(tmp_path)]
+    assert demo.main([*argv, "MODEL.ROI_HEADS.NUM_CLASES=3"]) == 2
     err = capsys.readouterr().err
     assert "unknown config key MODEL.ROI_HEADS.NUM_CLASES" in err
     assert "did you mean MODEL.ROI_HEADS.NUM_CLASSES" in err
@@ -91,8 +94,9 @@ def test_bad_config_key_gives_the_config_error(demo, tmp_path: Path, capsys) -> 
 
 def test_missing_weights_file_is_named(demo, tmp_path: Path, capsys) -> None:
     missing = str(tmp_path / "nope.pth")
-    argv = ["--config-file", str(CONFIG), "--input", "x.png", "--output", str(tmp_path)]
-    assert demo.main([*argv, *TINY, f"MODEL.WEIGHTS={missing}"]) != 0
+    (tmp_path / "x.png").write_bytes(b"")  # refused later, when read
+    argv = ["--config-file", str(CONFIG), "--input", str(tmp_path / "x.png")]
+    assert demo.main([*argv, "--output", str(tmp_path), *TINY, f"MODEL.WEIGHTS={missing}"]) == 2
     assert missing in capsys.readouterr().err
 
 
@@ -106,3 +110,37 @@ def test_small_pictures_are_enlarged(demo, weights: str, tmp_path: Path) -> None
     tall = cv2.imread(str(out / "tall.png"))  # 112 x 96 -> 261 x 224
     assert wide.shape == (224, round(128 * 224 / 96), 3)
     assert tall.shape == (round(112 * 224 / 96), 224, 3)
+
+
+def test_a_folder_stands_for_its_images_and_key_value_pairs_work(
+    demo, weights: str, tmp_path: Path
+) -> None:
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    write_images(folder)
+    (folder / "notes.txt").write_text("not an image")
+    out = tmp_path / "out"
+    argv = ["--config-file", str(CONFIG), "--min-size", "0", "--input", str(folder)]
+    pairs = [word for override in TINY for word in override.split("=", 1)]
+    assert demo.main([*argv, "MODEL.WEIGHTS", weights, "--output", str(out), *pairs]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["tall.png", "wide.png"]
+
+
+def test_max_detections_caps_what_is_drawn(demo, weights: str, tmp_path: Path, capsys) -> None:
+    inputs = write_images(tmp_path)
+    argv = ["--config-file", str(CONFIG), "--confidence-threshold", "0.0", "--min-size", "0"]
+    argv += ["--output", str(tmp_path / "out"), "--input", inputs[0], *TINY]
+    assert demo.main([*argv, "--max-detections", "1", f"MODEL.WEIGHTS={weights}"]) == 0
+    (line,) = capsys.readouterr().out.splitlines()
+    found = int(line.split(" of ")[1].split()[0])
+    assert ": 1 of " in line and found > 1, line
+
+
+def test_missing_inputs_and_empty_folders_are_named_together(demo, tmp_path: Path, capsys) -> None:
+    (tmp_path / "empty").mkdir()
+    missing = str(tmp_path / "missing.png")
+    argv = ["--config-file", str(CONFIG), "--output", str(tmp_path / "out")]
+    assert demo.main([*argv, "--input", missing, str(tmp_path / "empty"), *TINY]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and missing in err and str(tmp_path / "empty") in err
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,204 @@
+"""Draws the detections of a COCO results file next to the ground truth of their dataset.
+
+    python tools/visualize_json_results.py --input coco_instances_results.json
+        --dataset shapes_val --output DIR [--conf-threshold 0.5] [--min-size 480]
+        [--config-file CONFIG.yaml [KEY=VALUE | KEY VALUE ...]]
+
+The results file is the one ``tools/train_net.py`` writes for each test set (``image_id``,
+``category_id`` as the dataset's own id, ``bbox`` as XYWH, ``score``). Each image of the dataset
+becomes ``DIR/<file stem>.png``: its detections scoring above the threshold on the left, its
+ground truth on the right. With ``--config-file``, the datasets it declares
+(``DATASETS.REGISTER``) are registered and ``--dataset`` defaults to its ``DATASETS.TEST[0]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from detkit.config import ConfigError, load_config
+from detkit.data import DatasetCatalog, MetadataCatalog
+from detkit.data.mapper import read_record_image
+from detkit.engine import parse_overrides
+from detkit.structures import Boxes, Instances
+from detkit.utils.errors import UserError
+from detkit.utils.file_io import write_bytes_atomically
+from detkit.utils.visualizer import draw_detections, draw_ground_truth, enlarge, side_by_side
+
+RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
+
+
+def argument_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--input", required=True, help="a coco_instances_results.json file")
+    parser.add_argument("--dataset", help="the registered dataset the results are of")
+    parser.add_argument("--output", required=True, help="folder for the PNG files")
+    parser.add_argument("--conf-threshold", type=float, default=0.5, help="draw scores above it")
+    parser.add_argument(
+        "--min-size",
+        type=int,
+        default=480,
+        help="enlarge pictures whose shorter side is smaller, so labels stay readable (0: never)",
+    )
+    parser.add_argument(
+        "--config-file", help="a config; --dataset defaults to its DATASETS.TEST[0]"
+    )
+    parser.add_argument(
+        "overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE or KEY VALUE pairs"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = argument_parser().parse_args(argv)
+    try:
+        dataset = _dataset_name(args)
+        records = DatasetCatalog.get(dataset)
+        metadata = MetadataCatalog.get(dataset)
+        predictions = read_results(args.input, records, _to_contiguous_id(metadata, records))
+    except (ConfigError, UserError, FileNotFoundError, KeyError) as error:
+        return _fail(error.args[0] if isinstance(error, KeyError) else error)
+    class_names = _class_names(metadata, records)
+    output = Path(args.output)
+    output.mkdir(parents=True, exist_ok=True)
+    for record in tqdm(records, desc="visualize_json_results", unit="image"):
+        try:
+            image = read_record_image(record)
+        except UserError as error:
+            return _fail(error)
+        drawing = _panels(image, record, predictions[record["image_id"]], class_names, args)
+        target = output / f"{Path(record['file_name']).stem}.png"
+        write_bytes_atomically(target, cv2.imencode(".png", drawing)[1].tobytes())
+    print(f"wrote {len(records)} pictures of {dataset} to {output}")
+    return 0
+
+
+def read_results(
+    path: str, records: list[dict], to_contiguous: dict[int, int]
+) -> defaultdict[object, list[dict]]:
+    """The results of a COCO results file by image id, with ``category_id`` turned into the
+    contiguous class index and ``bbox`` into XYXY. Refuses, naming the file, anything else
+    than a list of results, and results of images or categories the dataset does not have."""
+    if not Path(path).is_file():
+        raise UserError(f"no such results file: {path}")
+    try:
+        results = json.loads(Path(path).read_text())
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path}: not JSON ({error})") from None
+    malformed = not isinstance(results, list) or not all(
+        isinstance(r, dict) and all(k in r for k in RESULT_KEYS) for r in results
+    )
+    if malformed:
+        raise UserError(f"{path}: not a COCO results list (objects with {', '.join(RESULT_KEYS)})")
+    problems = _mismatches(results, {record["image_id"] for record in records}, to_contiguous)
+    if problems:
+        raise UserError(f"{path}: {'; '.join(problems)}")
+    by_image = defaultdict(list)
+    for result in results:
+        x, y, w, h = result["bbox"]
+        by_image[result["image_id"]].append(
+            {
+                "box": [x, y, x + w, y + h],
+                "class": to_contiguous[result["category_id"]],
+                "score": result["score"],
+            }
+        )
+    return by_image
+
+
+def _mismatches(results: list[dict], image_ids: set, to_contiguous: dict[int, int]) -> list[str]:
+    """What in ``results`` the dataset does not have: image ids (the first five) and
+    category ids."""
+    strangers = sorted({str(r["image_id"]) for r in results if r["image_id"] not in image_ids})
+    unknown = sorted(
+        {str(r["category_id"]) for r in results if r["category_id"] not in to_contiguous}
+    )
+    problems = []
+    if strangers:
+        problems.append(f"image_id {', '.join(strangers[:5])} not in the dataset")
+    if unknown:
+        problems.append(f"category_id {', '.join(unknown)} not one of its categories")
+    return problems
+
+
+def _dataset_name(args: argparse.Namespace) -> str:
+    """``--dataset``, else ``DATASETS.TEST[0]`` of ``--config-file`` (loaded with the
+    overrides, so a broken config or override is reported)."""
+    cfg = (
+        load_config(args.config_file, parse_overrides(args.overrides)) if args.config_file else None
+    )
+    if args.overrides and cfg is None:
+        raise UserError(f"config overrides {' '.join(args.overrides)} need a --config-file")
+    if args.dataset:
+        return args.dataset
+    if cfg is None or not cfg.DATASETS.TEST:
+        raise UserError(
+            "name the results' dataset with --dataset (or a --config-file with DATASETS.TEST)"
+        )
+    return cfg.DATASETS.TEST[0]
+
+
+def _to_contiguous_id(metadata, records: list[dict]) -> dict[int, int]:
+    """Dataset category id → class index: the metadata's ``thing_dataset_id_to_contiguous_id``,
+    else ``index + 1`` as the COCO evaluator writes a dataset without one (e.g. PASCAL VOC)."""
+    mapping = metadata.get("thing_dataset_id_to_contiguous_id")
+    if mapping is not None:
+        return {int(k): int(v) for k, v in mapping.items()}
+    return {index + 1: index for index in range(len(_class_names(metadata, records)))}
+
+
+def _class_names(metadata, records: list[dict]) -> list[str]:
+    """The dataset's ``thing_classes``; class indices when its metadata has none."""
+    names = metadata.get("thing_classes")
+    if names is not None:
+        return list(names)
+    classes = [a["category_id"] for record in records for a in record["annotations"]]
+    return [str(index) for index in range(max(classes, default=-1) + 1)]
+
+
+def _panels(
+    image: np.ndarray,
+    record: dict,
+    predictions: list[dict],
+    class_names: list[str],
+    args: argparse.Namespace,
+) -> np.ndarray:
+    """The image with its detections, next to the image with its ground truth."""
+    image, factors = enlarge(image, args.min_size)
+    boxes = np.array([p["box"] for p in predictions], np.float32).reshape(-1, 4) * factors
+    instances = Instances(
+        image.shape[:2],
+        pred_boxes=Boxes(torch.from_numpy(boxes.astype(np.float32))),
+        scores=torch.tensor([p["score"] for p in predictions], dtype=torch.float32),
+        pred_classes=torch.tensor([p["class"] for p in predictions], dtype=torch.int64),
+    )
+    detections = draw_detections(image, instances, class_names, args.conf_threshold)
+    annotations = record["annotations"]
+    gt_boxes = np.array([a["bbox"] for a in annotations], np.float64).reshape(-1, 4) * factors
+    gt_classes = [a["category_id"] for a in annotations]
+    truth = draw_ground_truth(image, gt_boxes, gt_classes, class_names)
+    shown = int((instances.scores > args.conf_threshold).sum())
+    return side_by_side(
+        [
+            (f"{shown} detections (score > {args.conf_threshold:g})", detections),
+            (f"ground truth: {len(annotations)} objects", truth),
+        ]
+    )
+
+
+def _fail(error: Exception | str) -> int:
+    """Prints ``error`` as one line and returns 2, the status of a user error."""
+    tqdm.write(f"visualize_json_results: {error}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
