@@ -9,6 +9,10 @@ computes a missing file first, lives in ``selective_search.py``). Two file layou
   numpy arrays, so a file crafted to run code is refused.
 * ``fast_rcnn_mat``: the original Fast R-CNN selective-search layout, ``boxes`` (a cell array
   of 1-based ``(y1, x1, y2, x2)`` rows) and ``images`` (names), matched by file-name stem.
+
+Given the dataset, both loaders refuse a file whose boxes fit the images only when read in
+another order (:func:`check_box_order`); a file that is not of the layout, an image given twice,
+or boxes and logits of different lengths are refused naming the file and the image.
 """
 
 from __future__ import annotations
@@ -20,9 +24,19 @@ from typing import Any
 
 import numpy as np
 
+from ..utils.errors import UserError
 from ..utils.registry import Registry
 
 logger = logging.getLogger(__name__)
+
+
+class ProposalFileError(UserError, ValueError):
+    """A proposal file that is refused: the message names the file, the image and the fix."""
+
+
+class ProposalFileNotFoundError(UserError, FileNotFoundError):
+    """A proposal file that is not where the config says."""
+
 
 # The one registry of plain functions: a loader reads a file and has no config to build from.
 PROPOSAL_LOADER_REGISTRY = Registry(
@@ -43,42 +57,113 @@ def _box_mode(value: int) -> int:
     return int(value)
 
 
+class _RefusedGlobal(pickle.UnpicklingError):
+    pass
+
+
 class _ProposalUnpickler(pickle.Unpickler):
     def find_class(self, module: str, name: str) -> Any:
         if (module, name) in _SAFE_GLOBALS:
             return super().find_class(module, name)
         if (module, name) == ("detectron2.structures.boxes", "BoxMode"):
             return _box_mode  # detectron2's enum, read as its integer value
-        raise pickle.UnpicklingError(
+        raise _RefusedGlobal(
             f"refusing to load {module}.{name}: a proposal file may hold only plain containers "
             "and numpy arrays"
         )
+
+
+# How a file's rows may be read, each as a function of the rows to XYXY boxes.
+READINGS = {
+    "(x1, y1, x2, y2)": lambda rows: rows,
+    "(x, y, w, h)": lambda rows: np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:]], 1),
+    "(y1, x1, y2, x2)": lambda rows: rows[:, [1, 0, 3, 2]],
+}
+FIT_FRACTION = 0.9  # a file fits its images when this fraction of its boxes does
+FIT_SLACK = 0.05  # a box fits when it passes its image's border by at most 5% of its side
+_REORDER = "reorder each row to (x1, y1, x2, y2) (boxes[:, [1, 0, 3, 2]])"
+_PICKLE_FIXES = {
+    0: {
+        "(x, y, w, h)": "set bbox_mode 1 (XYWH_ABS) in the file",
+        "(y1, x1, y2, x2)": _REORDER,
+    },
+    1: {
+        "(x1, y1, x2, y2)": "set bbox_mode 0 (XYXY_ABS) in the file",
+        "(y1, x1, y2, x2)": f"{_REORDER} and set bbox_mode 0 (XYXY_ABS)",
+    },
+}
+_MAT_FIXES = {
+    "(x1, y1, x2, y2)": "this layout holds 1-based (y1, x1, y2, x2) rows: reorder each row "
+    "(boxes[:, [1, 0, 3, 2]]), or write detectron2's pickle layout with bbox_mode 0",
+    "(x, y, w, h)": "this layout holds 1-based (y1, x1, y2, x2) rows: convert them, or write "
+    "detectron2's pickle layout with bbox_mode 1 (XYWH_ABS)",
+}
 
 
 @PROPOSAL_LOADER_REGISTRY.register()
 def detectron2_pickle(
     path: str | Path, dataset_dicts: list[dict] | None = None
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    with open(path, "rb") as file:
-        try:
-            data = _ProposalUnpickler(file, encoding="latin1").load()
-        except pickle.UnpicklingError as error:
-            raise ValueError(f"{path}: {error}") from error
-    if not isinstance(data, dict) or not {"ids", "boxes"} <= set(data):
-        raise ValueError(f"{path}: expected a dict with 'ids' and 'boxes' (detectron2's layout)")
-    logits = data.get("objectness_logits") or [None] * len(data["ids"])
-    if not len(data["ids"]) == len(data["boxes"]) == len(logits):
-        raise ValueError(f"{path}: 'ids', 'boxes' and 'objectness_logits' differ in length")
+    data = _read_pickle(path)
+    ids, boxes = data["ids"], data["boxes"]
+    logits = data.get("objectness_logits")
+    logits = [None] * len(ids) if logits is None else logits
+    if not len(ids) == len(boxes) == len(logits):
+        raise ProposalFileError(
+            f"{path}: 'ids', 'boxes' and 'objectness_logits' differ in length ({len(ids)}, "
+            f"{len(boxes)} and {len(logits)}); give one of each per image"
+        )
     mode = int(data.get("bbox_mode", 0))
     if mode not in (0, 1):
-        raise ValueError(f"{path}: bbox_mode {mode} is neither XYXY_ABS (0) nor XYWH_ABS (1)")
-    result = {}
-    for image_id, boxes, scores in zip(data["ids"], data["boxes"], logits, strict=True):
-        boxes = _as_boxes(boxes, path, image_id)
-        if mode == 1:
-            boxes[:, 2:] += boxes[:, :2]
-        result[str(image_id)] = (boxes, _as_logits(scores, len(boxes)))
-    return result
+        raise ProposalFileError(
+            f"{path}: bbox_mode {mode} is neither XYXY_ABS (0) nor XYWH_ABS (1)"
+        )
+    rows = _rows_by_key(path, ids, boxes)
+    reading = "(x1, y1, x2, y2)" if mode == 0 else "(x, y, w, h)"
+    if dataset_dicts is not None:
+        check_box_order(path, rows, reading, dataset_dicts, _PICKLE_FIXES[mode])
+    return {
+        key: (READINGS[reading](boxes), _as_logits(scores, len(boxes), path, key))
+        for (key, boxes), scores in zip(rows.items(), logits, strict=True)
+    }
+
+
+def _read_pickle(path: str | Path) -> dict:
+    """The dict of a detectron2-layout proposal pickle, read with the restricted unpickler."""
+    try:
+        with open(path, "rb") as file:
+            data = _ProposalUnpickler(file, encoding="latin1").load()
+    except _RefusedGlobal as error:
+        raise ProposalFileError(f"{path}: {error}") from None
+    except OSError:
+        raise
+    except Exception as error:  # anything the unpickler raises on bytes that are no pickle
+        raise ProposalFileError(
+            f"{path}: not a proposal pickle ({type(error).__name__}: {error}); proposal files "
+            "are detectron2's pickle layout, or Fast R-CNN's .mat layout named *.mat"
+        ) from None
+    if not isinstance(data, dict) or not {"ids", "boxes"} <= set(data):
+        raise ProposalFileError(
+            f"{path}: expected a dict with 'ids' and 'boxes' (detectron2's layout)"
+        )
+    for name in ("ids", "boxes", "objectness_logits"):
+        if data.get(name) is not None and not isinstance(data[name], list | tuple | np.ndarray):
+            raise ProposalFileError(
+                f"{path}: {name!r} is a {type(data[name]).__name__}, not a list"
+            )
+    return data
+
+
+def _rows_by_key(path, keys, arrays) -> dict[str, np.ndarray]:
+    """``{str(key): [n, 4] rows}``; a key given twice is refused."""
+    rows: dict[str, np.ndarray] = {}
+    for key, value in zip(keys, arrays, strict=True):
+        if str(key) in rows:
+            raise ProposalFileError(
+                f"{path}: image {key!r} is given twice; give one entry per image"
+            )
+        rows[str(key)] = _as_boxes(value, path, key)
+    return rows
 
 
 @PROPOSAL_LOADER_REGISTRY.register()
@@ -87,38 +172,135 @@ def fast_rcnn_mat(
 ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
     from scipy.io import loadmat
 
-    data = loadmat(str(path))
+    try:
+        data = loadmat(str(path))
+    except OSError:
+        raise
+    except Exception as error:  # scipy's many ways of saying "not a .mat file"
+        raise ProposalFileError(
+            f"{path}: not a MATLAB file scipy can read ({type(error).__name__}: {error})"
+        ) from None
     if "boxes" not in data or "images" not in data:
-        raise ValueError(
+        raise ProposalFileError(
             f"{path}: expected 'boxes' and 'images' (Fast R-CNN's selective-search layout)"
         )
-    names = [str(np.asarray(n).squeeze()) for n in data["images"].ravel()]
+    names = [Path(str(np.asarray(n).squeeze())).stem for n in data["images"].ravel()]
     cells = data["boxes"].ravel()
     if len(names) != len(cells):
-        raise ValueError(f"{path}: {len(names)} image names but {len(cells)} box arrays")
+        raise ProposalFileError(f"{path}: {len(names)} image names but {len(cells)} box arrays")
+    rows = _rows_by_key(path, names, cells)
+    if dataset_dicts is not None:
+        check_box_order(path, rows, "(y1, x1, y2, x2)", dataset_dicts, _MAT_FIXES)
     result = {}
-    for name, cell in zip(names, cells, strict=True):
-        y1x1y2x2 = _as_boxes(cell, path, name)
-        boxes = y1x1y2x2[:, [1, 0, 3, 2]]
+    for name, y1x1y2x2 in rows.items():
+        boxes = READINGS["(y1, x1, y2, x2)"](y1x1y2x2)
         boxes[:, :2] -= 1.0  # 1-based inclusive pixels -> continuous coordinates
         # the original files list proposals in no scored order; keep it (logits all 0)
-        result[Path(name).stem] = (boxes, np.zeros(len(boxes), dtype=np.float32))
+        result[name] = (boxes, np.zeros(len(boxes), dtype=np.float32))
     return result
 
 
+def check_box_order(
+    path: str | Path,
+    rows: dict[str, np.ndarray],
+    reading: str,
+    dataset_dicts: list[dict],
+    fixes: dict[str, str],
+) -> None:
+    """Refuses a file whose boxes fit their images only when read in another order.
+
+    A box fits its image when it is finite, not inverted, and passes the border by at most
+    ``FIT_SLACK`` of the image's side; real proposals nearly all fit. When fewer than
+    ``FIT_FRACTION`` of the file's boxes (over every image the dataset has) fit as the layout
+    says they are written (``reading``, a key of ``READINGS``), the file is refused: naming the
+    reading under which they do fit and ``fixes[reading]``, or saying that they fit no reading.
+    On square images a swap of x and y cannot be seen, as it changes no box's fit.
+    """
+    fractions = _fit_fractions(rows, _image_sizes(dataset_dicts))
+    if fractions is None or fractions[reading] >= FIT_FRACTION:
+        return
+    best = max(fractions, key=fractions.get)
+    if best != reading and fractions[best] >= FIT_FRACTION and best in fixes:
+        raise ProposalFileError(
+            f"{path}: the boxes look like {best}, not {reading} as the file says: "
+            f"{fractions[reading]:.0%} of them fit their images read as {reading}, "
+            f"{fractions[best]:.0%} read as {best}; {fixes[best]}"
+        )
+    raise ProposalFileError(
+        f"{path}: only {fractions[reading]:.0%} of the boxes fit their images (read as "
+        f"{reading}, as the file says) and no other order fits; are they for these images, "
+        "at their own size?"
+    )
+
+
+def _image_sizes(dataset_dicts: list[dict]) -> dict[str, tuple[int, int]]:
+    """``(width, height)`` by image id, and by file-name stem where no id takes it."""
+    sizes = {str(r["image_id"]): (r["width"], r["height"]) for r in dataset_dicts}
+    for record in dataset_dicts:
+        sizes.setdefault(Path(record["file_name"]).stem, (record["width"], record["height"]))
+    return sizes
+
+
+def _fit_fractions(
+    rows: dict[str, np.ndarray], sizes: dict[str, tuple[int, int]], chunk: int = 1 << 20
+) -> dict[str, float] | None:
+    """The fraction of the finite rows of the images in ``sizes`` that fit their image under
+    each reading (None when there are none), computed over chunks of about ``chunk`` rows."""
+    counts, total = dict.fromkeys(READINGS, 0), 0
+    pending: list[tuple[np.ndarray, tuple[int, int]]] = []
+    keys = [k for k in rows if k in sizes and len(rows[k])]
+    for index, key in enumerate(keys):
+        pending.append((rows[key], sizes[key]))
+        if sum(len(r) for r, _ in pending) >= chunk or index == len(keys) - 1:
+            boxes = np.concatenate([r for r, _ in pending]).astype(np.float64)
+            sides = np.repeat([s for _, s in pending], [len(r) for r, _ in pending], axis=0)
+            finite = np.isfinite(boxes).all(axis=1)
+            boxes, sides = boxes[finite], sides[finite]
+            total += len(boxes)
+            for name, read in READINGS.items():
+                counts[name] += int(_fits(read(boxes), sides).sum())
+            pending = []
+    return {name: count / total for name, count in counts.items()} if total else None
+
+
+def _fits(boxes: np.ndarray, sides: np.ndarray) -> np.ndarray:
+    slack = FIT_SLACK * sides
+    return (
+        (boxes[:, 2] >= boxes[:, 0])
+        & (boxes[:, 3] >= boxes[:, 1])
+        & (boxes[:, :2] >= -slack).all(axis=1)
+        & (boxes[:, 2:] <= sides + slack).all(axis=1)
+    )
+
+
 def _as_boxes(value: Any, path, key) -> np.ndarray:
-    boxes = np.asarray(value, dtype=np.float32)
+    try:
+        boxes = np.asarray(value, dtype=np.float32)
+    except (TypeError, ValueError):
+        raise ProposalFileError(f"{path}: boxes of image {key!r} are not an [n, 4] array") from None
     if boxes.size == 0:
         return np.zeros((0, 4), dtype=np.float32)
     if boxes.ndim != 2 or boxes.shape[1] != 4:
-        raise ValueError(f"{path}: boxes of image {key!r} have shape {boxes.shape}, not [n, 4]")
+        raise ProposalFileError(
+            f"{path}: boxes of image {key!r} have shape {boxes.shape}, not [n, 4]"
+        )
     return boxes.copy()
 
 
-def _as_logits(value: Any, count: int) -> np.ndarray:
+def _as_logits(value: Any, count: int, path, key) -> np.ndarray:
     if value is None:
         return np.zeros(count, dtype=np.float32)
-    return np.asarray(value, dtype=np.float32).reshape(count)
+    try:
+        logits = np.asarray(value, dtype=np.float32).reshape(-1)
+    except (TypeError, ValueError):
+        raise ProposalFileError(
+            f"{path}: objectness logits of image {key!r} are not numbers"
+        ) from None
+    if len(logits) != count:
+        raise ProposalFileError(
+            f"{path}: image {key!r} has {count} boxes but {len(logits)} objectness logits"
+        )
+    return logits
 
 
 def load_proposals(
@@ -129,7 +311,7 @@ def load_proposals(
     path = Path(path)
     if loader == "auto":
         if not path.is_file():
-            raise FileNotFoundError(f"proposal file not found: {path}")
+            raise ProposalFileNotFoundError(f"proposal file not found: {path}")
         loader = "fast_rcnn_mat" if path.suffix == ".mat" else "detectron2_pickle"
     return PROPOSAL_LOADER_REGISTRY.get(loader)(path, dataset_dicts)
 
@@ -145,13 +327,15 @@ def attach_proposals(
 
     Proposals are paired with images by ``image_id``, or failing that by file-name stem, never by
     position. Images without proposals and proposal ids without images are reported; nothing
-    matching at all is an error. Boxes are clipped to the image, those smaller than ``min_size``
-    dropped, and the ``topk`` best by objectness kept, in objectness order. Duplicates are not
-    removed here: the model removes those that coincide on the grid of the feature map they are
-    pooled from (``MODEL.ROI_HEADS.DEDUP_PROPOSALS``), which depends on the image size it runs at
-    and on the map's stride.
+    matching at all is an error. Invalid proposals (a coordinate or logit not finite, no area,
+    or outside the image) are dropped and counted in a warning; an image whose every proposal
+    is invalid is an error naming it. Boxes are clipped to the image, those smaller than
+    ``min_size`` dropped, and the ``topk`` best by objectness kept, in objectness order.
+    Duplicates are not removed here: the model removes those that coincide on the grid of the
+    feature map they are pooled from (``MODEL.ROI_HEADS.DEDUP_PROPOSALS``), which depends on
+    the image size it runs at and on the map's stride.
     """
-    used, missing = set(), []
+    used, missing, invalid, useless = set(), [], {}, []
     for record in dataset_dicts:
         key = str(record["image_id"])
         if key not in proposals:
@@ -161,13 +345,27 @@ def attach_proposals(
             boxes, logits = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
         else:
             used.add(key)
-            boxes, logits = _clean(*proposals[key], record, topk, min_size)
+            boxes, logits, dropped = _clean(*proposals[key], record, topk, min_size)
+            if dropped:
+                invalid[str(record["image_id"])] = dropped
+                if dropped == len(proposals[key][0]):
+                    useless.append(str(record["image_id"]))
         record["proposal_boxes"], record["proposal_objectness_logits"] = boxes, logits
     if not used:
-        raise ValueError(
+        raise ProposalFileError(
             f"{source}: no proposal matches any of the {len(dataset_dicts)} images by id or file "
             f"name (proposal ids look like {_examples(proposals)}, image ids like "
             f"{_examples(str(r['image_id']) for r in dataset_dicts)})"
+        )
+    if useless:
+        raise ProposalFileError(
+            f"{source}: every proposal of {len(useless)} images is invalid ({_INVALID}), e.g. "
+            f"of image {_examples(useless)}; the file does not fit these images"
+        )
+    if invalid:
+        logger.warning(
+            f"{source}: dropped {sum(invalid.values())} invalid proposals ({_INVALID}) of "
+            f"{len(invalid)} images, e.g. of image {_examples(invalid)}"
         )
     if missing:
         logger.warning(
@@ -181,17 +379,28 @@ def attach_proposals(
     return dataset_dicts
 
 
+_INVALID = "a coordinate or logit not finite, no area, or outside the image"
+
+
 def _clean(boxes, logits, record, topk, min_size):
-    boxes = boxes.copy()
+    """The proposals of one image that are valid (finite, with area inside the image; clipped
+    to it) and larger than ``min_size``, the ``topk`` best first; and how many were invalid."""
+    boxes = boxes.astype(np.float32)
+    logits = np.asarray(logits, np.float32)
+    valid = np.isfinite(boxes).all(axis=1) & np.isfinite(logits)
+    boxes, logits = boxes[valid], logits[valid]
     boxes[:, 0::2] = boxes[:, 0::2].clip(0, record["width"])
     boxes[:, 1::2] = boxes[:, 1::2].clip(0, record["height"])
-    keep = ((boxes[:, 2] - boxes[:, 0]) > min_size) & ((boxes[:, 3] - boxes[:, 1]) > min_size)
+    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
+    has_area = (widths > 0) & (heights > 0)
+    dropped = len(valid) - int(has_area.sum())
+    keep = has_area & (widths > min_size) & (heights > min_size)
     boxes, logits = boxes[keep], logits[keep]
     order = np.argsort(-logits, kind="stable")
     boxes, logits = boxes[order], logits[order]
     if topk is not None:
         boxes, logits = boxes[:topk], logits[:topk]
-    return boxes.astype(np.float32), logits.astype(np.float32)
+    return boxes, logits, dropped
 
 
 def _examples(keys, count: int = 3) -> str:

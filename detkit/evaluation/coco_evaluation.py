@@ -99,11 +99,28 @@ class COCOEvaluator(DatasetEvaluator):
                 self._coco_gt = COCO()
                 self._coco_gt.dataset = convert_to_coco_dict(dataset_name)
                 self._coco_gt.createIndex()
+        self._drop_what_the_loader_dropped()
         mapping = MetadataCatalog.get(dataset_name).get("thing_dataset_id_to_contiguous_id")
         if mapping is None:  # the rule load_coco_json and convert_to_coco_dict follow
             mapping = {i: index for index, i in enumerate(sorted(self._coco_gt.getCatIds()))}
         self._to_dataset_id = {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
         self._predictions: list[dict] = []
+
+    def _drop_what_the_loader_dropped(self) -> None:
+        """Leaves out of the ground truth the boxes the dataset's loader dropped (boxes without
+        area, listed in its metadata as ``dropped_annotation_ids``): a metric must not count
+        objects the model was never shown and no detection can match."""
+        dropped = set(MetadataCatalog.get(self.dataset_name).get("dropped_annotation_ids") or ())
+        if not dropped:
+            return
+        annotations = self._coco_gt.dataset.get("annotations", [])
+        self._coco_gt.dataset["annotations"] = [a for a in annotations if a["id"] not in dropped]
+        with contextlib.redirect_stdout(io.StringIO()):
+            self._coco_gt.createIndex()
+        logger.info(
+            f"{self.dataset_name}: {len(dropped)} ground-truth boxes the loader dropped are left "
+            "out of the evaluation too"
+        )
 
     def reset(self) -> None:
         self._predictions = []

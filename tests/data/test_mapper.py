@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detkit.data.mapper import DatasetMapper
+from detkit.data.mapper import BadImageError, DatasetMapper
 from detkit.data.transforms import RandomFlip, ResizeShortestEdge, resize_scale
 
 
@@ -82,7 +82,7 @@ def test_unreadable_and_mismatched_images(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"missing\.png: no such file"):
         mapper(record(str(tmp_path / "missing.png")))
     (tmp_path / "junk.png").write_text("not an image")
-    with pytest.raises(FileNotFoundError, match="not a readable image"):
+    with pytest.raises(BadImageError, match="not a readable image"):
         mapper(record(str(tmp_path / "junk.png")))
     with pytest.raises(ValueError, match="image is 60x30 but the dataset says 200x100"):
         mapper(record(write_image(tmp_path / "small.png", 30, 60)))

@@ -1,73 +1,206 @@
-"""COCO instances JSON → detkit dataset dicts (pycocotools reads the file)."""
+"""COCO instances JSON → detkit dataset dicts."""
 
 from __future__ import annotations
 
-import contextlib
-import io
-import logging
+import json
 import os
 from pathlib import Path
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-
-logger = logging.getLogger(__name__)
+from ..mapper import BadImageError, read_image
+from ..validation import (
+    DatasetError,
+    DatasetFileNotFoundError,
+    LoadSummary,
+    check_box,
+    check_image_size,
+    refuse_duplicates,
+)
 
 
 def load_coco_json(
     json_file: str | Path, image_root: str | Path, dataset_name: str | None = None
 ) -> list[dict]:
-    """Dataset dicts of a COCO instances file.
+    """Dataset dicts of a COCO instances file, in image id order.
 
     Boxes become absolute XYXY (``x, y, x + w, y + h``); sparse category ids become contiguous
     ``[0, K)`` in id order, and the mapping (plus ``thing_classes``) is stored in the dataset's
-    metadata when ``dataset_name`` is given. Crowd regions are kept with ``iscrowd=1``; boxes
-    without area are dropped (and counted in the log).
-    """
-    from pycocotools.coco import COCO
+    metadata when ``dataset_name`` is given. Crowd regions are kept with ``iscrowd=1``.
 
-    if not Path(json_file).is_file():
-        raise FileNotFoundError(f"COCO annotation file not found: {json_file}")
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco = COCO(str(json_file))
-    category_ids = sorted(coco.getCatIds())
-    contiguous = {coco_id: index for index, coco_id in enumerate(category_ids)}
+    The file is loaded as it is or refused (:mod:`detkit.data.validation` has the rules for
+    images and boxes). Refused besides: a file that is not JSON (naming its line), a missing
+    ``images``, ``annotations`` or ``categories`` list, a category id given twice, an
+    annotation without an ``id``, with id 0 or an id given twice (``COCOeval``, which scores
+    against this file, would mismatch them), and annotations of images or categories the file
+    does not list. The ids of dropped boxes are kept in the metadata as
+    ``dropped_annotation_ids``.
+    """
+    data = read_coco_file(json_file)
+    names = _category_names(data["categories"], json_file)
+    contiguous = {coco_id: index for index, coco_id in enumerate(sorted(names))}
+    summary = LoadSummary(json_file)
+    records = _image_records(data["images"], json_file, image_root, summary)
+    dropped = _add_annotations(data["annotations"], records, contiguous, json_file, summary)
+    summary.report()
     if dataset_name is not None:
         MetadataCatalog.get(dataset_name).set(
-            thing_classes=[coco.loadCats(i)[0]["name"] for i in category_ids],
+            thing_classes=[names[i] for i in sorted(names)],
             thing_dataset_id_to_contiguous_id=contiguous,
+            dropped_annotation_ids=dropped,
         )
-    dicts, dropped = [], 0
-    for image in coco.loadImgs(sorted(coco.getImgIds())):
-        annotations = []
-        for ann in coco.imgToAnns.get(image["id"], []):
-            if ann["category_id"] not in contiguous:
-                raise ValueError(
-                    f"{json_file}: annotation {ann.get('id')} of image {image['id']} has category "
-                    f"{ann['category_id']}, which is not in the file's categories"
-                )
-            x, y, w, h = (float(v) for v in ann["bbox"])
-            if w <= 0 or h <= 0:
-                dropped += 1
-                continue
-            annotations.append(
-                {
-                    "bbox": [x, y, x + w, y + h],
-                    "category_id": contiguous[ann["category_id"]],
-                    "iscrowd": int(ann.get("iscrowd", 0)),
-                }
+    return sorted(records.values(), key=lambda r: (isinstance(r["image_id"], str), r["image_id"]))
+
+
+def read_coco_file(json_file: str | Path) -> dict:
+    """The JSON object of a COCO instances file, with its ``images``, ``annotations`` and
+    ``categories`` lists; a broken or incomplete file is refused naming the file (and line)."""
+    path = Path(json_file)
+    if not path.is_file():
+        raise DatasetFileNotFoundError(f"COCO annotation file not found: {json_file}")
+    try:
+        data = json.loads(path.read_bytes())
+    except json.JSONDecodeError as error:
+        raise DatasetError(
+            f"{json_file}:{error.lineno}:{error.colno}: not valid JSON: {error.msg}"
+        ) from None
+    except UnicodeDecodeError as error:
+        raise DatasetError(f"{json_file}: not a JSON text file ({error.reason})") from None
+    if not isinstance(data, dict):
+        raise DatasetError(f"{json_file}: expected a JSON object with COCO's sections")
+    for section in ("images", "annotations", "categories"):
+        if not isinstance(data.get(section), list):
+            found = "is missing" if section not in data else "is not a list"
+            raise DatasetError(
+                f"{json_file}: the {section!r} section {found}; a COCO instances file lists "
+                "images, annotations and categories (an empty list where there are none)"
             )
-        dicts.append(
+    return data
+
+
+def _category_names(categories: list, json_file) -> dict[int, str]:
+    names: dict[int, str] = {}
+    for category in categories:
+        if not isinstance(category, dict) or "id" not in category or "name" not in category:
+            raise DatasetError(f"{json_file}: category {category!r} needs an 'id' and a 'name'")
+        if not _is_id(category["id"]) or isinstance(category["id"], str):
+            raise DatasetError(f"{json_file}: category id {category['id']!r} is not an integer")
+        if category["id"] in names:
+            raise DatasetError(f"{json_file}: category id {category['id']!r} is given twice")
+        names[category["id"]] = str(category["name"])
+    return names
+
+
+def _image_records(images: list, json_file, image_root, summary: LoadSummary) -> dict:
+    """The dataset dict of every image by id, sizes checked (or read from the file)."""
+    for image in images:
+        if not isinstance(image, dict) or not _is_id(image.get("id")):
+            raise DatasetError(f"{json_file}: image {image!r} needs an 'id' (integer or string)")
+        if not isinstance(image.get("file_name"), str) or not image["file_name"]:
+            raise DatasetError(f"{json_file}: image {image['id']!r} needs a 'file_name'")
+    refuse_duplicates(((i["id"], i["file_name"]) for i in images), json_file)
+    records = {}
+    for image in images:
+        file_name = os.path.join(str(image_root), image["file_name"])
+        where = f"{json_file}: image {image['id']!r}"
+        if image.get("height") is None or image.get("width") is None:
+            height, width = _size_from_file(file_name, where)
+            summary.sized.append(f"image {image['id']!r}")
+        else:
+            height = check_image_size(image["height"], "height", where)
+            width = check_image_size(image["width"], "width", where)
+        records[image["id"]] = {
+            "file_name": file_name,
+            "height": height,
+            "width": width,
+            "image_id": image["id"],
+            "annotations": [],
+        }
+    return records
+
+
+def _size_from_file(file_name: str, where: str) -> tuple[int, int]:
+    try:
+        height, width = read_image(file_name).shape[:2]
+    except BadImageError as error:
+        raise DatasetError(
+            f"{where} gives no height and width, and its file cannot be read: {error}"
+        ) from None
+    return height, width
+
+
+def _add_annotations(
+    annotations: list, records: dict, contiguous: dict, json_file, summary: LoadSummary
+) -> list:
+    """Adds each annotation to its image's dict; returns the ids of the boxes dropped."""
+    seen, unknown_images, dropped = set(), [], []
+    for ann in annotations:
+        _check_annotation_fields(ann, json_file, seen)
+        record = records.get(ann["image_id"])
+        if record is None:
+            unknown_images.append(ann)
+            continue
+        where = f"{json_file}: annotation {ann['id']} of image {ann['image_id']!r}"
+        if ann["category_id"] not in contiguous:
+            raise DatasetError(
+                f"{json_file}: annotation {ann['id']} of image {ann['image_id']} has category "
+                f"{ann['category_id']}, which is not in the file's categories"
+            )
+        box = check_box(
+            _xyxy(ann["bbox"], where), record["width"], record["height"], where, summary
+        )
+        if box is None:
+            dropped.append(ann["id"])
+            continue
+        record["annotations"].append(
             {
-                "file_name": os.path.join(str(image_root), image["file_name"]),
-                "height": int(image["height"]),
-                "width": int(image["width"]),
-                "image_id": image["id"],
-                "annotations": annotations,
+                "bbox": box,
+                "category_id": contiguous[ann["category_id"]],
+                "iscrowd": int(ann.get("iscrowd", 0)),
             }
         )
-    if dropped:
-        logger.info(f"{json_file}: dropped {dropped} annotations whose box has no area")
-    return dicts
+    if unknown_images:
+        raise DatasetError(
+            f"{json_file}: {len(unknown_images)} annotations belong to images the file does not "
+            f"list, e.g. annotation {unknown_images[0]['id']} of image "
+            f"{unknown_images[0]['image_id']!r}; add the images or remove the annotations"
+        )
+    return dropped
+
+
+def _check_annotation_fields(ann: object, json_file, seen: set) -> None:
+    if not isinstance(ann, dict) or not {"image_id", "category_id", "bbox"} <= set(ann):
+        raise DatasetError(
+            f"{json_file}: annotation {ann!r} needs an 'image_id', a 'category_id' and a 'bbox'"
+        )
+    if not all(_is_id(ann[k]) for k in ("image_id", "category_id")):
+        raise DatasetError(
+            f"{json_file}: annotation {ann.get('id')!r} has image_id {ann['image_id']!r} and "
+            f"category_id {ann['category_id']!r}; each must be an integer or string"
+        )
+    if ann.get("id") in (None, 0) or not _is_id(ann["id"]):
+        raise DatasetError(
+            f"{json_file}: an annotation of image {ann['image_id']!r} has id "
+            f"{ann.get('id')!r}; give each annotation its own id from 1 on (COCOeval counts "
+            "a match with id 0 as a miss)"
+        )
+    if ann["id"] in seen:
+        raise DatasetError(f"{json_file}: annotation id {ann['id']!r} is given twice")
+    seen.add(ann["id"])
+
+
+def _is_id(value: object) -> bool:
+    return isinstance(value, int | str) and not isinstance(value, bool)
+
+
+def _xyxy(bbox: object, where: str) -> list[float]:
+    """A COCO ``[x, y, width, height]`` as ``[x1, y1, x2, y2]``; refused unless 4 numbers."""
+    if not isinstance(bbox, list) or len(bbox) != 4:
+        raise DatasetError(f"{where}: bbox {bbox!r} is not [x, y, width, height]")
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: bbox {bbox!r} is not [x, y, width, height]") from None
+    return [x, y, x + w, y + h]
 
 
 def register_coco_instances(

@@ -1,0 +1,180 @@
+"""Rules every dataset loader applies to what it reads, so that a dataset is loaded as its file
+says or refused, never quietly changed.
+
+* An image id or a file name listed twice is refused (merging them would lose an image).
+* An image without a size gets the size of its file (EXIF orientation applied, as the mapper
+  reads it); a size that is not a positive integer is refused.
+* A box with a coordinate that is not finite, or with a negative width or height, is refused.
+* A box without area (width or height 0) is dropped, and counted.
+* A box that extends past its image by at most ``max(2 px, 1% of the image's side)`` is clipped
+  to the image, and counted; one that extends further is refused (the box or the image's size
+  is wrong, e.g. a rotated photo).
+
+What was dropped, clipped or sized from its file is reported in one warning at the end of
+loading (:class:`LoadSummary`). An image that turns out bad during training is handled by
+``DATALOADER.BAD_IMAGE_POLICY`` (:class:`BadImages`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterable
+
+from ..config import ConfigError
+from ..utils.errors import UserError
+from .mapper import BadImageError
+
+logger = logging.getLogger(__name__)
+
+CLIP_PIXELS = 2.0  # a box may pass its image's border by this many pixels ...
+CLIP_FRACTION = 0.01  # ... or by this fraction of the image's side, whichever is more
+
+
+class DatasetError(UserError, ValueError):
+    """A dataset file that is refused: the message names the file, the entry and the fix."""
+
+
+class DatasetFileNotFoundError(UserError, FileNotFoundError):
+    """A dataset file (annotations, split list) that is not where it is expected."""
+
+
+class LoadSummary:
+    """Counts what a loader dropped or changed in ``source`` and reports it in one line."""
+
+    def __init__(self, source: object) -> None:
+        self.source = source
+        self.dropped: list[str] = []  # where each dropped box was
+        self.clipped = 0
+        self.sized: list[str] = []  # the images whose size was read from their file
+
+    def report(self) -> None:
+        """Logs one warning when anything was dropped, clipped or sized from a file."""
+        parts = []
+        if self.dropped:
+            parts.append(f"dropped {len(self.dropped)} boxes without area (e.g. {self.dropped[0]})")
+        if self.clipped:
+            parts.append(
+                f"clipped {self.clipped} boxes that passed their image's border by at most "
+                f"max({CLIP_PIXELS:g} px, {CLIP_FRACTION:.0%} of its side)"
+            )
+        if self.sized:
+            parts.append(
+                f"read the size of {len(self.sized)} images from their files, which the "
+                f"annotations do not give (e.g. {self.sized[0]})"
+            )
+        if parts:
+            logger.warning(f"{self.source}: " + "; ".join(parts))
+
+
+def check_image_size(value: object, what: str, where: str) -> int:
+    """``value`` as an image's height or width; refused unless a positive integer."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value != int(value)
+    ):
+        raise DatasetError(f"{where}: {what} {value!r} is not a whole number of pixels")
+    if value <= 0:
+        raise DatasetError(f"{where}: {what} {value!r} is not positive")
+    return int(value)
+
+
+def check_box(
+    box: list[float], width: int, height: int, where: str, summary: LoadSummary
+) -> list[float] | None:
+    """An XYXY box by the rules above: the box (clipped if it passes the border a little), or
+    None when it has no area; a :class:`DatasetError` naming ``where`` when it is refused."""
+    if not all(math.isfinite(v) for v in box):
+        raise DatasetError(f"{where}: box {box} has a coordinate that is not a finite number")
+    x1, y1, x2, y2 = box
+    if x2 < x1 or y2 < y1:
+        raise DatasetError(
+            f"{where}: box {box} has a negative width or height (x2 < x1 or y2 < y1)"
+        )
+    if x2 == x1 or y2 == y1:
+        summary.dropped.append(where)
+        return None
+    slack_x = max(CLIP_PIXELS, CLIP_FRACTION * width)
+    slack_y = max(CLIP_PIXELS, CLIP_FRACTION * height)
+    if x1 < -slack_x or y1 < -slack_y or x2 > width + slack_x or y2 > height + slack_y:
+        raise DatasetError(
+            f"{where}: box {_rounded(box)} extends past the {width}x{height} image by more "
+            f"than max({CLIP_PIXELS:g} px, {CLIP_FRACTION:.0%} of its side); fix the box or "
+            "the image's width and height"
+        )
+    clipped = [min(max(x1, 0.0), width), min(max(y1, 0.0), height)]
+    clipped += [min(max(x2, 0.0), width), min(max(y2, 0.0), height)]
+    if clipped != [x1, y1, x2, y2]:
+        summary.clipped += 1
+    return clipped
+
+
+def refuse_duplicates(entries: Iterable[tuple[object, str]], source: object) -> None:
+    """Refuses ``(image_id, file_name)`` pairs that repeat an id or a file name."""
+    by_id: dict[str, str] = {}  # by str(id): proposals are paired with images that way
+    by_file: dict[str, object] = {}
+    for image_id, file_name in entries:
+        if str(image_id) in by_id:
+            raise DatasetError(
+                f"{source}: image id {image_id!r} is given twice ({by_id[str(image_id)]!r} and "
+                f"{file_name!r}); give every image its own id"
+            )
+        if file_name in by_file:
+            raise DatasetError(
+                f"{source}: file {file_name!r} is listed twice (image ids "
+                f"{by_file[file_name]!r} and {image_id!r}); list every image once"
+            )
+        by_id[str(image_id)], by_file[file_name] = file_name, image_id
+
+
+def _rounded(box: list[float]) -> list[float]:
+    return [round(v, 2) for v in box]
+
+
+BAD_IMAGE_POLICIES = ("stop", "skip")
+
+
+class BadImages:
+    """What training does with a record whose image cannot be used (a
+    :class:`~detkit.data.mapper.BadImageError`: missing, unreadable, truncated, or not the size
+    its record gives), by ``DATALOADER.BAD_IMAGE_POLICY``.
+
+    ``stop`` raises it, naming the file. ``skip`` logs the file and the reason, and the loader
+    maps another record in its place; once more than ``max_bad`` distinct images were found bad
+    it raises, listing them. Each loader process (each worker) counts the images it met, so the
+    run stops at the latest when some process has met more than ``max_bad``.
+    """
+
+    def __init__(self, policy: str = "stop", max_bad: int = 10) -> None:
+        if policy not in BAD_IMAGE_POLICIES:
+            raise ConfigError(
+                f"DATALOADER.BAD_IMAGE_POLICY must be one of {', '.join(BAD_IMAGE_POLICIES)}, "
+                f"got {policy!r}"
+            )
+        if max_bad < 0:
+            raise ConfigError(f"DATALOADER.MAX_BAD_IMAGES must be 0 or more, got {max_bad}")
+        self.policy, self.max_bad = policy, max_bad
+        self.files: dict[int, str] = {}  # record index -> file name, in the order found
+
+    def __contains__(self, index: int) -> bool:
+        return index in self.files
+
+    def found(self, index: int, file_name: str, error: Exception) -> None:
+        """Record ``index`` (``file_name``) failed with ``error``: raises it under ``stop`` or
+        past the bound, else logs it the first time."""
+        if self.policy == "stop":
+            raise error
+        if index in self.files:
+            return
+        self.files[index] = file_name
+        if len(self.files) > self.max_bad:
+            raise BadImageError(
+                f"{len(self.files)} bad images, more than DATALOADER.MAX_BAD_IMAGES="
+                f"{self.max_bad}: {', '.join(self.files.values())}; the last: {error}"
+            )
+        logger.warning(
+            f"skipping bad image {file_name} ({len(self.files)} of at most {self.max_bad}, "
+            f"DATALOADER.BAD_IMAGE_POLICY=skip): {error}"
+        )
