@@ -2,6 +2,10 @@
 
     python tools/compute_proposals.py --dataset shapes_train --out proposals/shapes_train.pkl
         [--method selective_search] [--mode fast|quality] [--workers N] [--max-proposals 2000]
+        [--config-file CONFIG.yaml [KEY VALUE ...]]
+
+``--config-file`` registers the datasets the config declares (``DATASETS.REGISTER``) first, so
+``--dataset`` may name one of them.
 
 The file uses detectron2's pickle layout, which detkit (and detectron2) read back by image id.
 An interrupted run resumes where it stopped.
@@ -13,8 +17,10 @@ import argparse
 import os
 import sys
 
+from detkit.config import ConfigError, load_config
 from detkit.data import DatasetCatalog
 from detkit.data.selective_search import MODES, compute_proposal_file
+from detkit.engine import parse_overrides
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -25,14 +31,22 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--mode", default="fast", choices=MODES, help="selective search mode")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--max-proposals", type=int, default=2000)
+    parser.add_argument(
+        "--config-file", metavar="FILE", help="a config whose DATASETS.REGISTER to register"
+    )
+    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argument_parser().parse_args(argv)
     try:
+        if args.config_file:
+            load_config(args.config_file, parse_overrides(args.opts))
+        elif args.opts:
+            raise ConfigError(f"config overrides {args.opts} need --config-file")
         dicts = DatasetCatalog.get(args.dataset)
-    except (KeyError, FileNotFoundError) as error:
+    except (KeyError, FileNotFoundError, ConfigError) as error:
         print(f"compute_proposals: {error}", file=sys.stderr)
         return 2
     path = compute_proposal_file(dicts, args.out, args.mode, args.workers, args.max_proposals)

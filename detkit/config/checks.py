@@ -43,6 +43,7 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
         *_dataset_problems(cfg),
         *_weights_problems(cfg),
         *_device_problems(cfg),
+        *_class_problems(cfg),
     ]
     for check in _PROJECT_CHECKS:
         problems += check(cfg)
@@ -79,7 +80,6 @@ POSITIVE_KEYS = (
     "TEST.DETECTIONS_PER_IMAGE",
     "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
     "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST",
-    "MODEL.ROI_HEADS.NUM_CLASSES",
     "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
     "MODEL.ROI_BOX_HEAD.NUM_FC",
     "MODEL.ROI_BOX_HEAD.FC_DIM",
@@ -89,7 +89,11 @@ NON_NEGATIVE_KEYS = (
     "DATALOADER.NUM_WORKERS",
     "SOLVER.WEIGHT_DECAY",
     "SOLVER.MOMENTUM",
+    "SOLVER.MAX_NONFINITE_STEPS",
+    "DATALOADER.MAX_BAD_IMAGES",
 )
+# Keys that take one of a few words.
+CHOICE_KEYS = {"DATALOADER.BAD_IMAGE_POLICY": ("stop", "skip")}
 
 
 def _range_problems(cfg: DictConfig) -> list[str]:
@@ -102,6 +106,11 @@ def _range_problems(cfg: DictConfig) -> list[str]:
         f"{key} must be 0 or more, got {value}"
         for key in NON_NEGATIVE_KEYS
         if (value := OmegaConf.select(cfg, key)) is not None and value < 0
+    ]
+    problems += [
+        f"{key} must be one of {', '.join(choices)}, got {value!r}"
+        for key, choices in CHOICE_KEYS.items()
+        if (value := OmegaConf.select(cfg, key)) is not None and value not in choices
     ]
     sizes = list(cfg.INPUT.MIN_SIZE_TRAIN)
     if not sizes or any(size <= 0 for size in sizes):
@@ -265,3 +274,24 @@ def _device_problems(cfg: DictConfig) -> list[str]:
 
     problem = device_problem(cfg.MODEL.DEVICE)
     return [problem] if problem else []
+
+
+def _class_problems(cfg: DictConfig) -> list[str]:
+    heads = cfg.MODEL.ROI_HEADS
+    names, count = list(heads.CLASS_NAMES), heads.NUM_CLASSES
+    if count < 0:
+        return [f"MODEL.ROI_HEADS.NUM_CLASSES must be positive, got {count}"]
+    if count == 0:
+        return [
+            "MODEL.ROI_HEADS.NUM_CLASSES is 0 (take it from the data) but no class names are "
+            "known: set MODEL.ROI_HEADS.CLASS_NAMES or NUM_CLASSES, or train on a registered "
+            "dataset whose classes can be read (DATASETS.TRAIN)"
+        ]
+    if names and len(names) != count:
+        return [
+            f"MODEL.ROI_HEADS.CLASS_NAMES names {len(names)} classes {names} but NUM_CLASSES "
+            f"is {count}"
+        ]
+    if len(set(names)) != len(names):
+        return [f"MODEL.ROI_HEADS.CLASS_NAMES has a name twice: {names}"]
+    return []

@@ -101,7 +101,18 @@ class ROIHeadsConfig:
         "level (see `POOLER_CANONICAL_*`). A name the backbone does not produce is an error "
         "naming those it does",
     )
-    NUM_CLASSES: int = key(80, "object classes K (background excluded)")
+    NUM_CLASSES: int = key(
+        0,
+        "object classes K (background excluded); 0: as many as `CLASS_NAMES`, which are then "
+        "taken from the first `DATASETS.TRAIN` dataset when empty",
+    )
+    CLASS_NAMES: list[str] = key(
+        [],
+        "the names of the K classes, in order; when empty, filled from the first "
+        "`DATASETS.TRAIN` dataset's classes as the config is loaded (a COCO file's categories "
+        "are read without its annotations), so a run's `config.yaml` carries them to the "
+        "demo and the predictor",
+    )
     BATCH_SIZE_PER_IMAGE: int = key(
         64, "RoIs sampled per image (R/N: 128 / 2), read by `FastRCNNSampler`"
     )
@@ -213,9 +224,11 @@ class ModelConfig:
         "FastRCNN", "meta-architecture, by name in `META_ARCH_REGISTRY`: `FastRCNN`"
     )
     DEVICE: str = key(
-        "cpu",
-        "device the model runs on: `cpu` or `cuda` (with several processes write `cuda`, not "
-        "`cuda:0`: process i uses GPU i, through NCCL; gloo otherwise)",
+        "auto",
+        "device the model runs on: `auto` (`cuda` when a CUDA device is available, else `cpu`, "
+        "said in the log), `cpu` (warned about when a GPU is present) or `cuda` (with several "
+        "processes write `cuda`, not `cuda:0`: process i uses GPU i, through NCCL; gloo "
+        "otherwise)",
     )
     WEIGHTS: str = key(
         "",
@@ -251,6 +264,12 @@ class ModelConfig:
 
 @dataclass
 class DatasetsConfig:
+    REGISTER: list[dict[str, Any]] = key(
+        [],
+        "datasets to register from the config before use, each `{NAME, FORMAT: coco, "
+        "JSON_FILE, IMAGE_ROOT}` or `{NAME, FORMAT: pascal_voc, DIRNAME, SPLIT, YEAR, "
+        "CLASS_NAMES}` (paths relative to the working directory; see docs/datasets.md)",
+    )
     TRAIN: list[str] = key([], "registered dataset names to train on, together")
     TEST: list[str] = key([], "registered dataset names to evaluate on, each on its own")
     PROPOSAL_FILES_TRAIN: list[str] = key(
@@ -306,6 +325,17 @@ class DataLoaderConfig:
         True,
         "leave out of training the images without an object to learn from (none left after "
         "removing crowd and `difficult` ones); the count is logged",
+    )
+    BAD_IMAGE_POLICY: str = key(
+        "stop",
+        "what training does with an image it cannot use (missing, unreadable, truncated, not "
+        "the size its dataset gives): `stop` the run naming the file, or `skip` it (logged; "
+        "another image of the same orientation takes its place); evaluation always stops",
+    )
+    MAX_BAD_IMAGES: int = key(
+        10,
+        "with `BAD_IMAGE_POLICY: skip`, the run stops once a loader process has met more than "
+        "this many distinct bad images, listing them",
     )
 
 
@@ -371,6 +401,12 @@ class SolverConfig:
     )
     LOG_PERIOD: int = key(
         20, "iterations between writes of the console line, `metrics.json` and TensorBoard"
+    )
+    MAX_NONFINITE_STEPS: int = key(
+        0,
+        "steps whose loss is infinite or NaN that are skipped, weights unchanged and each "
+        "logged, before training stops at the next one (counted over the whole run); 0: stop "
+        "at the first",
     )
 
 

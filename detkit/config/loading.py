@@ -23,13 +23,14 @@ import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
+from ..utils.errors import UserError
 from .compat import upgrade_deprecated_keys
 from .defaults import DetkitConfig
 
 BASE_KEY = "_BASE_"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A config file or override that detkit cannot use; the message says what and where."""
 
 
@@ -97,7 +98,17 @@ def load_config(
         key, value = _parse_override(text)
         _assign(cfg, key, value, source=f"override {text!r}")
     upgrade_deprecated_keys(cfg, str(path))
+    _apply_datasets(cfg, str(path))
     return cfg
+
+
+def _apply_datasets(cfg: DictConfig, path: str) -> None:
+    """Registers the config's ``DATASETS.REGISTER`` and fills ``MODEL.ROI_HEADS.CLASS_NAMES``
+    and ``NUM_CLASSES`` from the training data (:mod:`detkit.data.config_datasets`)."""
+    from ..data.config_datasets import fill_classes, register_config_datasets
+
+    register_config_datasets(cfg, source=f"{path}: DATASETS.REGISTER")
+    fill_classes(cfg)
 
 
 def dump_config(cfg: DictConfig) -> str:

@@ -3,8 +3,10 @@ data would silently learn the last class as background."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
+from pathlib import Path
 
 from ..config import ConfigError
 from .catalog import MetadataCatalog
@@ -21,9 +23,65 @@ def dataset_classes(name: str) -> list[str] | None:
     return None if classes is None else list(classes)
 
 
-def check_num_classes(num_classes: int, names: Sequence[str], dicts: list[dict]) -> None:
+def dataset_class_names(name: str) -> list[str] | None:
+    """A registered dataset's class names without loading its records: its metadata's
+    ``thing_classes``, else the categories of its COCO file (``json_file``) when that exists;
+    ``None`` when neither says."""
+    classes = dataset_classes(name)
+    if classes is not None:
+        return classes
+    json_file = MetadataCatalog.get(name).get("json_file")
+    if json_file and Path(json_file).is_file():
+        return coco_class_names(json_file)
+    return None
+
+
+def coco_class_names(json_file: str | Path) -> list[str]:
+    """The category names of a COCO file in id order (the order detkit's class indices
+    follow), parsing only its ``categories`` list when it can be found alone, the whole file
+    otherwise."""
+    text = Path(json_file).read_text(encoding="utf-8")
+    categories = _categories_alone(text)
+    if categories is None:
+        try:
+            categories = json.loads(text).get("categories")
+        except (json.JSONDecodeError, AttributeError) as error:
+            raise ConfigError(f"{json_file}: not a COCO JSON file ({error})") from error
+    try:
+        return [str(c["name"]) for c in sorted(categories, key=lambda c: c["id"])]
+    except (TypeError, KeyError) as error:
+        raise ConfigError(
+            f"{json_file}: its categories must be a list of {{id, name}} entries"
+        ) from error
+
+
+def _categories_alone(text: str) -> list | None:
+    """The value of the last top-level-looking ``"categories": [...]`` in ``text``, or
+    ``None`` if it does not parse as a list of category dicts."""
+    position = text.rfind('"categories"')
+    if position < 0:
+        return None
+    start = text.find("[", position)
+    if start < 0 or text[position + len('"categories"') : start].strip() != ":":
+        return None
+    try:
+        value, _ = json.JSONDecoder().raw_decode(text, start)
+    except json.JSONDecodeError:
+        return None
+    if isinstance(value, list) and all(isinstance(c, dict) and "id" in c for c in value):
+        return value
+    return None
+
+
+def check_num_classes(
+    num_classes: int,
+    names: Sequence[str],
+    dicts: list[dict],
+    class_names: Sequence[str] = (),
+) -> None:
     """Raises :class:`ConfigError` when the datasets ``names`` (whose records are ``dicts``)
     do not have exactly ``num_classes`` classes, or do not share one list of class names, or
+    name other classes than ``class_names`` (the model's, when known) or in another order, or
     hold a category id outside ``[0, num_classes)``."""
     problems = []
     known = {name: dataset_classes(name) for name in names}
@@ -32,7 +90,12 @@ def check_num_classes(num_classes: int, names: Sequence[str], dicts: list[dict])
         listed = "; ".join(f"{name}: {classes}" for name, classes in known.items() if classes)
         problems.append(f"the datasets have different classes ({listed}); they cannot be mixed")
     for name, classes in known.items():
-        if classes is not None and len(classes) != num_classes:
+        if classes is not None and class_names and list(class_names) != classes:
+            problems.append(
+                f"MODEL.ROI_HEADS.CLASS_NAMES {list(class_names)} are not the classes of "
+                f"dataset {name!r}, {classes} (names and order must match)"
+            )
+        elif classes is not None and len(classes) != num_classes:
             problems.append(
                 f"{NUM_CLASSES_KEY}={num_classes} but dataset {name!r} has {len(classes)} "
                 f"classes {classes}; set {NUM_CLASSES_KEY}={len(classes)}"

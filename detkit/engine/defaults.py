@@ -122,14 +122,16 @@ def default_setup(
     records its seed as ``SEED``: with ``--resume`` the checkpoint's, and for a negative
     ``SEED`` otherwise a random one shared by all processes. It then writes the config, with the
     seed actually used, to ``OUTPUT_DIR/config.yaml`` and seeds every generator with
-    ``SEED + rank``.
+    ``SEED + rank``. With ``args.eval_only`` the log and the config go to
+    ``OUTPUT_DIR/inference/`` instead, so evaluating never rewrites a training run's files.
     """
     rank = comm.get_rank()
+    training = not getattr(args, "eval_only", False)
+    run_dir = Path(cfg.OUTPUT_DIR) / ("" if training else "inference")
     if comm.is_main_process():
-        Path(cfg.OUTPUT_DIR).mkdir(parents=True, exist_ok=True)
-    setup_logger(cfg.OUTPUT_DIR, rank)
+        run_dir.mkdir(parents=True, exist_ok=True)
+    setup_logger(run_dir, rank)
     if run_state is None:
-        training = not getattr(args, "eval_only", False)
         run_state = resolve_run_state(cfg, resume=training and getattr(args, "resume", False))
     record_run_state(cfg, run_state)
     logger.info(
@@ -140,14 +142,15 @@ def default_setup(
     if args is not None:
         logger.info(f"Command line arguments: {vars(args)}")
     if comm.is_main_process():
-        write_config(cfg)
+        write_config(cfg, run_dir)
     seed_all(cfg.SEED + rank)
     return cfg
 
 
-def write_config(cfg: DictConfig) -> None:
-    """Writes the resolved ``cfg`` to ``OUTPUT_DIR/config.yaml`` (atomically)."""
-    path = Path(cfg.OUTPUT_DIR) / "config.yaml"
+def write_config(cfg: DictConfig, folder: str | Path | None = None) -> None:
+    """Writes the resolved ``cfg`` to ``folder/config.yaml`` (atomically; ``OUTPUT_DIR`` by
+    default)."""
+    path = Path(cfg.OUTPUT_DIR if folder is None else folder) / "config.yaml"
     write_bytes_atomically(path, dump_config(cfg))
     logger.info(f"Full config saved to {path}")
 

@@ -22,6 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def test_every_problem_is_reported_at_once_with_its_key() -> None:
     cfg = get_default_config()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 80
     cfg.MODEL.BACKBONE.NAME = "VGG61"
     cfg.MODEL.ROI_HEADS.SAMPLER = "OHEMSamplr"
     cfg.INPUT.TRANSFORMS_TRAIN = ["ResizeShortestEdge", "RandomFlop"]
@@ -49,11 +50,13 @@ def test_every_problem_is_reported_at_once_with_its_key() -> None:
     )
 
 
-def test_the_defaults_and_the_shipped_configs_pass() -> None:
-    check_config(get_default_config())
+def test_the_shipped_configs_pass() -> None:
     for config in sorted((REPO / "configs").rglob("*.yaml")):
         # the pretrained weights they name are put in place by the user (docs/datasets.md)
-        check_config(load_config(config, ["MODEL.WEIGHTS="]), world_size=1)
+        cfg = load_config(config, ["MODEL.WEIGHTS="])
+        if config.name.startswith("Base-"):  # a base names no dataset, so no classes
+            cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
+        check_config(cfg, world_size=1)
 
 
 @pytest.mark.parametrize(
@@ -109,6 +112,7 @@ def test_a_project_check_runs_with_the_others(monkeypatch) -> None:
 
     register_config_check(needs_a_small_batch)  # twice: runs once
     cfg = get_default_config()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3
     check_config(cfg)
     cfg.SOLVER.IMS_PER_BATCH = 8
     cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION = 1.5

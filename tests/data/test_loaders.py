@@ -90,7 +90,12 @@ def test_images_without_objects_are_dropped_from_training_only() -> None:
     try:
         cfg = load_config(
             REPO / "configs" / "Base-FastRCNN.yaml",
-            ["DATASETS.TRAIN=[tiny_sparse]", "SEED=4", "DATALOADER.NUM_WORKERS=0"],
+            [
+                "DATASETS.TRAIN=[tiny_sparse]",
+                "SEED=4",
+                "DATALOADER.NUM_WORKERS=0",
+                "MODEL.ROI_HEADS.NUM_CLASSES=1",
+            ],
         )
         seen = set(itertools.chain(*take(build_detection_train_loader(cfg, mapper=dict), 6)))
         assert seen == {1, 5}  # no objects (0, 2, 3) or only a crowd region (4): dropped

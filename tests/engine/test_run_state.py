@@ -148,7 +148,9 @@ def test_a_negative_seed_resumed_takes_the_checkpoints_and_config_yaml_records_i
     written: list[int] = []
     write_config = engine_defaults.write_config
     monkeypatch.setattr(
-        engine_defaults, "write_config", lambda cfg: (written.append(cfg.SEED), write_config(cfg))
+        engine_defaults,
+        "write_config",
+        lambda cfg, folder=None: (written.append(cfg.SEED), write_config(cfg, folder)),
     )
     assert train_net(output, "--resume", "SEED=-1") == 0
     assert written == [drawn]  # once, with the checkpoint's seed

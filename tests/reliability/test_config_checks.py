@@ -155,10 +155,10 @@ def test_zero_image_size(key: str) -> None:
 
 @pytest.mark.parametrize(
     "key",
-    ["MODEL.ROI_HEADS.NUM_CLASSES", "MODEL.ROI_BOX_HEAD.FC_DIM", "TEST.DETECTIONS_PER_IMAGE"],
+    ["MODEL.ROI_BOX_HEAD.FC_DIM", "TEST.DETECTIONS_PER_IMAGE"],
 )
 def test_zero_model_sizes(key: str) -> None:
-    """A class count, layer width or detection cap of 0 → refused naming the key."""
+    """A layer width or detection cap of 0 → refused naming the key."""
     assert f"{key} must be positive" in problems_of(f"{key}=0")
 
 
@@ -256,8 +256,8 @@ def test_one_class_too_many(tiny_shapes) -> None:
 
 
 def test_test_data_with_other_classes(tiny_shapes) -> None:
-    """A test dataset whose classes differ in
-    number from the model's → refused before evaluating."""
+    """A test dataset whose classes differ from the model's (4 names against the 3 it was
+    trained on) → refused before evaluating, showing both lists."""
     name = "reliability_other_classes"
     from detkit.data import DatasetCatalog
 
@@ -267,7 +267,7 @@ def test_test_data_with_other_classes(tiny_shapes) -> None:
         cfg = load_config(
             SHAPES_CONFIG, [f"DATASETS.TEST=[{name}]", "DATASETS.PROPOSAL_FILES_TEST=[]"]
         )
-        with pytest.raises(ConfigError, match=f"dataset '{name}' has 4 classes"):
+        with pytest.raises(ConfigError, match=f"are not the classes of dataset '{name}'"):
             evaluation_dataset_dicts(cfg, name)
     finally:
         DatasetCatalog.remove(name)
@@ -316,3 +316,18 @@ def test_unknown_device_name() -> None:
     assert "MODEL.DEVICE must be auto, cpu, cuda or cuda:N, got 'gpu'" in problems_of(
         "MODEL.DEVICE=gpu"
     )
+
+
+def test_unknown_bad_image_policy() -> None:
+    """`DATALOADER.BAD_IMAGE_POLICY=ignore` → refused at the start (not when the loader is
+    built), listing `stop` and `skip`."""
+    assert "DATALOADER.BAD_IMAGE_POLICY must be one of stop, skip, got 'ignore'" in problems_of(
+        "DATALOADER.BAD_IMAGE_POLICY=ignore"
+    )
+
+
+def test_negative_bounds() -> None:
+    """A negative `DATALOADER.MAX_BAD_IMAGES` or `SOLVER.MAX_NONFINITE_STEPS` → refused."""
+    message = problems_of("DATALOADER.MAX_BAD_IMAGES=-1", "SOLVER.MAX_NONFINITE_STEPS=-2")
+    assert "DATALOADER.MAX_BAD_IMAGES must be 0 or more" in message
+    assert "SOLVER.MAX_NONFINITE_STEPS must be 0 or more" in message

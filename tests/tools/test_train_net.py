@@ -154,6 +154,30 @@ def test_eval_only_reproduces_the_final_evaluation(
     during_training = json.loads((trained / "inference/shapes_val/evaluation.json").read_text())
     eval_only = json.loads((output / "inference/shapes_val/evaluation.json").read_text())
     assert same(eval_only, during_training)
+    # its config and log go to inference/, never over a training run's
+    assert (output / "inference" / "config.yaml").is_file()
+    assert (output / "inference" / "log.txt").is_file()
+    assert not (output / "config.yaml").exists() and not (output / "log.txt").exists()
+
+
+def test_eval_only_in_the_training_folder_leaves_its_files_alone(
+    trained: Path, datasets_root: Path
+) -> None:
+    """--eval-only --resume in the training run's own folder: config.yaml (with the seed the
+    run drew), log.txt and the checkpoints stay as training wrote them."""
+    before = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+    result = train_net(
+        datasets_root,
+        "--config-file",
+        str(CONFIG),
+        "--eval-only",
+        "--resume",
+        *overrides(datasets_root, trained),
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    after = {p.name: p.read_bytes() for p in trained.iterdir() if p.is_file()}
+    assert after == before
+    assert (trained / "inference" / "config.yaml").is_file()
 
 
 def test_config_typo_is_one_message_not_a_traceback(datasets_root: Path) -> None:
