@@ -417,6 +417,11 @@ class EvaluationConfig:
         "iterations between evaluations on `DATASETS.TEST` (0: only at the end; a finished "
         "training run always ends with one)",
     )
+    VAL_LOSS_PERIOD: int = key(
+        0,
+        "iterations between validation losses (the training losses, without gradients, on "
+        "the first `DATASETS.TEST` set with its ground truth), logged as `validation/*`; 0: off",
+    )
     EVALUATORS: list[str] = key(
         [],
         "evaluators run on each test set, by name in `EVALUATOR_REGISTRY`: `coco`, "

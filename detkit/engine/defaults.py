@@ -26,7 +26,8 @@ from ..checkpoint import (
     resumable_checkpoint,
 )
 from ..config import ConfigError, dump_config, looks_like_override
-from ..data import build_detection_test_loader, build_detection_train_loader
+from ..data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from ..data.transforms import build_transforms
 from ..evaluation import (
     DatasetEvaluator,
     build_evaluator,
@@ -264,9 +265,26 @@ class DefaultTrainer(TrainerBase):
                 self.checkpointer, cfg.SOLVER.CHECKPOINT_PERIOD, extra_state=self._extra_state
             ),
             self.eval_hook,
+            self.build_validation_loss_hook(),
             writers,  # after the others, so it reports what the hooks before it recorded
             hooks.StopOnSignal(self.checkpointer, extra_state=self._extra_state),  # after all
         ]
+
+    def build_validation_loss_hook(self) -> hooks.ValidationLoss | None:
+        """Validation losses on ``DATASETS.TEST[0]`` every ``TEST.VAL_LOSS_PERIOD``
+        iterations: its records through a training mapper (so they keep their ground truth)
+        with the test-time transforms."""
+        cfg = self.cfg
+        if cfg.TEST.VAL_LOSS_PERIOD <= 0 or not cfg.DATASETS.TEST:
+            return None
+        mapper = DatasetMapper(
+            True, build_transforms(cfg, is_train=False), cfg.MODEL.INPUT_FORMAT, seed=0
+        )
+        name = cfg.DATASETS.TEST[0]
+        return hooks.ValidationLoss(
+            cfg.TEST.VAL_LOSS_PERIOD,
+            lambda: build_detection_test_loader(cfg, name, mapper=mapper),
+        )
 
     def _extra_state(self) -> dict:
         return {"seed": self.seed}

@@ -1,5 +1,5 @@
 """The standard hooks: timing, lr schedule, per-iteration seeding, checkpoints, evaluation,
-metric writers, stopping on a signal."""
+validation losses, metric writers, stopping on a signal."""
 
 from __future__ import annotations
 
@@ -148,6 +148,62 @@ class EvalHook(HookBase):
     def after_train(self) -> None:
         if self.trainer.iter >= self.trainer.max_iter:  # finished, not interrupted
             self._evaluate()
+
+
+class ValidationLoss(HookBase):
+    """Every ``period`` iterations (0: never), the training losses of the model on ``loader``
+    (a test set with its ground truth, its test-time transforms), averaged and recorded as
+    ``validation/<loss>`` and ``validation/total_loss``: how the model fits data it does not
+    learn from. It runs without gradients, with batch norm and dropout in eval mode (so nothing
+    of the model changes); the generators it draws from for sampling are reseeded before every
+    training step, so training goes on exactly as without it."""
+
+    def __init__(self, period: int, loader: Callable[[], object]) -> None:
+        self._period = period
+        self._loader = loader  # built on first use: the data is read only when needed
+
+    def after_step(self) -> None:
+        done = self.trainer.iter + 1
+        if self._period > 0 and done % self._period == 0:
+            self._record(self._mean_losses())
+
+    @torch.no_grad()
+    def _mean_losses(self) -> dict[str, float]:
+        model = self.trainer.model
+        frozen = [m for m in model.modules() if isinstance(m, _EVAL_MODE_LAYERS) and m.training]
+        for module in frozen:
+            module.eval()
+        sums: dict[str, float] = {}
+        batches = 0
+        try:
+            for batch in self._loader():
+                for name, value in model(batch).items():
+                    sums[name] = sums.get(name, 0.0) + float(value)
+                batches += 1
+        finally:
+            for module in frozen:
+                module.train()
+        totals = comm.all_gather((sums, batches))
+        count = sum(n for _, n in totals)
+        names = sorted({name for part, _ in totals for name in part})
+        means = {
+            name: sum(part.get(name, 0.0) for part, _ in totals) / max(count, 1) for name in names
+        }
+        means["total_loss"] = sum(means.values())
+        return means
+
+    def _record(self, means: dict[str, float]) -> None:
+        if comm.is_main_process():
+            self.trainer.storage.put_scalars(
+                smoothing_hint=False, **{f"validation/{name}": v for name, v in means.items()}
+            )
+            logger.info(
+                "Validation losses: "
+                + "  ".join(f"{name}: {value:.4g}" for name, value in means.items())
+            )
+
+
+_EVAL_MODE_LAYERS = (torch.nn.modules.batchnorm._BatchNorm, torch.nn.Dropout)
 
 
 def _flatten(results: dict, prefix: str = "") -> dict[str, float]:

@@ -18,7 +18,7 @@ class Boxes:
     def __init__(self, tensor: Tensor) -> None:
         if not isinstance(tensor, Tensor):
             tensor = torch.as_tensor(tensor, dtype=torch.float32)
-        if tensor.numel() == 0:  # accept any empty shape, e.g. torch.tensor([])
+        if tensor.dim() != 2 and tensor.numel() == 0:  # any empty shape, e.g. torch.tensor([])
             tensor = tensor.reshape(0, 4)
         if not tensor.is_floating_point():
             tensor = tensor.float()

@@ -145,3 +145,38 @@ def test_periodic_writer_writes_each_period_the_last_step_and_at_the_end() -> No
     # after iterations 2 and 5 (every 3), 6 (the last), then after_train at iteration 7
     assert writer.writes == [2, 5, 6, 7]
     assert writer.closed
+
+
+def test_validation_loss_averages_without_changing_the_model() -> None:
+    from types import SimpleNamespace
+
+    from detkit.engine.hooks import ValidationLoss
+    from detkit.utils.events import EventStorage
+
+    class Model(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.norm = torch.nn.BatchNorm1d(1)
+            self.drop = torch.nn.Dropout(0.5)
+
+        def forward(self, batch):
+            x = self.drop(self.norm(torch.tensor([[float(v)] for v in batch])))
+            assert not self.norm.training and not self.drop.training  # eval inside the hook
+            return {"loss_a": x.abs().sum() * 0 + sum(batch), "loss_b": torch.tensor(1.0)}
+
+    model = Model().train()
+    hook = ValidationLoss(2, lambda: [[1.0, 2.0], [3.0, 4.0]])
+    with EventStorage() as storage:
+        hook.trainer = SimpleNamespace(model=model, iter=0, storage=storage)
+        hook.after_step()  # iteration 1 of a period of 2: nothing
+        assert storage.latest() == {}
+        hook.trainer.iter = 1
+        hook.after_step()
+        latest = {name: value for name, (value, _) in storage.latest().items()}
+    assert latest == {
+        "validation/loss_a": 5.0,  # (3 + 7) / 2 batches
+        "validation/loss_b": 1.0,
+        "validation/total_loss": 6.0,
+    }
+    assert model.training and model.norm.training and model.drop.training  # restored
+    assert model.norm.num_batches_tracked.item() == 0  # the running statistics did not move

@@ -62,6 +62,7 @@ def overrides(root: Path, output: Path) -> list[str]:
         "SOLVER.BASE_LR=0.02",
         "SOLVER.WARMUP_ITERS=2",
         "SOLVER.STEPS=[4]",
+        "TEST.VAL_LOSS_PERIOD=2",
         f"OUTPUT_DIR={output}",
     ]
 
@@ -113,7 +114,19 @@ def test_metrics_json(trained: Path) -> None:
     assert [line["iteration"] for line in lines] == [1, 3, 5, 6]
     for line in lines[:3]:
         assert {"total_loss", "loss_cls", "loss_box_reg", "lr", "time", "data_time"} <= set(line)
+        assert {"fast_rcnn/cls_accuracy", "roi_head/num_fg_samples"} <= set(line)
         assert all(math.isfinite(v) for v in line.values())
+    # TEST.VAL_LOSS_PERIOD 2: validation losses after iterations 2, 4 and 6 (indices 1, 3, 5)
+    for line in lines[:3]:
+        validation = {k: v for k, v in line.items() if k.startswith("validation/")}
+        assert set(validation) == {
+            "validation/loss_cls",
+            "validation/loss_box_reg",
+            "validation/total_loss",
+        }
+        assert validation["validation/total_loss"] == pytest.approx(
+            validation["validation/loss_cls"] + validation["validation/loss_box_reg"]
+        )
     # BASE_LR 0.02, warmup from 0.01 x over 2 iterations, x0.1 from iteration 4
     assert [line["lr"] for line in lines[:3]] == pytest.approx([0.02 * 0.505, 0.02, 0.002])
     evaluation = json.loads((trained / "inference" / "shapes_val" / "evaluation.json").read_text())

@@ -185,13 +185,7 @@ class StandardROIHeads(nn.Module):
     def remove_duplicate_proposals(self, proposals: list[Instances]) -> list[Instances]:
         """Per image, the proposals without those that coincide with an earlier one on the grid
         of the map they are pooled from (:func:`detkit.modeling.poolers.dedup_boxes`)."""
-        result = []
-        for image_proposals in proposals:
-            keep = self.distinct_on_grid(image_proposals.proposal_boxes)
-            result.append(
-                image_proposals if len(keep) == len(image_proposals) else image_proposals[keep]
-            )
-        return result
+        return [p[self.distinct_on_grid(p.proposal_boxes)] for p in proposals]
 
     @torch.no_grad()
     def label_proposals(
