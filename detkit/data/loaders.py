@@ -8,7 +8,6 @@ the paper's hierarchical sampling: N images per step, R/N RoIs from each.
 
 from __future__ import annotations
 
-import copy
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -20,8 +19,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from ..utils import comm
 from .build import get_detection_dataset_dicts
-from .mapper import DatasetMapper
+from .classes import check_num_classes, log_class_histograms
+from .mapper import BadImageError, DatasetMapper
 from .pyramid import PyramidMapper
+from .serialize import SerializedList
+from .validation import BadImages
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,12 @@ class TrainingBatches(IterableDataset):
 
     Batch b is mapped by worker ``b % num_workers`` with a random generator seeded by
     ``(seed, rank, b)``, so resizing and flipping do not depend on the number of workers.
+    The records are held as a :class:`~detkit.data.serialize.SerializedList`, which the
+    workers share instead of each copying it, and the mapper gets a fresh copy of each.
+    A record whose image is bad is handled by ``bad_images`` (a
+    :class:`~detkit.data.validation.BadImages`); when it is skipped, its place goes to another
+    record of the same orientation, drawn by ``(seed, rank, b, index)``, so a resumed run maps
+    the same replacements.
     """
 
     def __init__(
@@ -63,8 +71,10 @@ class TrainingBatches(IterableDataset):
         rank: int = 0,
         world_size: int = 1,
         start_iter: int = 0,
+        bad_images: BadImages | None = None,
     ) -> None:
-        self.dataset_dicts = dataset_dicts
+        self.dataset_dicts = SerializedList(dataset_dicts)
+        self.bad_images = bad_images or BadImages()
         self.mapper = mapper
         self.batch_size = batch_size
         self.seed, self.rank, self.world_size, self.start_iter = seed, rank, world_size, start_iter
@@ -83,7 +93,28 @@ class TrainingBatches(IterableDataset):
                 continue
             if hasattr(self.mapper, "rng"):
                 self.mapper.rng = np.random.default_rng([self.seed, self.rank, number])
-            yield [self.mapper(copy.deepcopy(self.dataset_dicts[i])) for i in indices]
+            yield [self._map(index, number) for index in indices]
+
+    def _map(self, index: int, number: int) -> dict:
+        """Record ``index`` mapped, or under the skip policy a replacement for it."""
+        if index not in self.bad_images:
+            try:
+                return self.mapper(self.dataset_dicts[index])
+            except BadImageError as error:
+                self.bad_images.found(index, self.dataset_dicts[index]["file_name"], error)
+        same = np.flatnonzero(np.asarray(self.landscape) == self.landscape[index])
+        rng = np.random.default_rng([self.seed, self.rank, number, index])
+        for candidate in rng.permutation(same).tolist():
+            if candidate in self.bad_images:
+                continue
+            try:
+                return self.mapper(self.dataset_dicts[candidate])
+            except BadImageError as error:
+                self.bad_images.found(candidate, self.dataset_dicts[candidate]["file_name"], error)
+        raise BadImageError(
+            f"every {'landscape' if self.landscape[index] else 'portrait'} image is bad; "
+            "nothing can take the place of the bad ones"
+        )
 
 
 def filter_images_without_objects(dicts: list[dict]) -> list[dict]:
@@ -107,6 +138,8 @@ def build_detection_train_loader(
     total_batch_size: int | None = None,
     seed: int | None = None,
     num_workers: int = 0,
+    bad_image_policy: str = "stop",
+    max_bad_images: int = 10,
 ) -> DataLoader:
     """Endless loader of lists of ``total_batch_size / world_size`` mapped images.
 
@@ -114,8 +147,10 @@ def build_detection_train_loader(
     reads ``DATASETS.TRAIN`` (with their proposal files), ``SOLVER.IMS_PER_BATCH``, ``SEED``
     and ``DATALOADER.*``, and maps with ``DatasetMapper.from_config(cfg)`` unless given a
     ``mapper``; with plain arguments, ``(dataset_dicts, mapper, start_iter, total_batch_size=,
-    seed=, num_workers=)`` loads any list of dataset dicts (``seed=None``: one drawn at random
-    and shared by all processes).
+    seed=, num_workers=, bad_image_policy=, max_bad_images=)`` loads any list of dataset dicts
+    (``seed=None``: one drawn at random and shared by all processes). A bad image stops the
+    loader, or with ``bad_image_policy="skip"`` is replaced, up to ``max_bad_images``
+    (:class:`~detkit.data.validation.BadImages`).
     """
     if isinstance(cfg_or_dataset, DictConfig):
         cfg = cfg_or_dataset
@@ -126,6 +161,8 @@ def build_detection_train_loader(
             total_batch_size=cfg.SOLVER.IMS_PER_BATCH,
             seed=cfg.SEED if cfg.SEED >= 0 else None,
             num_workers=cfg.DATALOADER.NUM_WORKERS,
+            bad_image_policy=cfg.DATALOADER.BAD_IMAGE_POLICY,
+            max_bad_images=cfg.DATALOADER.MAX_BAD_IMAGES,
         )
     dicts = list(cfg_or_dataset)
     if mapper is None or total_batch_size is None:
@@ -142,7 +179,14 @@ def build_detection_train_loader(
         )
     seed = seed if seed is not None else comm.shared_random_seed()
     batches = TrainingBatches(
-        dicts, mapper, total_batch_size // world_size, seed, rank, world_size, start_iter
+        dicts,
+        mapper,
+        total_batch_size // world_size,
+        seed,
+        rank,
+        world_size,
+        start_iter,
+        bad_images=BadImages(bad_image_policy, max_bad_images),
     )
     # its own generator: creating the iterator must not draw from torch's global one, which
     # the model's sampling and dropout use (resuming would shift them by one draw)
@@ -167,6 +211,9 @@ def train_dataset_dicts(cfg: DictConfig) -> list[dict]:
             proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN,
             proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
         )
+    heads = cfg.MODEL.ROI_HEADS
+    check_num_classes(heads.NUM_CLASSES, list(cfg.DATASETS.TRAIN), dicts, heads.CLASS_NAMES)
+    log_class_histograms(list(cfg.DATASETS.TRAIN), dicts)
     if cfg.DATALOADER.FILTER_EMPTY_ANNOTATIONS:
         dicts = filter_images_without_objects(dicts)
     return dicts
@@ -179,24 +226,30 @@ def evaluation_dataset_dicts(cfg: DictConfig, dataset_name: str) -> list[dict]:
     files = list(cfg.DATASETS.PROPOSAL_FILES_TEST)
     proposal_file = [files[names.index(dataset_name)]] if files and dataset_name in names else None
     with comm.main_process_first():
-        return get_detection_dataset_dicts(
+        dicts = get_detection_dataset_dicts(
             [dataset_name],
             proposal_file,
             proposal_topk=cfg.DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST,
             drop_difficult=False,
             proposal_loader=cfg.DATASETS.PROPOSAL_LOADER,
         )
+    heads = cfg.MODEL.ROI_HEADS
+    check_num_classes(heads.NUM_CLASSES, [dataset_name], dicts, heads.CLASS_NAMES)
+    log_class_histograms([dataset_name], dicts)
+    return dicts
 
 
 class _MappedList(Dataset):
+    """Records mapped in order; held as one buffer the workers share (``SerializedList``)."""
+
     def __init__(self, dicts: list[dict], mapper: Callable[[dict], dict]) -> None:
-        self.dicts, self.mapper = dicts, mapper
+        self.dicts, self.mapper = SerializedList(dicts), mapper
 
     def __len__(self) -> int:
         return len(self.dicts)
 
     def __getitem__(self, index: int) -> dict:
-        return self.mapper(copy.deepcopy(self.dicts[index]))
+        return self.mapper(self.dicts[index])
 
 
 def _as_list(batch: list[dict]) -> list[dict]:

@@ -50,6 +50,10 @@ _SAFE_GLOBALS = {
     (module, name)
     for module in ("numpy.core.multiarray", "numpy._core.multiarray")
     for name in ("_reconstruct", "scalar")
+} | {
+    # protocol 5 (pickle.HIGHEST_PROTOCOL) rebuilds arrays from their buffer
+    (module, "_frombuffer")
+    for module in ("numpy.core.numeric", "numpy._core.numeric")
 } | {("numpy", "ndarray"), ("numpy", "dtype")}
 
 

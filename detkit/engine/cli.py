@@ -22,7 +22,7 @@ from .defaults import (
     log_results_summary,
     parse_overrides,
 )
-from .launch import launch
+from .launch import launch, torchrun_process
 from .run_state import resolve_run_state
 from .train_loop import TrainingInterruptedError
 
@@ -129,7 +129,10 @@ def run_train_net(
     debug = args.debug or os.environ.get("DETKIT_DEBUG", "") not in ("", "0")
     try:
         check_process_counts(args)
-        world_size = args.num_gpus * args.num_machines
+        under_torchrun = torchrun_process()
+        world_size = (
+            under_torchrun.world_size if under_torchrun else args.num_gpus * args.num_machines
+        )
         cfg = load_command_line_config(args, defaults)
         check_config(cfg, world_size)
         check_eval_only(args, cfg)

@@ -1,28 +1,92 @@
-"""Starting a job as one process per GPU (or per CPU worker) on one or several machines."""
+"""Starting a job as one process per GPU (or per CPU worker) on one or several machines, or
+joining the processes that ``torchrun`` started.
+
+Two rules keep a distributed job from failing silently or hanging: a process's uncaught error is
+logged by rank 0, into its ``log.txt``, and fails the launch; and every process waits at most
+:func:`dist_timeout` for the others (to join, or in a collective), so a job whose machine died
+or froze ends instead of waiting for torch's 30-minute default.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
+import math
 import os
 import socket
-from collections.abc import Callable, Sequence
+import threading
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import distributed as dist
 from torch import multiprocessing
+from torch.multiprocessing.spawn import ProcessException
 
+from ..config import ConfigError
 from ..utils import comm
 
 logger = logging.getLogger("detkit.engine")
 
-DEFAULT_TIMEOUT = datetime.timedelta(minutes=30)
+DEFAULT_TIMEOUT = datetime.timedelta(minutes=10)
+TIMEOUT_VARIABLE = "DETKIT_DIST_TIMEOUT_S"
+TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+_REPORT_WAIT = datetime.timedelta(seconds=10)  # a failing rank waits this long for rank 0's log
+_POLL_S = 0.2
 
 
-def _find_free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+class ProcessFailedError(RuntimeError):
+    """A process of a launch failed; the message names its rank and carries its error."""
+
+
+@dataclass(frozen=True)
+class ProcessRanks:
+    """A process's place in a job: its rank, its index on its machine, and their counts."""
+
+    rank: int
+    local_rank: int
+    world_size: int
+    local_world_size: int
+
+
+def dist_timeout() -> datetime.timedelta:
+    """How long a process waits for the others, to join or in a collective, before failing:
+    ``DETKIT_DIST_TIMEOUT_S`` seconds, or 10 minutes when it is unset."""
+    value = os.environ.get(TIMEOUT_VARIABLE, "").strip()
+    if not value:
+        return DEFAULT_TIMEOUT
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ConfigError(
+            f"{TIMEOUT_VARIABLE}={value!r} is not a positive number of seconds; set it to how "
+            f"long a process waits for the others, or unset it for "
+            f"{DEFAULT_TIMEOUT.total_seconds():g}"
+        )
+    return datetime.timedelta(seconds=seconds)
+
+
+def torchrun_process() -> ProcessRanks | None:
+    """This process's ranks when torchrun started it (``RANK`` or ``WORLD_SIZE`` set), else
+    None; refuses an environment that names some of torchrun's variables but not all."""
+    if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
+        return None
+    missing = [name for name in TORCHRUN_VARIABLES if not os.environ.get(name)]
+    if missing:
+        raise ConfigError(
+            f"RANK or WORLD_SIZE is set, as torchrun sets them, but {', '.join(missing)} is not: "
+            f"start the job with torchrun, or unset RANK and WORLD_SIZE to use --num-gpus"
+        )
+    try:
+        ranks = [int(os.environ[name]) for name in ("RANK", "LOCAL_RANK", "WORLD_SIZE")]
+        local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", ranks[2]))
+    except ValueError as error:
+        raise ConfigError(f"torchrun's variables must be integers: {error}") from None
+    return ProcessRanks(*ranks, local_world_size)
 
 
 def launch(
@@ -33,20 +97,33 @@ def launch(
     dist_url: str | None = "auto",
     args: Sequence = (),
     backend: str = "auto",
-    timeout: datetime.timedelta = DEFAULT_TIMEOUT,
+    timeout: datetime.timedelta | None = None,
 ) -> None:
     """Runs ``main_func(*args)`` in ``num_gpus_per_machine`` processes on each of ``num_machines``.
 
-    One process needs no process group and runs ``main_func`` here. Otherwise this machine
-    spawns its processes, which join one torch.distributed group at ``dist_url``
-    (``tcp://HOST:PORT`` of machine 0; ``auto`` picks a free local port, one machine only).
-    ``backend`` ``auto`` is NCCL, one process per GPU, when CUDA is available and gloo on a
-    CPU-only machine, where the processes are CPU workers sharing its cores. If any process
-    fails, the others are stopped and its error is raised here, so the job exits non-zero
-    instead of hanging.
+    One process needs no process group and runs ``main_func`` here. Otherwise this machine's
+    processes join one torch.distributed group at ``dist_url`` (``tcp://HOST:PORT`` of machine
+    0; ``auto`` picks a free local port, one machine only): with one process per machine that
+    is this one, else this machine spawns them.
+    Under torchrun (:func:`torchrun_process`) the processes exist already: this one joins
+    theirs through ``env://`` and runs ``main_func``, and the process-count arguments must be
+    left at their defaults. ``backend`` ``auto`` is NCCL, one process per GPU, when CUDA is
+    available and gloo on a CPU-only machine, where the processes are CPU workers sharing its
+    cores. ``timeout`` (default :func:`dist_timeout`) bounds every wait for the other
+    processes. If any process fails, rank 0 logs its error, the others are stopped and
+    :class:`ProcessFailedError` names its rank here, so the job exits non-zero.
     """
+    timeout = timeout or dist_timeout()
+    torchrun = torchrun_process()
+    if torchrun is not None:
+        _check_torchrun_options(num_gpus_per_machine, num_machines, machine_rank, dist_url)
+        if torchrun.world_size == 1:
+            main_func(*args)
+            return
+        _run_in_group(main_func, tuple(args), "env://", torchrun, _backend(backend), timeout)
+        return
     world_size = num_machines * num_gpus_per_machine
-    if world_size < 1 or not 0 <= machine_rank < num_machines:
+    if num_gpus_per_machine < 1 or num_machines < 1 or not 0 <= machine_rank < num_machines:
         raise ValueError(
             f"launch: need num_gpus_per_machine >= 1 and 0 <= machine_rank < num_machines, got "
             f"{num_gpus_per_machine}, {machine_rank}, {num_machines}"
@@ -54,8 +131,7 @@ def launch(
     if world_size == 1:
         main_func(*args)
         return
-    if backend == "auto":
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+    backend = _backend(backend)
     if backend == "nccl" and num_gpus_per_machine > torch.cuda.device_count():
         raise ValueError(
             f"launch: {num_gpus_per_machine} processes per machine but only "
@@ -65,51 +141,217 @@ def launch(
         if num_machines > 1:
             raise ValueError("launch: with several machines, --dist-url must name machine 0")
         dist_url = f"tcp://127.0.0.1:{_find_free_port()}"
-    multiprocessing.start_processes(
-        _worker,
-        nprocs=num_gpus_per_machine,
-        args=(
-            main_func,
-            world_size,
-            num_gpus_per_machine,
-            machine_rank,
-            backend,
-            dist_url,
-            tuple(args),
-            timeout,
-        ),
-        daemon=False,
-        start_method="spawn",
+    _start_machine(
+        main_func,
+        tuple(args),
+        dist_url,
+        machine_rank,
+        num_gpus_per_machine,
+        world_size,
+        backend,
+        timeout,
     )
+
+
+def _start_machine(
+    main_func: Callable[..., object],
+    args: tuple,
+    dist_url: str,
+    machine_rank: int,
+    num_gpus_per_machine: int,
+    world_size: int,
+    backend: str,
+    timeout: datetime.timedelta,
+) -> None:
+    """Runs this machine's processes: this one when it has one, else spawned ones."""
+    worker_args = (
+        main_func,
+        args,
+        dist_url,
+        machine_rank,
+        num_gpus_per_machine,
+        world_size,
+        backend,
+        timeout,
+    )
+    if num_gpus_per_machine == 1:
+        _worker(0, *worker_args)
+        return
+    try:
+        multiprocessing.start_processes(
+            _worker,
+            nprocs=num_gpus_per_machine,
+            args=worker_args,
+            daemon=False,
+            start_method="spawn",
+        )
+    except ProcessException as error:
+        rank = machine_rank * num_gpus_per_machine + error.error_index
+        raise ProcessFailedError(
+            f"rank {rank} of {world_size} exited with an error: {error}"
+        ) from None
+
+
+def _find_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _backend(backend: str) -> str:
+    if backend == "auto":
+        return "nccl" if torch.cuda.is_available() else "gloo"
+    return backend
+
+
+def _check_torchrun_options(
+    num_gpus_per_machine: int, num_machines: int, machine_rank: int, dist_url: str | None
+) -> None:
+    given = (num_gpus_per_machine, num_machines, machine_rank, dist_url or "auto")
+    if given != (1, 1, 0, "auto"):
+        raise ConfigError(
+            f"under torchrun, which starts the processes (RANK={os.environ['RANK']}, "
+            f"WORLD_SIZE={os.environ['WORLD_SIZE']}), leave --num-gpus, --num-machines, "
+            f"--machine-rank and --dist-url at their defaults; got {given[0]}, {given[1]}, "
+            f"{given[2]}, {given[3]}: give torchrun --nproc-per-node and --nnodes instead"
+        )
 
 
 def _worker(
     local_rank: int,
     main_func: Callable[..., object],
-    world_size: int,
-    num_gpus_per_machine: int,
-    machine_rank: int,
-    backend: str,
-    dist_url: str,
     args: tuple,
+    dist_url: str,
+    machine_rank: int,
+    num_gpus_per_machine: int,
+    world_size: int,
+    backend: str,
     timeout: datetime.timedelta,
 ) -> None:
     rank = machine_rank * num_gpus_per_machine + local_rank
+    process = ProcessRanks(rank, local_rank, world_size, num_gpus_per_machine)
+    _run_in_group(main_func, args, dist_url, process, backend, timeout)
+
+
+def _run_in_group(
+    main_func: Callable[..., object],
+    args: tuple,
+    url: str,
+    process: ProcessRanks,
+    backend: str,
+    timeout: datetime.timedelta,
+) -> None:
+    """Joins the process group at ``url`` as ``process``, runs ``main_func``, leaves."""
     if backend == "nccl":
-        torch.cuda.set_device(local_rank)
+        torch.cuda.set_device(process.local_rank)
     else:  # CPU workers share the machine's cores instead of each taking all of them
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // num_gpus_per_machine))
-    dist.init_process_group(
-        backend, init_method=dist_url, world_size=world_size, rank=rank, timeout=timeout
-    )
-    num_machines = world_size // num_gpus_per_machine
-    for machine in range(num_machines):  # every process must create every group
-        ranks = list(range(machine * num_gpus_per_machine, (machine + 1) * num_gpus_per_machine))
-        group = dist.new_group(ranks)
-        if machine == machine_rank:
-            comm._LOCAL_PROCESS_GROUP = group
-    comm.synchronize()
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // process.local_world_size))
+    store = _join_group(url, process, backend, timeout)
+    comm._LOCAL_RANK = process.local_rank
+    reports = _FailureReports(store, process.rank, process.world_size)
     try:
-        main_func(*args)
+        comm.synchronize()
+        with reports.watching():
+            main_func(*args)
+    except Exception as error:
+        first = reports.report(error)
+        if first is None:
+            raise
+        raise ProcessFailedError(
+            f"rank {first[0]} of {process.world_size} failed first, and rank {process.rank} "
+            f"stopped with it; rank {first[0]}'s error:\n{first[1]}"
+        ) from error
     finally:
         dist.destroy_process_group()
+
+
+def _join_group(
+    url: str, process: ProcessRanks, backend: str, timeout: datetime.timedelta
+) -> dist.Store:
+    """Meets the other processes at ``url`` and starts the default group; returns the store."""
+    try:
+        store, _, _ = next(dist.rendezvous(url, process.rank, process.world_size, timeout=timeout))
+    except (RuntimeError, ValueError) as error:  # torch's store errors are RuntimeErrors
+        raise ProcessFailedError(
+            f"rank {process.rank} of {process.world_size} could not join the others at {url} "
+            f"(waited up to {timeout.total_seconds():g} s, {TIMEOUT_VARIABLE}): {error}. Start "
+            "every machine with the same --dist-url and --num-machines, each with its own "
+            "--machine-rank"
+        ) from error
+    dist.init_process_group(
+        backend,
+        store=dist.PrefixStore("default_pg", store),
+        rank=process.rank,
+        world_size=process.world_size,
+        timeout=timeout,
+    )
+    return store
+
+
+class _FailureReports:
+    """Carries a process's uncaught error to rank 0, which logs it, into its ``log.txt``: the
+    other ranks log to their consoles only, which another machine or a cluster may not keep.
+
+    A failing rank puts its traceback in the group's store and waits (briefly) until rank 0
+    has logged it, so that stopping the job cannot lose it; rank 0 polls the store from a
+    thread, because its main thread may be blocked in a collective with the failed rank. The
+    store also says which rank failed first: the others' errors are usually its consequence
+    (a connection closed by the failed process).
+    """
+
+    def __init__(self, store: dist.Store, rank: int, world_size: int) -> None:
+        self.store = dist.PrefixStore("detkit_failures", store)
+        self.rank, self.world_size = rank, world_size
+        self._logged: set[int] = set()
+        self._stop = threading.Event()
+
+    @contextlib.contextmanager
+    def watching(self) -> Iterator[None]:
+        """In rank 0, logs the other ranks' reports as they come while the block runs."""
+        thread = threading.Thread(target=self._watch, name="detkit-failure-reports", daemon=True)
+        if self.rank == 0:
+            thread.start()
+        try:
+            yield
+        finally:
+            self._stop.set()
+            if thread.is_alive():
+                thread.join()
+
+    def report(self, error: BaseException) -> tuple[int, str] | None:
+        """Logs ``error`` (in rank 0) or hands it to rank 0 to log; returns the rank that failed
+        first and its traceback when that is another rank."""
+        text = "".join(traceback.format_exception(error)).rstrip()
+        try:
+            self.store.set(f"rank{self.rank}", text)
+            first = int(self.store.compare_set("first", "", str(self.rank)))
+            if self.rank == 0:
+                self._log_reports()
+            else:
+                self.store.add("count", 1)
+                self.store.wait([f"logged{self.rank}"], _REPORT_WAIT)
+            if first != self.rank:
+                return first, self.store.get(f"rank{first}").decode(errors="replace")
+        except RuntimeError:  # rank 0 (the store) is gone: only this console has the error
+            pass
+        finally:
+            if self.rank == 0:
+                logger.error(f"Rank 0 of {self.world_size} failed:\n{text}")
+        return None
+
+    def _watch(self) -> None:
+        while not self._stop.wait(_POLL_S):
+            try:
+                self._log_reports()
+            except RuntimeError:  # the store went away: the job is ending
+                return
+
+    def _log_reports(self) -> None:
+        if self.store.add("count", 0) == len(self._logged):
+            return
+        for rank in range(1, self.world_size):
+            if rank not in self._logged and self.store.check([f"rank{rank}"]):
+                text = self.store.get(f"rank{rank}").decode(errors="replace")
+                logger.error(f"Rank {rank} of {self.world_size} failed:\n{text}")
+                self._logged.add(rank)
+                self.store.set(f"logged{rank}", "1")

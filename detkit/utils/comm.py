@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import distributed as dist
 
-# The process group of the processes on this machine; set by detkit.engine.launch.
-_LOCAL_PROCESS_GROUP: dist.ProcessGroup | None = None
+# This process's index among those on its machine (its GPU); set by detkit.engine.launch.
+_LOCAL_RANK = 0
 
 
 def is_distributed() -> bool:
@@ -33,9 +33,7 @@ def get_rank() -> int:
 
 def get_local_rank() -> int:
     """The rank of this process among those on its machine (its GPU index)."""
-    if _LOCAL_PROCESS_GROUP is None:
-        return 0
-    return dist.get_rank(group=_LOCAL_PROCESS_GROUP)
+    return _LOCAL_RANK
 
 
 def is_main_process() -> bool:

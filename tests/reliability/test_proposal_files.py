@@ -83,6 +83,17 @@ def test_legitimate_xyxy_file_loads(tmp_path: Path) -> None:
     assert [0, 0, 200, 100] in dicts[0]["proposal_boxes"].tolist()
 
 
+def test_file_pickled_with_the_highest_protocol_loads(tmp_path: Path) -> None:
+    """A proposal pickle written with `pickle.HIGHEST_PROTOCOL` (protocol 5, arrays rebuilt from
+    their buffer) → loaded as any other; the restricted unpickler still builds arrays only."""
+    boxes = xyxy_boxes()
+    path = tmp_path / "p5.pkl"
+    with open(path, "wb") as file:
+        pickle.dump({"ids": list(range(20)), "boxes": boxes}, file, protocol=5)
+    dicts = attach_proposals(records(), load_proposals(path, "auto", records()), "p5.pkl")
+    np.testing.assert_array_equal(dicts[3]["proposal_boxes"], boxes[3])
+
+
 def test_y1x1y2x2_file_is_refused(tmp_path: Path) -> None:
     """(y1, x1, y2, x2) boxes in an XYXY file → refused, naming how to reorder."""
     swapped = [b[:, [1, 0, 3, 2]] for b in xyxy_boxes()]
