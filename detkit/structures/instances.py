@@ -40,9 +40,12 @@ class Instances:
         return fields[name]
 
     def set(self, name: str, value: Any) -> None:
-        if self._fields and len(value) != len(self):
-            raise ValueError(
-                f"Instances: field {name!r} has length {len(value)}, the others {len(self)}"
+        if self._fields:
+            length, expected = _length(value), _length(next(iter(self._fields.values())))
+            # a check torch.export keeps as a runtime assertion when lengths are data-dependent
+            torch._check_value(
+                length == expected,
+                lambda: f"Instances: field {name!r} has length {length}, the others {expected}",
             )
         self._fields[name] = value
 
@@ -115,3 +118,10 @@ class Instances:
                 )
             result.set(name, merged)
         return result
+
+
+def _length(value: Any) -> Any:
+    """A field's length, read from its shape where it has one (a tensor, ``Boxes``), so it
+    stays symbolic when traced."""
+    tensor = getattr(value, "tensor", value)
+    return tensor.shape[0] if hasattr(tensor, "shape") else len(value)

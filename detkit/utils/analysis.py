@@ -56,7 +56,10 @@ def random_boxes(count: int, height: int, width: int, seed: int = 0) -> Tensor:
 
 class SingleImageDetector(nn.Module):
     """``model`` on one image and its proposals as plain tensors, returning the detections'
-    boxes, scores and classes: the form fvcore's tracing counters take."""
+    boxes, scores and classes: the form fvcore's tracing counters take
+    (``FlopCountAnalysis(SingleImageDetector(model), (image, boxes))``, or
+    :func:`flop_count_analysis` with detkit's op handles) and what ``torch.export`` traces
+    (``tools/export_model.py``)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
@@ -66,7 +69,7 @@ class SingleImageDetector(nn.Module):
         proposals = Instances(
             tuple(image.shape[1:]),
             proposal_boxes=Boxes(proposal_boxes),
-            objectness_logits=torch.zeros(len(proposal_boxes), device=proposal_boxes.device),
+            objectness_logits=proposal_boxes.new_zeros(proposal_boxes.shape[0]),
         )
         result = self.model([{"image": image, "proposals": proposals}])[0]["instances"]
         return result.pred_boxes.tensor, result.scores, result.pred_classes

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 from torch.nn import functional
-from torchvision.ops import batched_nms
+from torchvision.ops import nms
 
 from ...structures import Boxes, Instances
 from ...utils.events import EventStorage, current_event_storage
@@ -123,7 +123,7 @@ class FastRCNNOutputLayers(nn.Module):
     ) -> list[Instances]:
         """Per image: softmax, class-specific boxes clipped to the image, score threshold,
         per-class NMS, the best ``detections_per_image``."""
-        counts = [len(p) for p in proposals]
+        counts = [p.proposal_boxes.tensor.shape[0] for p in proposals]
         results = []
         for image_scores, image_deltas, image in zip(
             scores.split(counts), deltas.split(counts), proposals, strict=True
@@ -143,13 +143,25 @@ class FastRCNNOutputLayers(nn.Module):
             probs[keep[:, 0], keep[:, 1]],
             keep[:, 1],
         )
-        kept = batched_nms(boxes, probs, classes, self.nms_thresh)[: self.detections_per_image]
+        kept = per_class_nms(boxes, probs, classes, self.nms_thresh, max(proposals.image_size))
+        kept = kept[: self.detections_per_image]
         return Instances(
             proposals.image_size,
             pred_boxes=Boxes(boxes[kept]),
             scores=probs[kept],
             pred_classes=classes[kept],
         )
+
+
+def per_class_nms(
+    boxes: Tensor, scores: Tensor, classes: Tensor, threshold: float, extent: float
+) -> Tensor:
+    """Indices of the boxes that non-maximum suppression keeps within each class, best first:
+    one NMS over the boxes shifted apart by class (``extent`` bounds every coordinate, e.g.
+    the image's larger side for clipped boxes), as torchvision's ``batched_nms`` does, without
+    its data-dependent branches so that the model traces (``torch.export``)."""
+    offsets = classes.to(boxes.dtype) * (float(extent) + 1.0)
+    return nms(boxes + offsets[:, None], scores, threshold)
 
 
 @torch.no_grad()
