@@ -119,7 +119,8 @@ def test_eval_only_with_weights_of_another_box_head(tiny_shapes, killed, tmp_pat
     assert status == 2
     assert f"{killed / 'model_0000003.pth'}: it leaves 6 of the model's" in line
     assert "roi_heads.box_head.fc6.weight" in line and "--allow-partial-weights" in line
-    assert not (tmp_path / "eval" / "inference").exists()
+    # no evaluation was written (eval-only keeps its config and log in inference/)
+    assert not (tmp_path / "eval" / "inference" / tiny_shapes.name).exists()
 
 
 def test_eval_only_with_weights_lacking_the_predictor(
@@ -133,7 +134,8 @@ def test_eval_only_with_weights_lacking_the_predictor(
     assert "it leaves 4 of the model's" in line
     for name in ("cls_score.weight", "cls_score.bias", "bbox_pred.weight", "bbox_pred.bias"):
         assert f"roi_heads.box_predictor.{name}" in line
-    assert not (tmp_path / "eval" / "inference").exists()
+    # no evaluation was written (eval-only keeps its config and log in inference/)
+    assert not (tmp_path / "eval" / "inference" / tiny_shapes.name).exists()
 
 
 def test_eval_only_allows_partial_weights_on_request(tiny_shapes, killed, tmp_path) -> None:
@@ -141,7 +143,7 @@ def test_eval_only_allows_partial_weights_on_request(tiny_shapes, killed, tmp_pa
     weights = without_box_predictor(killed, tmp_path / "partial.pth")
     assert eval_only(tiny_shapes, tmp_path / "eval", weights, "--allow-partial-weights") == 0
     assert (tmp_path / "eval" / "inference" / tiny_shapes.name / "evaluation.json").is_file()
-    log = (tmp_path / "eval" / "log.txt").read_text()
+    log = (tmp_path / "eval" / "inference" / "log.txt").read_text()  # eval-only logs there
     assert "4 not in the file keep their initial values" in log
     assert "roi_heads.box_predictor.cls_score.weight" in log
 

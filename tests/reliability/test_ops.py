@@ -1,7 +1,6 @@
-"""The RoI ops: hostile tensors are refused with a ValueError or TypeError naming the argument,
-never read out of bounds.
+"""The RoI ops: hostile tensors refused naming the argument, never read out of bounds.
 
-detkit's compiled ops (`detkit.layers.roi_pool`, `roi_align`) check every argument before a
+A ValueError or TypeError says which argument is wrong: detkit's compiled ops (`detkit.layers.roi_pool`, `roi_align`) check every argument before a
 kernel runs: shapes, dtypes, devices, a finite positive scale and pooled size, and each RoI's
 batch index (an integer inside the batch) and coordinates (finite). An empty RoI list gives an
 empty output; a degenerate (zero-area or inverted) RoI is pooled as torchvision pools it.
