@@ -28,7 +28,7 @@ from detkit.engine import DefaultPredictor, parse_overrides
 from detkit.modeling.meta_arch.fast_rcnn import rescale_detections
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
-from detkit.utils.visualizer import draw_detections
+from detkit.utils.visualizer import add_min_size_argument, draw_detections
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -47,12 +47,7 @@ def argument_parser() -> argparse.ArgumentParser:
         default=100,
         help="draw at most this many detections per image, the best ones",
     )
-    parser.add_argument(
-        "--min-size",
-        type=int,
-        default=480,
-        help="enlarge pictures whose shorter side is smaller, so labels stay readable (0: never)",
-    )
+    add_min_size_argument(parser)
     parser.add_argument(
         "overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE or KEY VALUE pairs"
     )

@@ -30,7 +30,12 @@ from detkit.data.mapper import read_record_image
 from detkit.engine import parse_overrides
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
-from detkit.utils.visualizer import draw_ground_truth, draw_proposals, enlarge
+from detkit.utils.visualizer import (
+    add_min_size_argument,
+    draw_ground_truth,
+    draw_proposals,
+    enlarge,
+)
 
 
 def argument_parser() -> argparse.ArgumentParser:
@@ -53,12 +58,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--num-images", type=int, help="draw the first N images only (default: all)"
     )
-    parser.add_argument(
-        "--min-size",
-        type=int,
-        default=480,
-        help="enlarge pictures whose shorter side is smaller, so labels stay readable (0: never)",
-    )
+    add_min_size_argument(parser)
     parser.add_argument(
         "overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE or KEY VALUE pairs"
     )

@@ -31,7 +31,13 @@ from detkit.engine import parse_overrides
 from detkit.structures import Boxes, Instances
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
-from detkit.utils.visualizer import draw_detections, draw_ground_truth, enlarge, side_by_side
+from detkit.utils.visualizer import (
+    add_min_size_argument,
+    draw_detections,
+    draw_ground_truth,
+    enlarge,
+    side_by_side,
+)
 
 RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
@@ -42,12 +48,7 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument("--dataset", help="the registered dataset the results are of")
     parser.add_argument("--output", required=True, help="folder for the PNG files")
     parser.add_argument("--conf-threshold", type=float, default=0.5, help="draw scores above it")
-    parser.add_argument(
-        "--min-size",
-        type=int,
-        default=480,
-        help="enlarge pictures whose shorter side is smaller, so labels stay readable (0: never)",
-    )
+    add_min_size_argument(parser)
     parser.add_argument(
         "--config-file", help="a config; --dataset defaults to its DATASETS.TEST[0]"
     )

@@ -46,15 +46,19 @@ PROPOSAL_LOADER_REGISTRY.__doc__ = """Proposal loaders: ``fn(path, dataset_dicts
 logits)}`` with boxes ``[n, 4]`` absolute XYXY, keyed by image id (or file-name stem)."""
 
 # Globals a proposal pickle may name: numpy's array and scalar reconstruction only.
-_SAFE_GLOBALS = {
-    (module, name)
-    for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-    for name in ("_reconstruct", "scalar")
-} | {
-    # protocol 5 (pickle.HIGHEST_PROTOCOL) rebuilds arrays from their buffer
-    (module, "_frombuffer")
-    for module in ("numpy.core.numeric", "numpy._core.numeric")
-} | {("numpy", "ndarray"), ("numpy", "dtype")}
+_SAFE_GLOBALS = (
+    {
+        (module, name)
+        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
+        for name in ("_reconstruct", "scalar")
+    }
+    | {
+        # protocol 5 (pickle.HIGHEST_PROTOCOL) rebuilds arrays from their buffer
+        (module, "_frombuffer")
+        for module in ("numpy.core.numeric", "numpy._core.numeric")
+    }
+    | {("numpy", "ndarray"), ("numpy", "dtype")}
+)
 
 
 def _box_mode(value: int) -> int:

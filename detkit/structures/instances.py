@@ -43,8 +43,11 @@ class Instances:
         if self._fields:
             length, expected = _length(value), _length(next(iter(self._fields.values())))
             # a check torch.export keeps as a runtime assertion when lengths are data-dependent
+            same = length == expected
+            if isinstance(same, torch.Tensor):  # lengths traced by torch.jit are tensors
+                same = bool(same)
             torch._check_value(
-                length == expected,
+                same,
                 lambda: f"Instances: field {name!r} has length {length}, the others {expected}",
             )
         self._fields[name] = value

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 _FORMAT = "[%(asctime)s %(name)s %(levelname)s] %(message)s"
@@ -40,3 +42,20 @@ def setup_logger(output_dir: str | Path | None = None, rank: int = 0) -> logging
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
     return logging.getLogger("detkit")
+
+
+@contextlib.contextmanager
+def restored_logging() -> Iterator[None]:
+    """Undoes, on leaving, what :func:`setup_logger` did inside (handlers added, propagation,
+    levels of the ``detkit`` and ``fvcore`` loggers): for running training several times in
+    one process, as notebooks and tests do."""
+    loggers = [logging.getLogger(name) for name in ("detkit", "fvcore")]
+    saved = [(list(log.handlers), log.propagate, log.level) for log in loggers]
+    try:
+        yield
+    finally:
+        for log, (handlers, propagate, level) in zip(loggers, saved, strict=True):
+            for handler in [h for h in log.handlers if h not in handlers]:
+                log.removeHandler(handler)
+                handler.close()
+            log.propagate, log.level = propagate, level

@@ -7,6 +7,7 @@ so that labels of overlapping boxes stay readable.
 
 from __future__ import annotations
 
+import argparse
 import colorsys
 from collections.abc import Sequence
 
@@ -273,4 +274,15 @@ def _put_text(
     origin = (left + style.pad, top + style.pad + text_height)
     cv2.putText(
         canvas, text, origin, FONT, style.font_scale, ink, style.text_thickness, cv2.LINE_AA
+    )
+
+
+def add_min_size_argument(parser: argparse.ArgumentParser) -> None:
+    """The drawing tools' ``--min-size``: the shorter side below which :func:`enlarge` scales
+    a picture up before drawing."""
+    parser.add_argument(
+        "--min-size",
+        type=int,
+        default=480,
+        help="enlarge pictures whose shorter side is smaller, so labels stay readable (0: never)",
     )

@@ -6,7 +6,6 @@ cannot be resumed (another seed, another optimizer layout) stops it with one lin
 from __future__ import annotations
 
 import argparse
-import logging
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from detkit.config import ConfigError, get_default_config, load_config
 from detkit.engine import DefaultTrainer, HookBase, default_setup, run_train_net
 from detkit.engine import defaults as engine_defaults
 from detkit.engine.run_state import RunState, resolve_run_state
+from detkit.utils.logger import restored_logging
 
 SHAPES_CONFIG = Path(__file__).resolve().parents[2] / "configs" / "shapes" / "fast_rcnn.yaml"
 K = 3  # checkpoint period; the runs go to 2K
@@ -98,16 +98,8 @@ class KillAfter(HookBase):
 @pytest.fixture
 def restore_logging() -> Iterator[None]:
     """Undoes the logging set-up of ``default_setup`` (handlers, no propagation) afterwards."""
-    loggers = [logging.getLogger(name) for name in ("detkit", "fvcore")]
-    saved = [(list(log.handlers), log.propagate, log.level) for log in loggers]
-    try:
+    with restored_logging():
         yield
-    finally:
-        for log, (handlers, propagate, level) in zip(loggers, saved, strict=True):
-            for handler in [h for h in log.handlers if h not in handlers]:
-                log.removeHandler(handler)
-                handler.close()
-            log.propagate, log.level = propagate, level
 
 
 @pytest.fixture

@@ -1,9 +1,10 @@
 """The RoI ops: hostile tensors refused naming the argument, never read out of bounds.
 
-A ValueError or TypeError says which argument is wrong: detkit's compiled ops (`detkit.layers.roi_pool`, `roi_align`) check every argument before a
-kernel runs: shapes, dtypes, devices, a finite positive scale and pooled size, and each RoI's
-batch index (an integer inside the batch) and coordinates (finite). An empty RoI list gives an
-empty output; a degenerate (zero-area or inverted) RoI is pooled as torchvision pools it.
+A ValueError or TypeError says which argument is wrong: detkit's compiled ops
+(`detkit.layers.roi_pool`, `roi_align`) check every argument before a kernel runs: shapes,
+dtypes, devices, a finite positive scale and pooled size, and each RoI's batch index (an
+integer inside the batch) and coordinates (finite). An empty RoI list gives an empty output; a
+degenerate (zero-area or inverted) RoI is pooled as torchvision pools it.
 """
 
 from __future__ import annotations

@@ -4,9 +4,6 @@ wrote."""
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -16,6 +13,7 @@ from reliability_helpers import SHAPES_CONFIG
 from detkit.config import load_config
 from detkit.engine import DefaultTrainer, HookBase, run_train_net
 from detkit.engine.run_state import RunState
+from detkit.utils.logger import restored_logging
 
 # the tiny model and inputs of every in-process run; dropout on, so resuming must replay it
 TINY_MODEL = [
@@ -56,21 +54,6 @@ def tiny_overrides(shapes, output: Path, max_iter: int = 6, *extra: str) -> list
 
 def tiny_config(shapes, output: Path, max_iter: int = 6, *extra: str) -> DictConfig:
     return load_config(SHAPES_CONFIG, tiny_overrides(shapes, output, max_iter, *extra))
-
-
-@contextmanager
-def restored_logging() -> Iterator[None]:
-    """Undoes the logging set-up of ``default_setup`` (handlers, no propagation) afterwards."""
-    loggers = [logging.getLogger(name) for name in ("detkit", "fvcore")]
-    saved = [(list(log.handlers), log.propagate, log.level) for log in loggers]
-    try:
-        yield
-    finally:
-        for log, (handlers, propagate, level) in zip(loggers, saved, strict=True):
-            for handler in [h for h in log.handlers if h not in handlers]:
-                log.removeHandler(handler)
-                handler.close()
-            log.propagate, log.level = propagate, level
 
 
 def train_net_here(*argv: str, trainer_class: type[DefaultTrainer] = DefaultTrainer) -> int:
