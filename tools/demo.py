@@ -28,7 +28,7 @@ from detkit.engine import DefaultPredictor, parse_overrides
 from detkit.modeling.meta_arch.fast_rcnn import rescale_detections
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
-from detkit.utils.visualizer import add_min_size_argument, draw_detections
+from detkit.utils.visualizer import add_min_size_argument, draw_detections, enlarge
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
@@ -130,13 +130,12 @@ def image_files(inputs: list[str]) -> list[str]:
 
 
 def _enlarged(image: np.ndarray, instances, min_size: int):
-    """``image`` and its detections scaled up so its shorter side is ``min_size`` at least."""
-    scale = min_size / min(image.shape[:2])
-    if scale <= 1:
+    """``image`` (:func:`enlarge`) and its detections scaled up so its shorter side is
+    ``min_size`` at least."""
+    enlarged, _ = enlarge(image, min_size)
+    if enlarged is image:
         return image, instances
-    height, width = round(image.shape[0] * scale), round(image.shape[1] * scale)
-    image = cv2.resize(image, (width, height), interpolation=cv2.INTER_LINEAR)
-    return image, rescale_detections(instances, height, width)
+    return enlarged, rescale_detections(instances, *enlarged.shape[:2])
 
 
 def _class_names(cfg) -> list[str]:
