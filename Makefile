@@ -24,7 +24,7 @@ SHAPES_OUTPUT := output/shapes_fast_rcnn
 PROPOSALS := datasets/shapes/%/selective_search.pkl
 DEMO_IMAGES := $(foreach i,00000 00001 00002 00003,datasets/shapes/val/images/$(i).png)
 
-.PHONY: run test build lint bench clean
+.PHONY: run test build lint bench gpu-check offline-wheels clean
 
 run: build $(subst %,train,$(PROPOSALS)) $(subst %,val,$(PROPOSALS))
 	$(PY) tools/train_net.py --config-file $(SHAPES_CONFIG) --resume OUTPUT_DIR=$(SHAPES_OUTPUT)
@@ -47,9 +47,34 @@ lint: $(STAMPS)/deps
 bench: build
 	$(PY) tools/benchmark_ops.py --json benchmark_ops.json
 
+# On a machine with a CUDA GPU: build, every CUDA test, the op and end-to-end benchmarks on the
+# GPU, one report in $(GPU_CHECK_DIR)/report.md (tools/gpu_check.py; docs/benchmarks.md).
+GPU_CHECK_DIR ?= output/gpu_check
+gpu-check: build
+	$(PY) tools/gpu_check.py --output-dir $(GPU_CHECK_DIR)
+
+# A machine without a package registry but with torch, torchvision, numpy, OpenCV and pytest
+# installed (the device machines that run the GPU check): `make offline-wheels` here writes the
+# wheels of the other dependencies into $(OFFLINE_WHEELS) (for that machine's Python,
+# OFFLINE_PYTHON); there `make gpu-check OFFLINE_WHEELS=.wheels` makes a venv over the system's
+# packages and installs only those wheels.
+OFFLINE_PYTHON ?= 3.12
+OFFLINE_PACKAGES := fvcore iopath omegaconf pycocotools
+pinned = $(shell grep -E '^($(subst $() ,|,$(1)))==' requirements.txt)
+offline-wheels: $(STAMPS)/deps
+	$(PY) -m pip wheel --quiet --no-deps -w .wheels $(call pinned,fvcore iopath omegaconf) \
+		yacs termcolor
+	$(PY) -m pip download --quiet --no-deps --only-binary=:all: -d .wheels \
+		--python-version $(OFFLINE_PYTHON) --platform manylinux2014_x86_64 $(call pinned,pycocotools)
+
 $(STAMPS)/deps: requirements.txt
+ifeq ($(OFFLINE_WHEELS),)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
+else
+	test -x $(PY) || $(PYTHON) -m venv --system-site-packages $(VENV)
+	$(PY) -m pip install --quiet --no-index --find-links $(OFFLINE_WHEELS) $(OFFLINE_PACKAGES)
+endif
 	mkdir -p $(STAMPS) && touch $@
 
 $(EXTENSION): $(STAMPS)/deps $(EXTENSION_SOURCES)
@@ -57,4 +82,4 @@ $(EXTENSION): $(STAMPS)/deps $(EXTENSION_SOURCES)
 	touch $@
 
 clean:
-	rm -rf build $(STAMPS) detkit/_C*.so *.egg-info
+	rm -rf build $(STAMPS) detkit/_C*.so *.egg-info .wheels

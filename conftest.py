@@ -18,6 +18,17 @@ from detkit.data.datasets.shapes import ensure_shapes
 TINY_DATASET = "tiny_shapes"
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests marked ``cuda`` need a CUDA device: skipped without one, and ``pytest -m cuda``
+    runs every one of them (``tools/gpu_check.py``)."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if item.get_closest_marker("cuda") is not None:
+            item.add_marker(skip)
+
+
 def _write_proposal_file(annotations_json: Path, path: Path, seed: int = 0) -> Path:
     """A detectron2-layout proposal pickle: every ground-truth box jittered four times, plus
     random boxes, so training sees foreground and background RoIs without selective search."""

@@ -14,8 +14,7 @@ import pytest
 import torch
 from torch import Tensor
 
-CUDA = torch.cuda.is_available()
-requires_cuda = pytest.mark.skipif(not CUDA, reason="needs a CUDA device")
+requires_cuda = pytest.mark.cuda  # skipped without a CUDA device (the root conftest)
 
 FLOAT_DTYPES = [torch.float32, torch.float64]
 REDUCED_DTYPES = [torch.float16, torch.bfloat16]

@@ -178,10 +178,7 @@ def test_peak_memory_sees_a_temporary_allocation() -> None:
     "device",
     [
         "cpu",
-        pytest.param(
-            "cuda",
-            marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device"),
-        ),
+        pytest.param("cuda", marks=pytest.mark.cuda),
     ],
 )
 def test_a_whole_run_prints_the_table_and_writes_json(tool, tmp_path, capsys, device) -> None:
