@@ -96,6 +96,14 @@ def _inference_mode(model: nn.Module) -> Iterator[None]:
             module.training = training
 
 
+def _image_count(data_loader: Iterable[list[dict]]) -> int | None:
+    """How many images ``data_loader`` holds, for the progress bar's total: a list's count, or
+    its length for a loader of one image per batch (detkit's test loaders); else unknown."""
+    if isinstance(data_loader, Sequence):
+        return sum(len(batch) for batch in data_loader)
+    return len(data_loader) if getattr(data_loader, "batch_size", None) == 1 else None
+
+
 def inference_on_dataset(
     model: nn.Module,
     data_loader: Iterable[list[dict]],
@@ -119,9 +127,14 @@ def inference_on_dataset(
     loop_start = timed_start = time.perf_counter()
     model_seconds, timed_images = 0.0, 0
     evaluator.reset()
-    with _inference_mode(model):
-        progress = tqdm(data_loader, total=total, disable=not comm.is_main_process())
-        for index, inputs in enumerate(progress):
+    bar = tqdm(
+        total=_image_count(data_loader),
+        desc="inference",
+        unit="img",
+        disable=not comm.is_main_process(),
+    )
+    with _inference_mode(model), bar:
+        for index, inputs in enumerate(data_loader):
             if index == num_warmup:
                 timed_start, model_seconds, timed_images = time.perf_counter(), 0.0, 0
             model_start = time.perf_counter()
@@ -131,6 +144,7 @@ def inference_on_dataset(
             model_seconds += time.perf_counter() - model_start
             timed_images += len(inputs)
             evaluator.process(inputs, outputs)
+            bar.update(len(inputs))
     end = time.perf_counter()
     logger.info(
         f"Total inference time: {datetime.timedelta(seconds=round(end - loop_start))} "

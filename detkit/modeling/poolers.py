@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import layers
-from ..layers._roi_utils import boxes_to_rois, output_size_pair, pooled_memory_format
+from ..layers._roi_utils import boxes_to_rois, fx_leaf, output_size_pair, pooled_memory_format
 from ..structures import Boxes
 from ..utils.registry import Registry
 
@@ -309,58 +309,77 @@ class ROIPooler(nn.Module):
         return pooler
 
     def forward(self, x: Sequence[Tensor], box_lists: Sequence[Boxes | Tensor]) -> Tensor:
-        if len(x) != len(self.level_poolers):
-            raise ValueError(
-                f"ROIPooler: got {len(x)} feature maps for {len(self.level_poolers)} scales"
-            )
-        num_images, channels = x[0].shape[:2]
-        for level, feature in enumerate(x):
-            if feature.dim() != 4 or feature.shape[:2] != (num_images, channels):
-                raise ValueError(
-                    f"ROIPooler: every map must be [N, C, H, W] with the same N and C; map 0 "
-                    f"is {tuple(x[0].shape)}, map {level} is {tuple(feature.shape)}"
-                )
-        if len(box_lists) != num_images:
-            raise ValueError(
-                f"ROIPooler: got {len(box_lists)} box lists for {num_images} images; pass one "
-                "per image"
-            )
-        rois = (
-            boxes_to_rois("ROIPooler", _box_tensors(box_lists))
-            if box_lists
-            else x[0].new_zeros((0, 5))
-        )
-        if len(self.level_poolers) == 1:
-            return self.level_poolers[0](x[0], rois)
-
-        levels = assign_boxes_to_levels(
-            [rois[:, 1:]],
+        return _pool_boxes(
+            self.level_poolers,
+            x,
+            box_lists,
             self.min_level,
             self.max_level,
             self.canonical_box_size,
             self.canonical_level,
         )
-        pooled = []
-        for level, (feature, pooler) in enumerate(zip(x, self.level_poolers, strict=True)):
-            index = torch.nonzero(levels == level).flatten()
-            if index.numel() > 0:
-                pooled.append((index, pooler(feature, rois[index])))
-        if not pooled:  # no box at all: one empty op call gives the right shape and type
-            return self.level_poolers[0](x[0], rois)
-        first = pooled[0][1]
-        # Every box has a level, so every row is written: no zero fill.
-        output = torch.empty(
-            (rois.shape[0], *first.shape[1:]),
-            dtype=first.dtype,
-            device=first.device,
-            memory_format=pooled_memory_format(x[0]),
-        )
-        for index, result in pooled:
-            output.index_put_((index,), result)
-        return output
 
     def extra_repr(self) -> str:
         return (
             f"output_size={self.output_size}, scales={self.scales}, "
             f"sampling_ratio={self.sampling_ratio}, pooler_type={self.pooler_type!r}"
         )
+
+
+@fx_leaf
+def _pool_boxes(
+    level_poolers: nn.ModuleList,
+    x: Sequence[Tensor],
+    box_lists: Sequence[Boxes | Tensor],
+    min_level: int,
+    max_level: int,
+    canonical_box_size: float,
+    canonical_level: int,
+) -> Tensor:
+    """:meth:`ROIPooler.forward`, one call under ``torch.fx`` tracing (as torchvision's
+    ``MultiScaleRoIAlign``): each box's level decides which op pools it, which a graph of ops
+    cannot record."""
+    if len(x) != len(level_poolers):
+        raise ValueError(f"ROIPooler: got {len(x)} feature maps for {len(level_poolers)} scales")
+    num_images, channels = x[0].shape[:2]
+    for level, feature in enumerate(x):
+        if feature.dim() != 4 or feature.shape[:2] != (num_images, channels):
+            raise ValueError(
+                f"ROIPooler: every map must be [N, C, H, W] with the same N and C; map 0 "
+                f"is {tuple(x[0].shape)}, map {level} is {tuple(feature.shape)}"
+            )
+    if len(box_lists) != num_images:
+        raise ValueError(
+            f"ROIPooler: got {len(box_lists)} box lists for {num_images} images; pass one per image"
+        )
+    rois = (
+        boxes_to_rois("ROIPooler", _box_tensors(box_lists)) if box_lists else x[0].new_zeros((0, 5))
+    )
+    if len(level_poolers) == 1:
+        return level_poolers[0](x[0], rois)
+
+    levels = assign_boxes_to_levels(
+        [rois[:, 1:]],
+        min_level,
+        max_level,
+        canonical_box_size,
+        canonical_level,
+    )
+    pooled = []
+    for level, (feature, op) in enumerate(zip(x, level_poolers, strict=True)):
+        index = torch.nonzero(levels == level).flatten()
+        if index.numel() > 0:
+            pooled.append((index, op(feature, rois[index])))
+    if not pooled:  # no box at all: one empty op call gives the right shape and type
+        return level_poolers[0](x[0], rois)
+    first = pooled[0][1]
+    # Every box has a level, so every row is written: no zero fill.
+    output = torch.empty(
+        (rois.shape[0], *first.shape[1:]),
+        dtype=first.dtype,
+        device=first.device,
+        memory_format=pooled_memory_format(x[0]),
+    )
+    for index, result in pooled:
+        output.index_put_((index,), result)
+    return output

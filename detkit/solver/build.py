@@ -8,7 +8,12 @@ from collections.abc import Callable, Iterable
 import torch
 from torch import nn
 
-from .lr_scheduler import LRMultiplier, fit_schedule_to_run, warmup_multistep_schedule
+from .lr_scheduler import (
+    FittedSchedule,
+    LRMultiplier,
+    fit_schedule_to_run,
+    warmup_multistep_schedule,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -86,16 +91,24 @@ def build_optimizer(cfg, model: nn.Module) -> torch.optim.Optimizer:
     return torch.optim.SGD(reduce_param_groups(groups), lr=solver.BASE_LR, momentum=solver.MOMENTUM)
 
 
-def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
-    """Linear warmup then steps by ``SOLVER.GAMMA`` at ``SOLVER.STEPS``, stepped per iteration."""
+def fitted_schedule(cfg) -> FittedSchedule:
+    """The ``SOLVER`` schedule keys (steps, warm-up, log period) fitted to ``SOLVER.MAX_ITER``
+    (:func:`fit_schedule_to_run`); :func:`build_lr_scheduler` warns about what it changes."""
     solver = cfg.SOLVER
-    steps, warmup_iters, changes = fit_schedule_to_run(
-        solver.MAX_ITER, solver.STEPS, solver.WARMUP_ITERS
+    return fit_schedule_to_run(
+        solver.MAX_ITER, solver.STEPS, solver.WARMUP_ITERS, solver.LOG_PERIOD
     )
-    if changes:
-        logger.warning("The lr schedule is fitted to the run: " + "; ".join(changes))
+
+
+def build_lr_scheduler(cfg, optimizer: torch.optim.Optimizer) -> LRMultiplier:
+    """Linear warmup then steps by ``SOLVER.GAMMA`` at ``SOLVER.STEPS``, stepped per iteration;
+    logs one warning naming every schedule key :func:`fitted_schedule` changes."""
+    solver = cfg.SOLVER
+    fitted = fitted_schedule(cfg)
+    if fitted.changes:
+        logger.warning("The schedule is fitted to the run: " + "; ".join(fitted.changes))
     schedule = warmup_multistep_schedule(
-        solver.MAX_ITER, steps, solver.GAMMA, warmup_iters, solver.WARMUP_FACTOR
+        solver.MAX_ITER, fitted.steps, solver.GAMMA, fitted.warmup_iters, solver.WARMUP_FACTOR
     )
     return LRMultiplier(optimizer, schedule, solver.MAX_ITER)
 

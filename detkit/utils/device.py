@@ -23,11 +23,19 @@ def device_problem(name: str) -> str | None:
     return None
 
 
-def resolve_device(name: str) -> str:
-    """``auto``: ``cuda`` when a CUDA device is available, else ``cpu`` (said once in the
-    log); ``cpu`` with a GPU present: used, with one warning; anything else as given."""
+def chosen_device(name: str) -> str:
+    """The device ``MODEL.DEVICE`` = ``name`` stands for, without a word in the log: ``auto``
+    is ``cuda`` when a CUDA device is available, else ``cpu``; anything else as given."""
     if name == "auto":
-        chosen = "cuda" if torch.cuda.is_available() else "cpu"
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
+def resolve_device(name: str) -> str:
+    """:func:`chosen_device`, said once in the log (per process) for ``auto``; ``cpu`` with a
+    GPU present: used, with one warning."""
+    if name == "auto":
+        chosen = chosen_device(name)
         _say_once(f"MODEL.DEVICE=auto: running on {_describe(chosen)}", logging.INFO)
         return chosen
     if name == "cpu" and torch.cuda.is_available():

@@ -17,17 +17,20 @@ def setup_logger(output_dir: str | Path | None = None, rank: int = 0) -> logging
 
     Rank 0 logs INFO to the console and, when ``output_dir`` is given, DEBUG too (the model,
     pycocotools' report) to ``output_dir/log.txt``, appended so a resumed run keeps one log.
-    Other ranks log warnings and errors only, to the console, prefixed with their rank. Calling
-    it again replaces the handlers it added before.
+    Another rank writes what it logs to ``output_dir/log.txt.rank<R>`` (as detectron2 does),
+    and to the console only errors, prefixed with its rank: the warnings every rank would give
+    (a fitted schedule, a device choice) are printed once, by rank 0. Calling it again
+    replaces the handlers it added before.
     """
     prefix = "" if rank == 0 else f"[rank {rank}] "
     formatter = logging.Formatter(prefix + _FORMAT, _DATE_FORMAT)
     console = logging.StreamHandler(sys.stdout)
-    console.setLevel(logging.INFO if rank == 0 else logging.WARNING)
+    console.setLevel(logging.INFO if rank == 0 else logging.ERROR)
     handlers: list[logging.Handler] = [console]
-    if output_dir is not None and rank == 0:
+    if output_dir is not None:
         Path(output_dir).mkdir(parents=True, exist_ok=True)
-        handlers.append(logging.FileHandler(Path(output_dir) / "log.txt"))
+        file_name = "log.txt" if rank == 0 else f"log.txt.rank{rank}"
+        handlers.append(logging.FileHandler(Path(output_dir) / file_name))
         handlers[-1].setLevel(logging.DEBUG)
     for handler in handlers:
         handler.setFormatter(formatter)

@@ -80,6 +80,13 @@ def test_runs_in_eval_mode_without_grad_and_calls_the_hooks_in_order(caplog) -> 
     assert "over 6 images after warm-up" in caplog.text  # 5 warm-up batches of 2 left out
 
 
+def test_the_progress_bar_says_what_it_counts_in_images(capsys) -> None:
+    inference_on_dataset(EchoModel(), batches(3, per_batch=2), None)
+    bar = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[-1]
+    assert bar.startswith("inference: 100%") and "6/6 " in bar and "img/s" in bar, bar
+    assert "it/s" not in bar
+
+
 def test_restores_the_mode_when_the_model_fails() -> None:
     model = EchoModel(fail_at=2)
     model.train()

@@ -118,12 +118,12 @@ def boxes_on_every_level(generator, count=12, size=256) -> torch.Tensor:
     return torch.cat([corners, corners + sides[:, None]], dim=1)
 
 
-def pooled_box_by_box(maps, box_lists, output_size=7):
+def pooled_box_by_box(maps, box_lists, output_size=7, canonical_size=224.0, canonical_level=4):
     """Each box pooled alone from the map its interval level names, in box order."""
     rows = []
     for image, boxes in enumerate(box_lists):
         for box in boxes.tolist():
-            level = reference_level(box)
+            level = reference_level(box, canonical_size, canonical_level)
             roi = torch.tensor([[0.0, *box]])
             rows.append(roi_pool(maps[level][image : image + 1], roi, output_size, PYRAMID[level]))
     return torch.cat(rows)
@@ -250,6 +250,51 @@ def test_forward_refuses_mismatched_maps_and_box_lists() -> None:
         pooler(maps, [torch.zeros(0, 4), torch.zeros(3, 5)])
 
 
+# ---------------------------------------------------------------- torch.fx
+
+
+class PoolsAsHeadsDo(nn.Module):
+    """A module using the pooler as a detector's heads do: named maps in, boxes per image."""
+
+    def __init__(self, scales: list[float], pooler_type: str) -> None:
+        super().__init__()
+        self.names = [f"p{index}" for index in range(len(scales))]
+        self.pooler = ROIPooler(5, scales, 2, pooler_type)
+
+    def forward(self, features: dict[str, torch.Tensor], boxes: torch.Tensor) -> torch.Tensor:
+        maps = [torch.relu(features[name]) for name in self.names]
+        return self.pooler(maps, [boxes[:3], boxes[3:]]) * 2
+
+
+@pytest.mark.parametrize(
+    "scales, pooler_type",
+    [([1 / 16], "ROIPool"), pytest.param(PYRAMID, "ROIAlignV2", marks=needs_roi_align)],
+    ids=["one map", "FPN"],
+)
+def test_fx_symbolic_trace_keeps_the_pooler_as_one_leaf_call_that_pools_as_eager(
+    scales: list[float], pooler_type: str
+) -> None:
+    """As torchvision's MultiScaleRoIAlign: the pooler is one call in the graph (each box's
+    level decides which op pools it, which a graph of ops cannot record), and the traced
+    module pools as the eager one, for other boxes than any seen while tracing; the pooler
+    itself traces too."""
+    model = PoolsAsHeadsDo(scales, pooler_type)
+    traced = torch.fx.symbolic_trace(model)
+    calls = [n.target for n in traced.graph.nodes if n.op == "call_function"]
+    pools = [target for target in calls if "pool" in target.__name__]
+    # per map a lookup and a relu; two slices of the boxes; the pooler; the product
+    assert len(pools) == 1 and len(calls) == 2 * len(scales) + 4, traced.graph
+    generator = torch.Generator().manual_seed(8)
+    maps = pyramid(generator=generator) if len(scales) > 1 else [torch.randn(2, 3, 16, 16)]
+    features = dict(zip(model.names, maps, strict=True))
+    for count in (7, 12):
+        boxes = boxes_on_every_level(generator, count)
+        assert torch.equal(traced(features, boxes), model(features, boxes))
+    pooler = torch.fx.symbolic_trace(model.pooler)
+    box_lists = [boxes[:5], boxes[5:]]
+    assert torch.equal(pooler(maps, box_lists), model.pooler(maps, box_lists))
+
+
 # ---------------------------------------------------------------- pooler types by config
 
 SMALL = [
@@ -314,6 +359,26 @@ def test_roi_align_types_pass_scale_sampling_ratio_and_aligned_to_the_layer(
     ]
     assert all(isinstance(op, layers.ROIAlign) for op in heads.pooler.level_poolers)
     assert built == [((7, 7), 1 / 8, 3, aligned), ((7, 7), 1 / 16, 3, aligned)]
+
+
+@pytest.mark.parametrize("size, level", [(112, 4), (224, 5), (448, 3)])
+def test_from_config_assigns_levels_by_the_configs_canonical_size_and_level(
+    size: int, level: int
+) -> None:
+    """POOLER_CANONICAL_BOX_SIZE and _LEVEL reach the pooler: with 112 (level 4) a 112 px box
+    is pooled from P4, not P3 as with the defaults."""
+    cfg = small_config(
+        "MODEL.ROI_BOX_HEAD.POOLER_TYPE=ROIPool",
+        f"MODEL.ROI_BOX_HEAD.POOLER_CANONICAL_BOX_SIZE={size}",
+        f"MODEL.ROI_BOX_HEAD.POOLER_CANONICAL_LEVEL={level}",
+    )
+    pooler = ROIPooler.from_config(cfg, PYRAMID)
+    generator = torch.Generator().manual_seed(9)
+    maps = pyramid(generator=generator)
+    box_lists = [boxes_on_every_level(generator, 16), boxes_on_every_level(generator, 9)]
+    expected = pooled_box_by_box(maps, box_lists, 7, size, level)
+    assert torch.equal(pooler(maps, box_lists), expected)
+    assert not torch.equal(expected, pooled_box_by_box(maps, box_lists))  # the keys matter
 
 
 def test_unknown_pooler_type_names_the_registered_ones() -> None:

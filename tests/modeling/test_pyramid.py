@@ -16,6 +16,7 @@ from detkit.data.mapper import DatasetMapper
 from detkit.data.pyramid import PyramidMapper
 from detkit.modeling import build_model
 from detkit.modeling.poolers import assign_boxes_to_scales
+from detkit.structures import Instances
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
@@ -118,3 +119,36 @@ def test_sizes_that_are_not_positive_are_refused_before_any_work() -> None:
         check_config(cfg)
     with pytest.raises(ValueError, match="PyramidMapper: needs positive sizes"):
         PyramidMapper([480, -1], 1000)
+
+
+def test_rois_of_different_scales_are_decoded_against_their_own_proposals(record) -> None:
+    """Proposals whose scales alternate (small ones pooled at 300, large ones at 90): every
+    detection of the pyramid is the one the single-scale model gives for that proposal alone at
+    its scale, chosen here by hand (no suppression, no score threshold, so nothing is lost)."""
+    sizes, max_size = [90, 300], 1000
+    boxes = np.array(
+        [[18, 12, 72, 63], [0, 0, 120, 90], [10, 10, 40, 30], [5, 5, 115, 85], [25, 20, 65, 55]],
+        np.float32,
+    )
+    record["proposal_boxes"] = boxes
+    record["proposal_objectness_logits"] = np.zeros(len(boxes), np.float32)
+    # the image is 90 x 120: at a shortest edge s every side is scaled by s / 90
+    scale_of = [
+        min(sizes, key=lambda s: abs((x2 - x1) * (y2 - y1) * (s / 90) ** 2 - 224.0**2))
+        for x1, y1, x2, y2 in boxes.tolist()
+    ]
+    assert scale_of == [300, 90, 300, 90, 300]
+    model, cfg = model_and_config(
+        "MODEL.ROI_HEADS.NMS_THRESH_TEST=1.0", f"INPUT.MAX_SIZE_TEST={max_size}"
+    )
+    pyramid = detections(model, PyramidMapper(sizes, max_size)(dict(record)))
+    expected = []
+    for box, size in zip(boxes, scale_of, strict=True):
+        cfg.INPUT.MIN_SIZE_TEST = size
+        alone = {**record, "proposal_boxes": box[None]}
+        alone["proposal_objectness_logits"] = np.zeros(1, np.float32)
+        expected.append(detections(model, DatasetMapper.from_config(cfg, is_train=False)(alone)))
+    assert len(pyramid) == len(boxes) * cfg.MODEL.ROI_HEADS.NUM_CLASSES
+    single = Instances.cat(expected)
+    order = torch.argsort(single.scores, descending=True)
+    assert_same_detections(pyramid, single[order])

@@ -3,6 +3,7 @@ values."""
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import torch
 from torch import nn
 
 from detkit.config import get_default_config
-from detkit.engine import LRScheduler, TrainerBase
+from detkit.engine import LRScheduler, TrainerBase, run_train_net
 from detkit.solver import (
     build_lr_scheduler,
     build_optimizer,
@@ -19,6 +20,22 @@ from detkit.solver import (
     get_optimizer_params,
     warmup_multistep_schedule,
 )
+from detkit.utils.logger import restored_logging
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES_CONFIG = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
+# a model that trains 60 iterations in seconds, no evaluation
+TINY_RUN = [
+    "MODEL.SMALL_CONVNET.CHANNELS=[8, 16]",
+    "MODEL.ROI_BOX_HEAD.FC_DIM=32",
+    "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE=16",
+    "INPUT.MIN_SIZE_TRAIN=[96]",
+    "INPUT.MAX_SIZE_TRAIN=160",
+    "DATALOADER.NUM_WORKERS=0",
+    "DATASETS.PROPOSAL_LOADER=auto",
+    "DATASETS.TEST=[]",
+    "DATASETS.PROPOSAL_FILES_TEST=[]",
+]
 
 # BASE_LR 0.1, warmup from 0.01 * 0.1 = 0.001 over 10 iterations (linear: 0.001 + 0.0099 * i),
 # then 0.1, x0.1 at 60 and again at 80.
@@ -129,13 +146,63 @@ def test_steps_past_the_end_are_ignored_with_a_warning(steps: list[int], caplog)
     assert scheduler._multiplier(0.99) == pytest.approx(reference(0.99))
 
 
-def test_a_warmup_longer_than_the_run_is_cut(caplog) -> None:
-    assert fit_schedule_to_run(100, [60], 150) == (
-        [60],
-        99,
-        ["SOLVER.WARMUP_ITERS=150 is cut to 99, within SOLVER.MAX_ITER=100"],
+def test_a_warmup_over_half_the_run_is_cut_to_a_tenth_of_it() -> None:
+    """A shortened run trains mostly at the full lr: 100 warm-up iterations of a 60-iteration
+    run become 6 (not 59, which left the whole run warming up)."""
+    assert fit_schedule_to_run(60, [3600], 100, 20) == (
+        [],
+        6,
+        20,
+        [
+            "SOLVER.STEPS [3600] at or past SOLVER.MAX_ITER=60 are ignored",
+            "SOLVER.WARMUP_ITERS=100 is cut to 6, a tenth of SOLVER.MAX_ITER=60",
+        ],
     )
-    assert fit_schedule_to_run(100, [60], 10) == ([60], 10, [])
+    assert fit_schedule_to_run(100, [60], 51, 20).warmup_iters == 10
+    assert fit_schedule_to_run(100, [60], 50, 20) == ([60], 50, 20, [])  # half: as given
+    assert fit_schedule_to_run(4, [3], 2, 2) == ([3], 2, 2, [])
+
+
+def test_a_log_period_over_a_tenth_of_the_run_is_cut_but_never_below_detectron2s_20() -> None:
+    assert fit_schedule_to_run(60, [], 0, 100) == (
+        [],
+        0,
+        20,
+        [
+            "SOLVER.LOG_PERIOD=100 is cut to 20, to write progress during a run of "
+            "SOLVER.MAX_ITER=60"
+        ],
+    )
+    assert fit_schedule_to_run(600, [], 0, 100).log_period == 60
+    assert fit_schedule_to_run(4500, [], 0, 100).log_period == 100  # the shapes run: as given
+    assert fit_schedule_to_run(60, [], 0, 20).log_period == 20
+    assert fit_schedule_to_run(6, [], 0, 2).log_period == 2
+
+
+def test_a_run_shortened_by_max_iter_alone_logs_as_it_goes_and_warns_once(
+    tiny_shapes, tmp_path: Path
+) -> None:
+    """The shapes config (warm-up 100, steps [3600], log period 100) with only SOLVER.MAX_ITER=60
+    (and a tiny model): progress every 20 iterations, the full lr from iteration 6 on, and one
+    warning naming every fitted key."""
+    output = tmp_path / "run"
+    argv = ["--config-file", str(SHAPES_CONFIG), *TINY_RUN, f"OUTPUT_DIR={output}"]
+    argv += [f"DATASETS.TRAIN=[{tiny_shapes.name}]"]
+    argv += [f"DATASETS.PROPOSAL_FILES_TRAIN=[{tiny_shapes.proposal_file}]"]
+    with restored_logging():
+        assert run_train_net([*argv, "SOLVER.MAX_ITER=60"]) == 0
+    lines = [json.loads(line) for line in (output / "metrics.json").read_text().splitlines()]
+    assert [line["iteration"] for line in lines] == [19, 39, 59]
+    assert [line["lr"] for line in lines] == pytest.approx([0.03] * 3)  # BASE_LR, warmed up
+    warnings = [
+        line for line in (output / "log.txt").read_text().splitlines() if " WARNING] " in line
+    ]
+    assert len(warnings) == 1
+    assert (
+        "SOLVER.STEPS [3600]" in warnings[0]
+        and "SOLVER.WARMUP_ITERS=100 is cut to 6" in (warnings[0])
+    )
+    assert "SOLVER.LOG_PERIOD=100 is cut to 20" in warnings[0]
 
 
 @pytest.mark.parametrize("warmup", [-1, 100, 150])

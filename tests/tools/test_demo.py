@@ -44,8 +44,8 @@ def demo():
 def weights(tmp_path: Path) -> str:
     torch.manual_seed(0)
     model = build_model(load_config(CONFIG, TINY))
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("tiny")
-    return str(tmp_path / "tiny.pth")
+    DetectionCheckpointer(model, save_dir=str(tmp_path)).save("model_tiny")
+    return str(tmp_path / "model_tiny.pth")
 
 
 def write_images(folder: Path) -> list[str]:
@@ -144,3 +144,23 @@ def test_missing_inputs_and_empty_folders_are_named_together(demo, tmp_path: Pat
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and missing in err and str(tmp_path / "empty") in err
     assert not (tmp_path / "out").exists()
+
+
+def test_partial_weights_are_refused_with_advice_the_demo_can_follow(
+    demo, weights: str, tmp_path: Path, capsys
+) -> None:
+    """Weights that leave the predictor uninitialised: one line naming them, advising what the
+    demo itself accepts (the weights' own config), not an option of another tool."""
+    checkpoint = torch.load(weights, weights_only=True)
+    checkpoint["model"] = {
+        k: v for k, v in checkpoint["model"].items() if not k.startswith("roi_heads.box_predictor")
+    }
+    partial = tmp_path / "partial.pth"
+    torch.save(checkpoint, partial)
+    inputs = write_images(tmp_path)
+    argv = ["--config-file", str(CONFIG), "--output", str(tmp_path / "out"), "--input", *inputs]
+    assert demo.main([*argv, *TINY, f"MODEL.WEIGHTS={partial}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and str(partial) in err and "box_predictor" in err, err
+    assert "--allow-partial-weights" not in err and "train_net" not in err, err
+    assert "--config-file" in err and "config.yaml" in err, err

@@ -22,6 +22,7 @@ import torch
 from detkit.config import ConfigError, load_config
 from detkit.data.datasets.shapes import ensure_shapes
 from detkit.engine import default_argument_parser, parse_overrides
+from detkit.evaluation import format_results_table
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
@@ -142,6 +143,15 @@ def test_evaluation_files(trained: Path) -> None:
     assert {"AP", "AP50", "AP75", "APs", "APm", "APl"} <= set(results["bbox"])
     assert {"AP", "AP50", "AP75"} <= set(results["bbox_voc"])
     assert 0 <= results["bbox"]["AP50"] <= 100
+
+
+def test_the_log_names_the_device_and_holds_each_results_table_once(trained: Path) -> None:
+    """One process, MODEL.DEVICE at its default (auto): the log says what auto chose; the
+    final evaluation's table is printed once, not again as a summary."""
+    log = (trained / "log.txt").read_text()
+    assert "MODEL.DEVICE=auto: running on cpu" in log or "MODEL.DEVICE=auto: running on cuda" in log
+    evaluation = json.loads((trained / "inference" / "shapes_val" / "evaluation.json").read_text())
+    assert log.count(format_results_table(evaluation)) == 1
 
 
 def same(a, b) -> bool:
