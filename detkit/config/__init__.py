@@ -2,8 +2,8 @@
 
 from .checks import check_config, register_config_check
 from .defaults import key, section
+from .errors import ConfigError
 from .loading import (
-    ConfigError,
     add_config,
     dump_config,
     get_default_config,

@@ -5,12 +5,13 @@ every problem at once."""
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .loading import ConfigError
+from .errors import ConfigError
 
 ConfigCheck = Callable[[DictConfig], list[str]]
 _PROJECT_CHECKS: list[ConfigCheck] = []
@@ -38,6 +39,7 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
         *_matcher_problems(cfg),
         *_sampling_problems(cfg),
         *_box_head_problems(cfg),
+        *_pixel_problems(cfg),
         *_test_pyramid_problems(cfg),
         *_registry_name_problems(cfg),
         *_dataset_problems(cfg),
@@ -54,13 +56,12 @@ def check_config(cfg: DictConfig, world_size: int = 1) -> None:
 
 
 def _schedule_problems(cfg: DictConfig) -> list[str]:
-    from ..solver.lr_scheduler import fit_schedule_to_run, warmup_multistep_schedule
+    from ..solver import fitted_schedule, warmup_multistep_schedule
 
-    solver = cfg.SOLVER
-    steps, warmup_iters, _ = fit_schedule_to_run(solver.MAX_ITER, solver.STEPS, solver.WARMUP_ITERS)
+    solver, fitted = cfg.SOLVER, fitted_schedule(cfg)
     try:
         warmup_multistep_schedule(
-            solver.MAX_ITER, steps, solver.GAMMA, warmup_iters, solver.WARMUP_FACTOR
+            solver.MAX_ITER, fitted.steps, solver.GAMMA, fitted.warmup_iters, solver.WARMUP_FACTOR
         )
     except ValueError as error:
         return [str(error)]
@@ -92,6 +93,7 @@ NON_NEGATIVE_KEYS = (
     "SOLVER.MOMENTUM",
     "SOLVER.MAX_NONFINITE_STEPS",
     "DATALOADER.MAX_BAD_IMAGES",
+    "INPUT.MAX_IMAGE_PIXELS",
 )
 # Keys that take one of a few words.
 CHOICE_KEYS = {"DATALOADER.BAD_IMAGE_POLICY": ("stop", "skip")}
@@ -183,6 +185,26 @@ def _box_head_problems(cfg: DictConfig) -> list[str]:
             f"(NUM_FC={box.NUM_FC}), each 0 (whole) or positive"
         ]
     return []
+
+
+def _pixel_problems(cfg: DictConfig) -> list[str]:
+    """The per-channel normalisation: one mean and one positive, finite divisor per channel (a
+    0 makes every pixel of that channel infinite, and the loss non-finite, at the first step)."""
+    means, stds = list(cfg.MODEL.PIXEL_MEAN), list(cfg.MODEL.PIXEL_STD)
+    problems = []
+    if len(means) != len(stds):
+        problems.append(
+            f"MODEL.PIXEL_MEAN has {len(means)} entries but MODEL.PIXEL_STD has {len(stds)}; "
+            "give one of each per channel"
+        )
+    if not all(math.isfinite(std) and std > 0 for std in stds):
+        problems.append(
+            "MODEL.PIXEL_STD must hold positive numbers (each channel is divided by its "
+            f"entry), got {stds}"
+        )
+    if not all(math.isfinite(mean) for mean in means):
+        problems.append(f"MODEL.PIXEL_MEAN must hold finite numbers, got {means}")
+    return problems
 
 
 def _registry_name_problems(cfg: DictConfig) -> list[str]:

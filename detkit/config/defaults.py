@@ -247,7 +247,8 @@ class ModelConfig:
         "per-channel mean subtracted from the image, in `INPUT_FORMAT` order (the paper's, BGR)",
     )
     PIXEL_STD: list[float] = key(
-        [1.0, 1.0, 1.0], "per-channel divisor, after the mean, in `INPUT_FORMAT` order"
+        [1.0, 1.0, 1.0],
+        "per-channel divisor, after the mean, in `INPUT_FORMAT` order; each entry positive",
     )
     CHANNELS_LAST: bool = key(
         False,
@@ -315,6 +316,15 @@ class InputConfig:
         ["ResizeShortestEdge"],
         "the same for the test loader (`ResizeShortestEdge` then uses `MIN_SIZE_TEST`, "
         "`MAX_SIZE_TEST`; `RandomFlip` never flips); `DefaultPredictor` applies them too",
+    )
+    MAX_IMAGE_PIXELS: int = key(
+        89_478_485,
+        "the largest image read (width × height, taken from the file's header before anything "
+        "is decoded) by training, evaluation, `tools/compute_proposals.py`, the demo and the "
+        "visualisers; a larger one is a bad image (`DATALOADER.BAD_IMAGE_POLICY`), and so is a "
+        "file of more than 8 bytes per pixel of this plus 16 MiB. The default is Pillow's "
+        "decompression-bomb bound (about 0.25 GiB decoded); readers without a config use it. "
+        "0 = no limit (OpenCV still refuses more than 2^30 pixels)",
     )
 
 
@@ -384,11 +394,15 @@ class SolverConfig:
     MAX_ITER: int = key(40000, "training iterations (VOC07: 30k at 0.001, then 10k at 0.0001)")
     STEPS: list[int] = key(
         [30000],
-        "iterations at which the learning rate is multiplied by `GAMMA`; they must increase "
-        "and lie between 0 and `MAX_ITER`",
+        "iterations at which the learning rate is multiplied by `GAMMA`; they must increase and "
+        "be positive; steps at or past `MAX_ITER` are ignored, with a warning",
     )
     GAMMA: float = key(0.1, "learning-rate step factor")
-    WARMUP_ITERS: int = key(0, "iterations of linear warm-up (0: none); must be below `MAX_ITER`")
+    WARMUP_ITERS: int = key(
+        0,
+        "iterations of linear warm-up (0: none); one over half of `MAX_ITER` is cut to a tenth "
+        "of it, with a warning",
+    )
     WARMUP_FACTOR: float = key(
         0.001,
         "the first iteration's lr is this fraction of the lr warm-up leads to; it rises "
@@ -400,7 +414,9 @@ class SolverConfig:
         5000, "iterations between checkpoints (`model_final.pth` is written at the end)"
     )
     LOG_PERIOD: int = key(
-        20, "iterations between writes of the console line, `metrics.json` and TensorBoard"
+        20,
+        "iterations between writes of the console line, `metrics.json` and TensorBoard; one "
+        "over a tenth of `MAX_ITER` (and over 20) is cut to that, with a warning",
     )
     MAX_NONFINITE_STEPS: int = key(
         0,

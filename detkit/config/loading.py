@@ -1,8 +1,11 @@
 """Loading configs: YAML files with ``_BASE_`` inheritance, ``KEY=VALUE`` overrides, validation.
 
 Every key a file or an override sets must exist in the defaults (detkit's, plus what projects
-add with :func:`add_config`) and take a value of the declared type; anything else raises
-:class:`ConfigError` naming the key, where it came from and, for a typo, the closest valid key.
+add with :func:`add_config`) and take a value of the declared type (a list key a list of plain
+values); anything else raises :class:`ConfigError` naming the key, where it came from and, for
+a typo, the closest valid key. YAML is read by :func:`~detkit.config.yaml_reader.read_yaml`,
+and ``${oc.env:VAR}`` interpolations are replaced by their values as they are read
+(:mod:`detkit.config.interpolation`).
 """
 
 from __future__ import annotations
@@ -19,19 +22,16 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
-from ..utils.errors import UserError
 from .compat import upgrade_deprecated_keys
 from .defaults import DetkitConfig
+from .errors import ConfigError
+from .interpolation import resolve_interpolations
+from .yaml_reader import read_yaml
 
 BASE_KEY = "_BASE_"
-
-
-class ConfigError(UserError, ValueError):
-    """A config file or override that detkit cannot use; the message says what and where."""
 
 
 def get_default_config() -> DictConfig:
@@ -105,10 +105,9 @@ def load_config(
 def _apply_datasets(cfg: DictConfig, path: str) -> None:
     """Registers the config's ``DATASETS.REGISTER`` and fills ``MODEL.ROI_HEADS.CLASS_NAMES``
     and ``NUM_CLASSES`` from the training data (:mod:`detkit.data.config_datasets`)."""
-    from ..data.config_datasets import fill_classes, register_config_datasets
+    from ..data.config_datasets import apply_config_datasets
 
-    register_config_datasets(cfg, source=f"{path}: DATASETS.REGISTER")
-    fill_classes(cfg)
+    apply_config_datasets(cfg, source=f"{path}: DATASETS.REGISTER")
 
 
 def dump_config(cfg: DictConfig) -> str:
@@ -148,15 +147,7 @@ def _read_chain(file: Path, seen: list[Path]) -> list[tuple[Path, dict]]:
         text = file.read_text(encoding="utf-8")
     except UnicodeDecodeError as error:
         raise ConfigError(f"{file}: not a UTF-8 text file, so not a YAML config") from error
-    try:
-        data = yaml.load(text, Loader=_UniqueKeyLoader) or {}
-    except _DuplicateKeyError as error:
-        raise ConfigError(
-            f"{file}:{error.line}: {error.key!r} is given twice (first at line "
-            f"{error.first_line}); YAML would silently keep only the last, so merge them"
-        ) from error
-    except yaml.YAMLError as error:
-        raise ConfigError(f"{file}: not valid YAML: {error}") from error
+    data = read_yaml(text, str(file)) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{file}: a config file must hold a mapping of keys, got {data!r}")
     base = data.pop(BASE_KEY, None)
@@ -166,28 +157,6 @@ def _read_chain(file: Path, seen: list[Path]) -> list[tuple[Path, dict]]:
     if not base_file.is_file():
         raise ConfigError(f"{file}: _BASE_ file {base!r} not found (looked for {base_file})")
     return [*_read_chain(base_file, [*seen, resolved]), (file, data)]
-
-
-class _DuplicateKeyError(yaml.YAMLError):
-    def __init__(self, key: Any, line: int, first_line: int) -> None:
-        super().__init__(f"{key!r} at line {line} repeats line {first_line}")
-        self.key, self.line, self.first_line = key, line, first_line
-
-
-class _UniqueKeyLoader(yaml.SafeLoader):
-    """YAML's safe loader, refusing a mapping that gives a key twice (plain YAML keeps the
-    last, so a second ``SOLVER:`` block would drop the first without a word)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        first_lines: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, typing.Hashable) and key in first_lines:
-                raise _DuplicateKeyError(key, line, first_lines[key])
-            if isinstance(key, typing.Hashable):
-                first_lines[key] = line
-        return super().construct_mapping(node, deep=deep)
 
 
 def _merge(cfg: DictConfig, data: Mapping, prefix: str, source: str) -> None:
@@ -212,12 +181,20 @@ def _assign(cfg: DictConfig, key: str, value: Any, source: str) -> None:
         raise ConfigError(_unknown_key_message(cfg, key, source))
     if isinstance(node, DictConfig) and not isinstance(value, Mapping):
         raise ConfigError(f"{source}: {key} is a section; give it a mapping, not {value!r}")
+    value = resolve_interpolations(value, f"{source}: {key}")
     declared = _declared_type(cfg, key)
     if isinstance(value, str) and declared.startswith("a list") and value.strip()[:1] == "(":
         value = _tuple_as_list(value, key, source)  # detectron2's SOLVER.STEPS "(20,)"
     if not isinstance(value, bool) and declared == "a bool":
         # OmegaConf would turn 2 or "maybe" into True/False without a word
         raise ConfigError(f"{source}: {key} takes a bool (true or false), got {value!r}")
+    nested = _nested_element(cfg, key, value)
+    if nested is not None:  # OmegaConf would keep it in a list of numbers or names
+        raise ConfigError(
+            f"{source}: {key} takes {declared}, got {value!r}: its element {nested!r} is a "
+            f"{'mapping' if isinstance(nested, Mapping) else 'list'} (in YAML, `a: b` inside "
+            "[...] is a mapping)"
+        )
     try:
         OmegaConf.update(cfg, key, value, merge=True)
     except OmegaConfBaseException as error:
@@ -225,6 +202,17 @@ def _assign(cfg: DictConfig, key: str, value: Any, source: str) -> None:
         raise ConfigError(
             f"{source}: {key} takes {expected}, got {value!r} ({type(value).__name__})"
         ) from error
+
+
+def _nested_element(cfg: DictConfig, key: str, value: Any) -> Any:
+    """The first list or mapping in ``value`` when ``key`` takes a list of plain values (numbers,
+    names, booleans), else None."""
+    parent, _, name = key.rpartition(".")
+    hint = _without_none(_declared_hint(OmegaConf.select(cfg, parent) if parent else cfg, name))
+    element = typing.get_args(hint)[:1] if typing.get_origin(hint) is list else ()
+    if element not in [(int,), (float,), (str,), (bool,)] or not isinstance(value, list):
+        return None
+    return next((item for item in value if isinstance(item, Mapping | list)), None)
 
 
 def _tuple_as_list(text: str, key: str, source: str) -> list:
@@ -260,10 +248,16 @@ def _declared_hint(section: DictConfig, name: str) -> Any:
     return OmegaConf.get_type(section, name)
 
 
+def _without_none(hint: Any) -> Any:
+    """``X`` for the type hint ``X | None``; any other hint as it is."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    return hint
+
+
 def _type_words(hint: Any) -> str:
     """``int`` -> "int", ``list[int]`` -> "list of int"; ``X | None`` reads as ``X``."""
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None))
+    hint = _without_none(hint)
     if typing.get_origin(hint) is list:
         (element,) = typing.get_args(hint) or (None,)
         return "list" if element is None else f"list of {_type_words(element)}"
@@ -310,7 +304,4 @@ def _parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. SOLVER.BASE_LR=0.01)")
     if not raw.strip():  # KEY= is the empty string (MODEL.WEIGHTS=), not YAML's null
         return key, ""
-    try:
-        return key, yaml.safe_load(raw)
-    except yaml.YAMLError as error:
-        raise ConfigError(f"override {text!r}: the value is not valid YAML: {error}") from error
+    return key, read_yaml(raw, f"override {text!r}", lines=False)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
 from ..config import ConfigError
+from ..config.paths import path_problem
 from .catalog import MetadataCatalog
 
 logger = logging.getLogger(__name__)
@@ -25,28 +27,35 @@ def dataset_classes(name: str) -> list[str] | None:
 
 def dataset_class_names(name: str) -> list[str] | None:
     """A registered dataset's class names without loading its records: its metadata's
-    ``thing_classes``, else the categories of its COCO file (``json_file``) when that exists;
-    ``None`` when neither says."""
+    ``thing_classes``, else the categories of its COCO file (``json_file``); ``None`` when
+    neither says. Raises :class:`ConfigError` for a COCO file that cannot be read."""
     classes = dataset_classes(name)
     if classes is not None:
         return classes
     json_file = MetadataCatalog.get(name).get("json_file")
-    if json_file and Path(json_file).is_file():
-        return coco_class_names(json_file)
-    return None
+    return coco_class_names(json_file) if json_file else None
 
 
 def coco_class_names(json_file: str | Path) -> list[str]:
     """The category names of a COCO file in id order (the order detkit's class indices
-    follow), parsing only its ``categories`` list when it can be found alone, the whole file
-    otherwise."""
-    text = Path(json_file).read_text(encoding="utf-8")
-    categories = _categories_alone(text)
+    follow), from its top-level ``categories``: parsed alone when they close the file (as in
+    COCO's own files), so a large file's annotations are not parsed, else from the whole file.
+
+    Raises :class:`ConfigError` naming the file for one that is missing, not a readable
+    regular file, not JSON text or not a COCO file (relative paths are read from the working
+    directory, and the message names the path looked for)."""
+    problem = path_problem(json_file)
+    if problem is not None:
+        raise ConfigError(f"{json_file}: {problem}")
+    try:
+        text = Path(json_file).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{json_file}: not a JSON text file (not UTF-8)") from None
+    except OSError as error:
+        raise ConfigError(f"{json_file}: cannot be read ({error.strerror})") from None
+    categories = _closing_categories(text)
     if categories is None:
-        try:
-            categories = json.loads(text).get("categories")
-        except (json.JSONDecodeError, AttributeError) as error:
-            raise ConfigError(f"{json_file}: not a COCO JSON file ({error})") from error
+        categories = _coco_object(text, json_file).get("categories")
     try:
         return [str(c["name"]) for c in sorted(categories, key=lambda c: c["id"])]
     except (TypeError, KeyError) as error:
@@ -55,22 +64,52 @@ def coco_class_names(json_file: str | Path) -> list[str]:
         ) from error
 
 
-def _categories_alone(text: str) -> list | None:
-    """The value of the last top-level-looking ``"categories": [...]`` in ``text``, or
-    ``None`` if it does not parse as a list of category dicts."""
+def _coco_object(text: str, json_file: str | Path) -> dict:
+    """The JSON object of a COCO file's ``text``, refused naming the file and line."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{json_file}:{error.lineno}:{error.colno}: not valid JSON: {error.msg}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{json_file}: not a COCO instances file (a JSON object with images, annotations "
+            f"and categories), but a JSON {type(data).__name__}"
+        )
+    return data
+
+
+_CLOSE = re.compile(r"\s*\}\s*\Z")
+
+
+def _closing_categories(text: str) -> list | None:
+    """The value of the top-level ``"categories"`` of the JSON object ``text`` when it is the
+    object's last member (then only the brace that closes the whole text follows it, and the
+    key follows a ``{`` or a ``,``), or ``None``: a ``categories`` list nested elsewhere, as in
+    ``info``, is never taken."""
     position = text.rfind('"categories"')
-    if position < 0:
+    before = position - 1
+    while before >= 0 and text[before].isspace():
+        before -= 1
+    if position < 0 or before < 0 or text[before] not in "{,":
         return None
-    start = text.find("[", position)
-    if start < 0 or text[position + len('"categories"') : start].strip() != ":":
+    colon = _skip_space(text, position + len('"categories"'))
+    if text[colon : colon + 1] != ":":
         return None
     try:
-        value, _ = json.JSONDecoder().raw_decode(text, start)
+        value, end = json.JSONDecoder().raw_decode(text, _skip_space(text, colon + 1))
     except json.JSONDecodeError:
         return None
-    if isinstance(value, list) and all(isinstance(c, dict) and "id" in c for c in value):
-        return value
-    return None
+    if not isinstance(value, list) or not _CLOSE.match(text, end):
+        return None
+    return value
+
+
+def _skip_space(text: str, index: int) -> int:
+    while index < len(text) and text[index].isspace():
+        index += 1
+    return index
 
 
 def check_num_classes(

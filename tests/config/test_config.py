@@ -94,6 +94,7 @@ def test_loading_leaves_the_given_defaults_untouched(tmp_path: Path) -> None:
         ),
         ("- just\n- a list\n", ["a.yaml", "mapping"]),
         ("SOLVER: [unclosed\n", ["a.yaml", "not valid YAML"]),
+        ("MODEL:\n  PIXEL_MEAN: [1, [2], 3]\n", ["a.yaml", "its element [2] is a list"]),
     ],
 )
 def test_file_errors_name_the_key_and_file(tmp_path: Path, text: str, fragments: list[str]) -> None:
@@ -135,6 +136,13 @@ def test_missing_files_are_named(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_config(child)
     assert "child.yaml" in str(error.value) and "gone/base.yaml" in str(error.value)
+
+
+def test_an_alias_in_a_base_file_names_the_base(tmp_path: Path) -> None:
+    write(tmp_path / "base.yaml", "SEED: &s 1\nSOLVER:\n  MAX_ITER: *s\n")
+    child = write(tmp_path / "child.yaml", "_BASE_: base.yaml\n")
+    with pytest.raises(ConfigError, match=r"base\.yaml:3: the alias \*s is refused"):
+        load_config(child)
 
 
 def test_base_cycle_is_reported(tmp_path: Path) -> None:
@@ -196,6 +204,11 @@ class MyKeysInDetkitSections:
         ("SOLVER.MY_FACTOR=abc", "SOLVER.MY_FACTOR takes a float, got 'abc' (str)"),
         ("SOLVER.MY_STEPS=3", "SOLVER.MY_STEPS takes a list of int, got 3 (int)"),
         ("SOLVER.MY_STEPS=[a]", "SOLVER.MY_STEPS takes a list of int, got ['a'] (list)"),
+        (
+            "SOLVER.MY_STEPS=[1, 2: 3]",
+            "SOLVER.MY_STEPS takes a list of int, got [1, {2: 3}]: its element {2: 3} is a "
+            "mapping (in YAML, `a: b` inside [...] is a mapping)",
+        ),
     ],
 )
 def test_typed_project_keys_inside_detkit_sections_keep_their_types(

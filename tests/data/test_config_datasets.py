@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from detkit.config import ConfigError, load_config
+from detkit.config import ConfigError, check_config, load_config
 from detkit.data import DatasetCatalog, MetadataCatalog
 from detkit.data.classes import coco_class_names
+from detkit.data.config_datasets import unregister_config_datasets
 
 REPO = Path(__file__).resolve().parents[2]
 SHAPES = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
@@ -33,16 +34,10 @@ def config(tmp_path: Path, entries: str, *extra: str) -> Path:
 
 
 @pytest.fixture
-def forget(request):
+def forget():
     names: list[str] = []
     yield names
-    from detkit.data import config_datasets
-
-    for name in names:
-        if name in DatasetCatalog:
-            DatasetCatalog.remove(name)
-        MetadataCatalog.remove(name)
-        config_datasets._REGISTERED.pop(name, None)
+    unregister_config_datasets(names)
 
 
 def test_a_coco_entry_registers_and_gives_its_classes(tmp_path, forget) -> None:
@@ -114,7 +109,7 @@ def test_coco_class_names_of_a_file_without_categories(tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"n\.json: its categories must be a list"):
         coco_class_names(tmp_path / "n.json")
     (tmp_path / "b.json").write_text("{broken")
-    with pytest.raises(ConfigError, match=r"b\.json: not a COCO JSON file"):
+    with pytest.raises(ConfigError, match=r"b\.json:1:2: not valid JSON"):
         coco_class_names(tmp_path / "b.json")
 
 
@@ -131,3 +126,77 @@ def test_class_names_that_differ_from_the_data_are_refused(tiny_shapes) -> None:
     )
     with pytest.raises(ConfigError, match="names and order must match"):
         train_dataset_dicts(cfg)
+
+
+def voc_entry(name: str, dirname: Path, extra: str = "") -> str:
+    return f"    - {{NAME: {name}, FORMAT: pascal_voc, DIRNAME: {dirname}, SPLIT: train{extra}}}\n"
+
+
+def test_a_year_written_as_text_is_read_as_a_number(tmp_path, forget) -> None:
+    forget.append("cfg_voc_year")
+    load_config(config(tmp_path, voc_entry("cfg_voc_year", tmp_path, ", YEAR: '2012'")))
+    assert MetadataCatalog.get("cfg_voc_year").get("year") == 2012
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (", YEAR: true", "YEAR takes a year (an integer such as 2007), got True"),
+        (", CLASS_NAMES: [1, 2]", "CLASS_NAMES takes a list of names, got [1, 2]"),
+        (", CLASS_NAMES: [a, [b]]", "CLASS_NAMES takes a list of names, got ['a', ['b']]"),
+    ],
+)
+def test_fields_of_the_wrong_type_are_refused(tmp_path, extra: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=r"DATASETS\.REGISTER\[0\]: ") as error:
+        load_config(config(tmp_path, voc_entry("cfg_typed", tmp_path, extra)))
+    assert message in str(error.value)
+    assert "cfg_typed" not in DatasetCatalog
+
+
+def test_entries_register_all_or_none(tmp_path) -> None:
+    entries = voc_entry("cfg_first", tmp_path) + voc_entry("cfg_second", tmp_path, ", YEAR: x")
+    with pytest.raises(ConfigError, match=r"DATASETS\.REGISTER\[1\]: YEAR"):
+        load_config(config(tmp_path, entries))
+    assert "cfg_first" not in DatasetCatalog
+
+
+def test_two_entries_of_one_name_are_refused(tmp_path) -> None:
+    entries = voc_entry("cfg_twice", tmp_path) + voc_entry("cfg_twice", tmp_path, ", YEAR: 2012")
+    with pytest.raises(ConfigError, match=r"REGISTER\[1\]: a dataset named 'cfg_twice'"):
+        load_config(config(tmp_path, entries))
+    assert "cfg_twice" not in DatasetCatalog
+
+
+def test_a_config_whose_classes_cannot_be_read_registers_nothing(tmp_path, forget) -> None:
+    """So the corrected entry, under the same name, loads in the same process."""
+    forget.append("cfg_fixed")
+    cats = [{"id": 1, "name": "cat"}]
+    entry = "    - {{NAME: cfg_fixed, FORMAT: coco, JSON_FILE: {}, IMAGE_ROOT: {}}}\n"
+    train = "  TRAIN: [cfg_fixed]\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 0\n"
+    with pytest.raises(ConfigError, match=r"JSON_FILE .*gone\.json: no such file"):
+        load_config(config(tmp_path, entry.format(tmp_path / "gone.json", tmp_path), train))
+    assert "cfg_fixed" not in DatasetCatalog
+    coco_file(tmp_path / "a.json", cats)
+    cfg = load_config(config(tmp_path, entry.format(tmp_path / "a.json", tmp_path), train))
+    assert list(cfg.MODEL.ROI_HEADS.CLASS_NAMES) == ["cat"]
+
+
+def test_a_missing_file_is_named_by_the_checks_when_no_class_name_is_needed(
+    tmp_path, forget
+) -> None:
+    """With NUM_CLASSES given the config loads (a tool that reads no data works); train_net's
+    checks name every file of the datasets the run names."""
+    forget += ["cfg_given", "cfg_voc_gone"]
+    entries = (
+        f"    - {{NAME: cfg_given, FORMAT: coco, JSON_FILE: gone.json, IMAGE_ROOT: {tmp_path}}}\n"
+        + voc_entry("cfg_voc_gone", tmp_path / "no_voc")
+    )
+    sets = "  TRAIN: [cfg_given]\n  TEST: [cfg_voc_gone]\n  PROPOSAL_FILES_TRAIN: []\n"
+    cfg = load_config(config(tmp_path, entries, sets, "MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 3\n"))
+    assert list(cfg.MODEL.ROI_HEADS.CLASS_NAMES) == []
+    with pytest.raises(ConfigError) as error:
+        check_config(cfg)
+    message, voc = str(error.value), tmp_path / "no_voc"
+    given = "DATASETS.REGISTER[0] (cfg_given): JSON_FILE gone.json: no such file (looked for "
+    assert given in message
+    assert f"DATASETS.REGISTER[1] (cfg_voc_gone): DIRNAME {voc}: no such folder" in message

@@ -5,8 +5,9 @@ it reports every problem at once, one per line, each naming the key and the valu
 counts and periods must be positive (0 means "off" only where a key's documentation says so:
 `TEST.EVAL_PERIOD`, `DATALOADER.NUM_WORKERS`, `SOLVER.WARMUP_ITERS`); every dataset named in
 `DATASETS.TRAIN` and `DATASETS.TEST` must be registered; a local `MODEL.WEIGHTS` must be a
-non-empty file. YAML files are read with a safe loader that also refuses a key given twice in
-one mapping (plain YAML keeps the last silently), naming the file and both lines.
+non-empty file; `MODEL.PIXEL_STD` holds one positive divisor per `MODEL.PIXEL_MEAN` entry.
+YAML files are read with a safe loader that also refuses a key given twice in one mapping
+(plain YAML keeps the last silently), naming the file and both lines.
 `MODEL.ROI_HEADS.NUM_CLASSES` is checked against the classes of the training and test data
 when they are loaded, before the model sees them.
 """
@@ -331,3 +332,35 @@ def test_negative_bounds() -> None:
     message = problems_of("DATALOADER.MAX_BAD_IMAGES=-1", "SOLVER.MAX_NONFINITE_STEPS=-2")
     assert "DATALOADER.MAX_BAD_IMAGES must be 0 or more" in message
     assert "SOLVER.MAX_NONFINITE_STEPS must be 0 or more" in message
+
+
+@pytest.mark.parametrize("std", ["[0.0, 1.0, 1.0]", "[57.4, -1.0, 57.1]", "[.nan, 1.0, 1.0]"])
+def test_zero_pixel_std(std: str) -> None:
+    """A `MODEL.PIXEL_STD` entry of 0, negative or NaN (was a non-finite loss later blamed on the
+    learning rate) → refused before any work, naming the key."""
+    message = problems_of(f"MODEL.PIXEL_STD={std}")
+    assert "MODEL.PIXEL_STD must hold positive numbers (each channel is divided by its entry)" in (
+        message
+    )
+
+
+def test_pixel_mean_and_std_of_other_lengths() -> None:
+    """`MODEL.PIXEL_MEAN` of 3 channels with a `MODEL.PIXEL_STD` of 2 (was a broadcasting error in
+    the first forward pass) → refused naming both keys."""
+    assert "MODEL.PIXEL_MEAN has 3 entries but MODEL.PIXEL_STD has 2" in problems_of(
+        "MODEL.PIXEL_STD=[1.0, 1.0]"
+    )
+
+
+def test_train_net_refuses_a_zero_pixel_std(tiny_run: TinyRun, tmp_path) -> None:
+    """`train_net` with `MODEL.PIXEL_STD=[0, 1, 1]` → exit status 2, one line naming the key,
+    nothing written."""
+    output = tmp_path / "out"
+    result = run_tool(
+        "train_net.py", "--config-file", SHAPES_CONFIG,
+        *tiny_run.overrides(output, MODEL__PIXEL_STD="[0, 1, 1]"), root=tiny_run.root,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "MODEL.PIXEL_STD must hold positive numbers" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert not output.exists()
