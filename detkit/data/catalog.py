@@ -6,23 +6,32 @@ import difflib
 from collections.abc import Callable
 from typing import Any
 
+from .validation import DatasetError, check_dataset_dicts
+
 
 class _DatasetCatalog:
     """Maps a dataset name to a function that returns its list of dataset dicts.
 
     A dataset dict holds ``file_name``, ``height``, ``width``, ``image_id`` and ``annotations``
-    (each with ``bbox`` as absolute XYXY pixels and ``category_id`` in ``[0, K)``).
+    (each with ``bbox`` as absolute XYXY pixels, or as its ``bbox_mode`` says, and
+    ``category_id`` in ``[0, K)``). What a function registered in Python returns is checked
+    and converted by the rules COCO and VOC files get
+    (:func:`~detkit.data.validation.check_dataset_dicts`); detkit's own loaders, which apply
+    them as they read, register with ``checked=True``.
     """
 
     def __init__(self) -> None:
         self._loaders: dict[str, Callable[[], list[dict]]] = {}
+        self._checked: set[str] = set()  # names whose loader applies the rules itself
 
-    def register(self, name: str, loader: Callable[[], list[dict]]) -> None:
+    def register(self, name: str, loader: Callable[[], list[dict]], checked: bool = False) -> None:
         if not callable(loader):
             raise TypeError(f"DatasetCatalog.register({name!r}): the loader must be callable")
         if name in self._loaders:
             raise ValueError(f"dataset {name!r} is already registered")
         self._loaders[name] = loader
+        if checked:
+            self._checked.add(name)
 
     def get(self, name: str) -> list[dict]:
         """Loads and returns the dataset dicts of ``name``."""
@@ -33,16 +42,20 @@ class _DatasetCatalog:
             raise KeyError(f"dataset {name!r} is not registered{hint} Registered: {known}")
         dicts = self._loaders[name]()
         if not isinstance(dicts, list):
-            raise TypeError(
-                f"dataset {name!r}: its loader returned {type(dicts)}, not a list of dicts"
+            raise DatasetError(
+                f"dataset {name!r}: its loader returned a {type(dicts).__name__}, not a list "
+                "of dicts"
             )
-        return dicts
+        if name in self._checked:
+            return dicts
+        return check_dataset_dicts(dicts, f"dataset {name!r}")
 
     def list(self) -> list[str]:
         return sorted(self._loaders)
 
     def remove(self, name: str) -> None:
         self._loaders.pop(name)
+        self._checked.discard(name)
 
     def __contains__(self, name: str) -> bool:
         return name in self._loaders

@@ -18,13 +18,14 @@ or boxes and logits of different lengths are refused naming the file and the ima
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..structures import BoxMode
 from ..utils.errors import UserError
+from ..utils.plain_pickle import PlainDataUnpickler, RefusedGlobalError
 from ..utils.registry import Registry
 
 logger = logging.getLogger(__name__)
@@ -45,66 +46,35 @@ PROPOSAL_LOADER_REGISTRY = Registry(
 PROPOSAL_LOADER_REGISTRY.__doc__ = """Proposal loaders: ``fn(path, dataset_dicts) -> {key: (boxes,
 logits)}`` with boxes ``[n, 4]`` absolute XYXY, keyed by image id (or file-name stem)."""
 
-# Globals a proposal pickle may name: numpy's array and scalar reconstruction only.
-_SAFE_GLOBALS = (
-    {
-        (module, name)
-        for module in ("numpy.core.multiarray", "numpy._core.multiarray")
-        for name in ("_reconstruct", "scalar")
-    }
-    | {
-        # protocol 5 (pickle.HIGHEST_PROTOCOL) rebuilds arrays from their buffer
-        (module, "_frombuffer")
-        for module in ("numpy.core.numeric", "numpy._core.numeric")
-    }
-    | {("numpy", "ndarray"), ("numpy", "dtype")}
-)
+# detectron2's BoxMode enum, read as its integer value
+_SUBSTITUTES = {("detectron2.structures.boxes", "BoxMode"): int}
 
 
-def _box_mode(value: int) -> int:
-    return int(value)
-
-
-class _RefusedGlobal(pickle.UnpicklingError):
-    pass
-
-
-class _ProposalUnpickler(pickle.Unpickler):
-    def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in _SAFE_GLOBALS:
-            return super().find_class(module, name)
-        if (module, name) == ("detectron2.structures.boxes", "BoxMode"):
-            return _box_mode  # detectron2's enum, read as its integer value
-        raise _RefusedGlobal(
-            f"refusing to load {module}.{name}: a proposal file may hold only plain containers "
-            "and numpy arrays"
-        )
-
-
+_XYXY, _XYWH = BoxMode.XYXY_ABS, BoxMode.XYWH_ABS
 # How a file's rows may be read, each as a function of the rows to XYXY boxes.
 READINGS = {
     "(x1, y1, x2, y2)": lambda rows: rows,
-    "(x, y, w, h)": lambda rows: np.concatenate([rows[:, :2], rows[:, :2] + rows[:, 2:]], 1),
+    "(x, y, w, h)": lambda rows: BoxMode.convert(rows, _XYWH, _XYXY),
     "(y1, x1, y2, x2)": lambda rows: rows[:, [1, 0, 3, 2]],
 }
 FIT_FRACTION = 0.9  # a file fits its images when this fraction of its boxes does
 FIT_SLACK = 0.05  # a box fits when it passes its image's border by at most 5% of its side
 _REORDER = "reorder each row to (x1, y1, x2, y2) (boxes[:, [1, 0, 3, 2]])"
 _PICKLE_FIXES = {
-    0: {
-        "(x, y, w, h)": "set bbox_mode 1 (XYWH_ABS) in the file",
+    _XYXY: {
+        "(x, y, w, h)": f"set bbox_mode {_XYWH.value} ({_XYWH.name}) in the file",
         "(y1, x1, y2, x2)": _REORDER,
     },
-    1: {
-        "(x1, y1, x2, y2)": "set bbox_mode 0 (XYXY_ABS) in the file",
-        "(y1, x1, y2, x2)": f"{_REORDER} and set bbox_mode 0 (XYXY_ABS)",
+    _XYWH: {
+        "(x1, y1, x2, y2)": f"set bbox_mode {_XYXY.value} ({_XYXY.name}) in the file",
+        "(y1, x1, y2, x2)": f"{_REORDER} and set bbox_mode {_XYXY.value} ({_XYXY.name})",
     },
 }
 _MAT_FIXES = {
     "(x1, y1, x2, y2)": "this layout holds 1-based (y1, x1, y2, x2) rows: reorder each row "
-    "(boxes[:, [1, 0, 3, 2]]), or write detectron2's pickle layout with bbox_mode 0",
+    f"(boxes[:, [1, 0, 3, 2]]), or write detectron2's pickle layout with bbox_mode {_XYXY.value}",
     "(x, y, w, h)": "this layout holds 1-based (y1, x1, y2, x2) rows: convert them, or write "
-    "detectron2's pickle layout with bbox_mode 1 (XYWH_ABS)",
+    f"detectron2's pickle layout with bbox_mode {_XYWH.value} ({_XYWH.name})",
 }
 
 
@@ -121,13 +91,12 @@ def detectron2_pickle(
             f"{path}: 'ids', 'boxes' and 'objectness_logits' differ in length ({len(ids)}, "
             f"{len(boxes)} and {len(logits)}); give one of each per image"
         )
-    mode = int(data.get("bbox_mode", 0))
-    if mode not in (0, 1):
-        raise ProposalFileError(
-            f"{path}: bbox_mode {mode} is neither XYXY_ABS (0) nor XYWH_ABS (1)"
-        )
+    try:
+        mode = BoxMode.absolute(data.get("bbox_mode", _XYXY))
+    except ValueError as error:
+        raise ProposalFileError(f"{path}: {error}") from None
     rows = _rows_by_key(path, ids, boxes)
-    reading = "(x1, y1, x2, y2)" if mode == 0 else "(x, y, w, h)"
+    reading = "(x1, y1, x2, y2)" if mode == _XYXY else "(x, y, w, h)"
     if dataset_dicts is not None:
         check_box_order(path, rows, reading, dataset_dicts, _PICKLE_FIXES[mode])
     return {
@@ -140,9 +109,11 @@ def _read_pickle(path: str | Path) -> dict:
     """The dict of a detectron2-layout proposal pickle, read with the restricted unpickler."""
     try:
         with open(path, "rb") as file:
-            data = _ProposalUnpickler(file, encoding="latin1").load()
-    except _RefusedGlobal as error:
-        raise ProposalFileError(f"{path}: {error}") from None
+            data = PlainDataUnpickler(file, _SUBSTITUTES).load()
+    except RefusedGlobalError as error:
+        raise ProposalFileError(
+            f"{path}: {error}: a proposal file may hold only plain containers and numpy arrays"
+        ) from None
     except OSError:
         raise
     except Exception as error:  # anything the unpickler raises on bytes that are no pickle

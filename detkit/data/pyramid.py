@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from ..structures import Boxes, Instances
-from .mapper import check_input_format, model_image, read_record_image
+from .mapper import MAX_IMAGE_PIXELS, check_input_format, model_image, read_record_image
 from .transforms import resize_shortest_edge
 
 
@@ -18,9 +18,16 @@ class PyramidMapper:
     "pyramid_factors": [(x factor, y factor) per scale], "proposals": Instances at the original
     size (boxes in its pixels), "height", "width", "image_id", "file_name"}``; ``"image"`` is
     the first scale's image. ``min_sizes`` are shortest-edge sizes, each capped by ``max_size``
-    on the longest edge, as :class:`~detkit.data.transforms.ResizeShortestEdge`."""
+    on the longest edge, as :class:`~detkit.data.transforms.ResizeShortestEdge`. Images over
+    ``max_image_pixels`` are refused (:func:`~detkit.data.mapper.read_image`)."""
 
-    def __init__(self, min_sizes: Sequence[int], max_size: int, input_format: str = "BGR") -> None:
+    def __init__(
+        self,
+        min_sizes: Sequence[int],
+        max_size: int,
+        input_format: str = "BGR",
+        max_image_pixels: int = MAX_IMAGE_PIXELS,
+    ) -> None:
         if not min_sizes or min(min_sizes) <= 0 or max_size <= 0:
             raise ValueError(
                 f"PyramidMapper: needs positive sizes, got {list(min_sizes)} and {max_size}"
@@ -29,13 +36,19 @@ class PyramidMapper:
         self.min_sizes = [int(size) for size in min_sizes]
         self.max_size = max_size
         self.input_format = input_format
+        self.max_image_pixels = max_image_pixels
 
     @classmethod
     def from_config(cls, cfg) -> PyramidMapper:
-        return cls(cfg.TEST.MIN_SIZES, cfg.INPUT.MAX_SIZE_TEST, cfg.MODEL.INPUT_FORMAT)
+        return cls(
+            cfg.TEST.MIN_SIZES,
+            cfg.INPUT.MAX_SIZE_TEST,
+            cfg.MODEL.INPUT_FORMAT,
+            cfg.INPUT.MAX_IMAGE_PIXELS,
+        )
 
     def __call__(self, record: dict) -> dict:
-        original = read_record_image(record)
+        original = read_record_image(record, self.max_image_pixels)
         height, width = original.shape[:2]
         pyramid, factors = [], []
         for size in self.min_sizes:

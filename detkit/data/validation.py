@@ -1,9 +1,13 @@
 """Rules every dataset loader applies to what it reads, so that a dataset is loaded as its file
-says or refused, never quietly changed.
+says or refused, never quietly changed. COCO and VOC files get them in their loaders; the
+records of a dataset registered in Python (``DatasetCatalog.register(name, func)``) get them
+when the catalog fetches them (:func:`check_dataset_dicts`).
 
 * An image id or a file name listed twice is refused (merging them would lose an image).
 * An image without a size gets the size of its file (EXIF orientation applied, as the mapper
   reads it); a size that is not a positive integer is refused.
+* A box is written as its ``bbox_mode`` says (detectron2's :class:`BoxMode`; none: XYXY_ABS)
+  and converted to absolute XYXY; a relative or rotated mode is refused.
 * A box with a coordinate that is not finite, or with a negative width or height, is refused.
 * A box without area (width or height 0) is dropped, and counted.
 * A box that extends past its image by at most ``max(2 px, 1% of the image's side)`` is clipped
@@ -19,11 +23,15 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterable
 
+import numpy as np
+
 from ..config import ConfigError
+from ..structures import BoxMode
 from ..utils.errors import UserError
-from .mapper import BadImageError
+from .mapper import BadImageError, read_image
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +139,134 @@ def refuse_duplicates(entries: Iterable[tuple[object, str]], source: object) -> 
 
 def _rounded(box: list[float]) -> list[float]:
     return [round(v, 2) for v in box]
+
+
+def image_size_from_file(file_name: str | os.PathLike, where: str) -> tuple[int, int]:
+    """``(height, width)`` of the image file of a record that gives no size, as the mapper
+    reads it (EXIF orientation applied); refused naming ``where`` when it cannot be read."""
+    try:
+        height, width = read_image(file_name).shape[:2]
+    except BadImageError as error:
+        raise DatasetError(
+            f"{where} gives no height and width, and its file cannot be read: {error}"
+        ) from None
+    return height, width
+
+
+def record_size(
+    entry: dict, file_name: str | os.PathLike, where: str, summary: LoadSummary, label: str
+) -> tuple[int, int]:
+    """``(height, width)`` as ``entry`` (an image's record or COCO entry) gives them, checked;
+    read from its image file where it gives none, and counted in ``summary`` as ``label``."""
+    if entry.get("height") is None or entry.get("width") is None:
+        size = image_size_from_file(file_name, where)
+        summary.sized.append(label)
+        return size
+    return (
+        check_image_size(entry["height"], "height", where),
+        check_image_size(entry["width"], "width", where),
+    )
+
+
+def check_dataset_dicts(dicts: list, source: str) -> list[dict]:
+    """The records of a dataset registered in Python, by the rules above: each annotation's
+    box as absolute XYXY (``bbox_mode`` honoured, then kept as ``XYXY_ABS``; likewise
+    ``proposal_boxes`` by ``proposal_bbox_mode``), clipped or dropped (and counted), a size
+    read from the image file where none is given. Refused, naming ``source`` and the record: a
+    record that is not a dict, without a ``file_name`` or an ``image_id`` (an integer or a
+    string), an id or file name given twice, ``annotations`` that are not a list (none: no
+    objects), an annotation without a ``bbox`` of four numbers or whose ``category_id`` is not
+    an integer from 0, and what :func:`check_box` refuses. Records and annotations are
+    returned as new dicts, so the loader's own are left as they were."""
+    summary = LoadSummary(source)
+    records = [
+        _checked_record(record, index, source, summary) for index, record in enumerate(dicts)
+    ]
+    refuse_duplicates(((r["image_id"], r["file_name"]) for r in records), source)
+    summary.report()
+    return records
+
+
+def _checked_record(record: object, index: int, source: str, summary: LoadSummary) -> dict:
+    where = f"{source}: record {index}"
+    if not isinstance(record, dict):
+        raise DatasetError(f"{where} is a {type(record).__name__}, not a dict")
+    file_name = record.get("file_name")
+    if not isinstance(file_name, str | os.PathLike) or not os.fspath(file_name):
+        raise DatasetError(f"{where} needs a 'file_name', the path of its image")
+    where = f"{where} ({file_name})"
+    image_id = record.get("image_id")
+    if not isinstance(image_id, int | str) or isinstance(image_id, bool):
+        raise DatasetError(
+            f"{where} has image_id {image_id!r}; give each image an integer or string id"
+        )
+    height, width = record_size(record, file_name, where, summary, f"record {index}")
+    annotations = record.get("annotations", [])
+    if not isinstance(annotations, list):
+        raise DatasetError(
+            f"{where}: 'annotations' is a {type(annotations).__name__}, not a list of dicts"
+        )
+    checked = [
+        _checked_annotation(annotation, width, height, f"{where}, annotation {number}", summary)
+        for number, annotation in enumerate(annotations)
+    ]
+    result = {
+        **record,
+        "height": height,
+        "width": width,
+        "annotations": [a for a in checked if a is not None],
+    }
+    if "proposal_boxes" in record:
+        mode = _box_mode(record.get("proposal_bbox_mode", BoxMode.XYXY_ABS), where)
+        if mode != BoxMode.XYXY_ABS:
+            boxes = np.asarray(record["proposal_boxes"], np.float32)
+            result["proposal_boxes"] = BoxMode.convert(boxes, mode, BoxMode.XYXY_ABS)
+            result["proposal_bbox_mode"] = BoxMode.XYXY_ABS
+    return result
+
+
+def _checked_annotation(
+    annotation: object, width: int, height: int, where: str, summary: LoadSummary
+) -> dict | None:
+    """The annotation with its box as absolute XYXY, or None when the box has no area."""
+    if (
+        not isinstance(annotation, dict)
+        or "bbox" not in annotation
+        or "category_id" not in annotation
+    ):
+        raise DatasetError(f"{where} needs a 'bbox' and a 'category_id'")
+    category = annotation["category_id"]
+    if not isinstance(category, int | np.integer) or isinstance(category, bool) or category < 0:
+        raise DatasetError(
+            f"{where}: category_id {category!r} is not a class index (an integer from 0)"
+        )
+    box = box_numbers(annotation["bbox"], where)
+    if "bbox_mode" in annotation:  # none: XYXY_ABS, as detkit writes boxes
+        box = BoxMode.convert(box, _box_mode(annotation["bbox_mode"], where), BoxMode.XYXY_ABS)
+    box = check_box(box, width, height, where, summary)
+    if box is None:
+        return None
+    checked = {**annotation, "bbox": box, "category_id": int(category)}
+    if "bbox_mode" in annotation:
+        checked["bbox_mode"] = BoxMode.XYXY_ABS
+    return checked
+
+
+def box_numbers(bbox: object, where: str) -> list[float]:
+    """``bbox`` as four floats; refused naming ``where`` unless it holds four numbers."""
+    if not isinstance(bbox, list | tuple | np.ndarray) or len(bbox) != 4:
+        raise DatasetError(f"{where}: bbox {bbox!r} is not four numbers")
+    try:
+        return [float(v) for v in bbox]
+    except (TypeError, ValueError):
+        raise DatasetError(f"{where}: bbox {bbox!r} is not four numbers") from None
+
+
+def _box_mode(value: object, where: str) -> BoxMode:
+    try:
+        return BoxMode.absolute(value)
+    except ValueError as error:
+        raise DatasetError(f"{where}: {error}") from None
 
 
 BAD_IMAGE_POLICIES = ("stop", "skip")

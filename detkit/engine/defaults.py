@@ -39,6 +39,7 @@ from ..solver import (
     build_gradient_clipper,
     build_lr_scheduler,
     build_optimizer,
+    fitted_schedule,
 )
 from ..utils import comm
 from ..utils.env import collect_env_info
@@ -163,7 +164,8 @@ class DefaultTrainer(TrainerBase):
     Override the ``build_*`` classmethods to change one part. Hooks, in order: iteration timer,
     lr scheduler, per-iteration seeding, periodic checkpointer, evaluation (every
     ``TEST.EVAL_PERIOD`` and at the end), and in the main process the writers (console,
-    ``metrics.json``, TensorBoard) every ``SOLVER.LOG_PERIOD`` iterations.
+    ``metrics.json``, TensorBoard) every ``SOLVER.LOG_PERIOD`` iterations (fitted to a short
+    run: :func:`detkit.solver.fitted_schedule`).
 
     ``run_state`` is the run's seed and start, settled before the trainer is built
     (:func:`resolve_run_state`; ``train_net`` passes it). Without it the trainer settles the
@@ -256,7 +258,7 @@ class DefaultTrainer(TrainerBase):
         cfg = self.cfg
         writers = None
         if comm.is_main_process():
-            writers = hooks.PeriodicWriter(self.build_writers(), cfg.SOLVER.LOG_PERIOD)
+            writers = hooks.PeriodicWriter(self.build_writers(), fitted_schedule(cfg).log_period)
         return [
             hooks.IterationTimer(),
             hooks.LRScheduler(self.optimizer, self.scheduler),
@@ -278,7 +280,11 @@ class DefaultTrainer(TrainerBase):
         if cfg.TEST.VAL_LOSS_PERIOD <= 0 or not cfg.DATASETS.TEST:
             return None
         mapper = DatasetMapper(
-            True, build_transforms(cfg, is_train=False), cfg.MODEL.INPUT_FORMAT, seed=0
+            True,
+            build_transforms(cfg, is_train=False),
+            cfg.MODEL.INPUT_FORMAT,
+            seed=0,
+            max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
         )
         name = cfg.DATASETS.TEST[0]
         return hooks.ValidationLoss(
@@ -302,7 +308,9 @@ class DefaultTrainer(TrainerBase):
         """Trains from ``start_iter`` to ``SOLVER.MAX_ITER``; returns the last evaluation.
 
         A run resumed at or past ``SOLVER.MAX_ITER`` trains nothing: it says so and only runs
-        the final evaluation. Temporary files of saves killed mid-write are removed first.
+        the final evaluation. Temporary files of saves killed mid-write are removed first. Every
+        dataset is read, and so checked, before the first iteration: the training sets, then
+        the test sets, so a bad box in one stops the run at its start, not after the training.
         """
         start = self.run_state.start_iter
         if comm.is_main_process():
@@ -315,6 +323,8 @@ class DefaultTrainer(TrainerBase):
             )
         else:
             self._trainer.data_loader = self.build_train_loader(self.cfg, start)
+        for name in self.cfg.DATASETS.TEST:  # read now, so that a refused set stops the start
+            self.build_test_loader(self.cfg, name)
         super().train(start, self.max_iter)
         return self.eval_hook.latest_results
 
@@ -385,9 +395,3 @@ class DefaultTrainer(TrainerBase):
                 )
                 logger.info(f"Evaluation results on {name}:\n{format_results_table(results[name])}")
         return results
-
-
-def log_results_summary(results: dict) -> None:
-    """Logs every dataset's results table, the last thing a run prints."""
-    for name, result in results.items():
-        logger.info(f"Final results on {name}:\n{format_results_table(result)}")

@@ -74,9 +74,14 @@ class COCOEvaluator(DatasetEvaluator):
     """Box AP of a dataset by ``pycocotools``' ``COCOeval``, in percent.
 
     The ground truth is the dataset's ``json_file`` (metadata) when it has one, so results match
-    the official evaluation of that file, else :func:`convert_to_coco_dict`. Results are
+    the official evaluation of that file, else :func:`convert_to_coco_dict`; either way as the
+    dataset's loader reads it: without the boxes it dropped, a missing ``iscrowd`` 0 and a
+    missing ``area`` the box's. Results are
     ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>", …}}``; a metric with no
-    ground truth to measure (e.g. ``APs`` without small objects) is NaN.
+    ground truth to measure (e.g. ``APs`` without small objects) is NaN. A model that predicted
+    nothing is scored by the same rule, with a warning: AP 0 wherever there are objects to find,
+    NaN where there are none (detectron2 reports NaN for every metric then, which would hide a
+    model that finds nothing among metrics that cannot be measured).
 
     With ``output_dir`` the predictions are also written there, in COCO's results format, as
     ``coco_instances_results.json``. With ``distributed`` (the default) the main process gathers
@@ -100,6 +105,7 @@ class COCOEvaluator(DatasetEvaluator):
                 self._coco_gt.dataset = convert_to_coco_dict(dataset_name)
                 self._coco_gt.createIndex()
         self._drop_what_the_loader_dropped()
+        self._fill_what_the_file_left_out()
         mapping = MetadataCatalog.get(dataset_name).get("thing_dataset_id_to_contiguous_id")
         if mapping is None:  # the rule load_coco_json and convert_to_coco_dict follow
             mapping = {i: index for index, i in enumerate(sorted(self._coco_gt.getCatIds()))}
@@ -121,6 +127,16 @@ class COCOEvaluator(DatasetEvaluator):
             f"{self.dataset_name}: {len(dropped)} ground-truth boxes the loader dropped are left "
             "out of the evaluation too"
         )
+
+    def _fill_what_the_file_left_out(self) -> None:
+        """Gives every ground-truth box the fields ``COCOeval`` reads that a COCO file may leave
+        out, as the loader reads the file: ``iscrowd`` 0, and as ``area`` the box's. (In place:
+        the index holds these same dicts.)"""
+        for annotation in self._coco_gt.dataset.get("annotations", []):
+            annotation.setdefault("iscrowd", 0)
+            if "area" not in annotation:
+                _, _, width, height = annotation["bbox"]
+                annotation["area"] = width * height
 
     def reset(self) -> None:
         self._predictions = []
@@ -168,8 +184,10 @@ class COCOEvaluator(DatasetEvaluator):
 
         names = [c["name"] for c in self._coco_gt.loadCats(sorted(self._coco_gt.getCatIds()))]
         if not predictions:
-            logger.warning(f"COCOEvaluator: no predictions on {self.dataset_name!r}; every AP is 0")
-            return dict.fromkeys([*_METRICS, *(f"AP-{n}" for n in names)], 0.0)
+            logger.warning(
+                f"COCOEvaluator: no predictions from the model on {self.dataset_name!r}; AP is 0 "
+                "wherever it has objects to find"
+            )
         unknown = {p["image_id"] for p in predictions} - set(self._coco_gt.getImgIds())
         if unknown:
             raise ValueError(
@@ -178,7 +196,10 @@ class COCOEvaluator(DatasetEvaluator):
             )
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            coco_dt = self._coco_gt.loadRes([dict(p) for p in predictions])  # it adds fields
+            if predictions:  # loadRes adds fields to what it is given, and refuses []
+                coco_dt = self._coco_gt.loadRes([dict(p) for p in predictions])
+            else:
+                coco_dt = _no_detections()
             coco_eval = COCOeval(self._coco_gt, coco_dt, "bbox")
             coco_eval.evaluate()
             coco_eval.accumulate()
@@ -196,3 +217,13 @@ class COCOEvaluator(DatasetEvaluator):
             measured = measured[measured > -1]
             results[f"AP-{name}"] = float(np.mean(measured) * 100) if measured.size else math.nan
         return results
+
+
+def _no_detections():
+    """A ``COCOeval`` results object that holds no detection."""
+    from pycocotools.coco import COCO
+
+    empty = COCO()
+    empty.dataset = {"annotations": []}
+    empty.createIndex()
+    return empty

@@ -1,6 +1,6 @@
 """Containers of a detector's inputs and outputs."""
 
-from .boxes import Boxes, pairwise_iou
+from .boxes import Boxes, BoxMode, pairwise_iou
 from .instances import Instances
 
-__all__ = ["Boxes", "Instances", "pairwise_iou"]
+__all__ = ["BoxMode", "Boxes", "Instances", "pairwise_iou"]

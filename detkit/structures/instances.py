@@ -40,6 +40,8 @@ class Instances:
         return fields[name]
 
     def set(self, name: str, value: Any) -> None:
+        """Sets field ``name`` (as ``inst.name = value`` does); refused when its length is not
+        the other fields'."""
         if self._fields:
             length, expected = _length(value), _length(next(iter(self._fields.values())))
             # a check torch.export keeps as a runtime assertion when lengths are data-dependent
@@ -52,7 +54,15 @@ class Instances:
             )
         self._fields[name] = value
 
+    def get(self, name: str) -> Any:
+        """Field ``name`` (as ``inst.name`` reads it; detectron2's call); a ``KeyError`` naming
+        the fields there are when it is not one."""
+        if name not in self._fields:
+            raise KeyError(f"Instances has no field {name!r}; fields: {sorted(self._fields)}")
+        return self._fields[name]
+
     def has(self, name: str) -> bool:
+        """Whether field ``name`` is set."""
         return name in self._fields
 
     def remove(self, name: str) -> None:

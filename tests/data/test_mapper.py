@@ -86,3 +86,11 @@ def test_unreadable_and_mismatched_images(tmp_path: Path) -> None:
         mapper(record(str(tmp_path / "junk.png")))
     with pytest.raises(ValueError, match="image is 60x30 but the dataset says 200x100"):
         mapper(record(write_image(tmp_path / "small.png", 30, 60)))
+
+
+def test_mapper_refuses_images_over_its_pixel_limit(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "a.png", 100, 200)
+    image = DatasetMapper(False, [], max_image_pixels=20000)(record(path))["image"]
+    assert tuple(image.shape) == (3, 100, 200)
+    with pytest.raises(BadImageError, match=r"a\.png: it is 200x100 \(20000 pixels\), more"):
+        DatasetMapper(False, [], max_image_pixels=19999)(record(path))

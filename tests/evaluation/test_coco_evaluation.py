@@ -262,6 +262,33 @@ def test_no_predictions_give_zero_ap_and_a_warning(tmp_path, unique_name, caplog
     assert json.loads((tmp_path / "coco_instances_results.json").read_text()) == []
 
 
+def test_no_predictions_leave_what_cannot_be_measured_nan(unique_name) -> None:
+    """Nothing detected: AP 0 where there are objects to find, NaN where there are none (the
+    rule of every evaluation), not 0 everywhere."""
+    dicts = [
+        {
+            "file_name": "a.jpg",
+            "image_id": 1,
+            "height": 200,
+            "width": 300,
+            "annotations": [
+                {"bbox": [10, 10, 50, 50], "category_id": 0},  # medium
+                {"bbox": [100, 50, 220, 150], "category_id": 1},  # large
+            ],
+        }
+    ]
+    name = unique_name()
+    DatasetCatalog.register(name, lambda: dicts)
+    MetadataCatalog.get(name).set(thing_classes=["circle", "square", "triangle"])
+    evaluator = COCOEvaluator(name, distributed=False)
+    evaluator.process(dicts, [output([], [], [])])
+    results = evaluator.evaluate()["bbox"]
+    for metric in ("AP", "AP50", "AP75", "APm", "APl", "AP-circle", "AP-square"):
+        assert results[metric] == 0.0, metric
+    assert math.isnan(results["APs"])  # no small objects
+    assert math.isnan(results["AP-triangle"])  # no triangle
+
+
 def test_errors_name_the_problem(tmp_path, unique_name) -> None:
     with pytest.raises(KeyError, match="not registered"):
         COCOEvaluator(unique_name())
@@ -279,3 +306,71 @@ def test_errors_name_the_problem(tmp_path, unique_name) -> None:
     evaluator.process([{**inputs[0], "image_id": 999}], [output([[0, 0, 5, 5]], [0.5], [0])])
     with pytest.raises(ValueError, match="999"):
         evaluator.evaluate()
+
+
+def test_perfect_detections_score_100_where_the_loader_dropped_a_box(tmp_path, unique_name):
+    """A box without area, which the loader drops, is no object left to find: the ground truth
+    COCOeval queries by image and category leaves it out too."""
+    boxes = {1: [10, 10, 20, 30], 2: [50, 20, 40, 40]}  # image id: XYWH
+
+    def annotation(ann_id: int, image_id: int, box: list[float]) -> dict:
+        area = box[2] * box[3]
+        return {"id": ann_id, "image_id": image_id, "category_id": 3, "bbox": box, "area": area,
+                "iscrowd": 0}  # fmt: skip
+
+    annotations = [annotation(i, i, box) for i, box in boxes.items()]
+    annotations.append(annotation(9, 1, [5, 5, 0, 10]))  # no area: the loader drops it
+    gt_json = tmp_path / "instances.json"
+    gt_json.write_text(
+        json.dumps(
+            {
+                "images": [
+                    {"id": i, "file_name": f"{i}.png", "height": 80, "width": 100} for i in boxes
+                ],
+                "annotations": annotations,
+                "categories": [{"id": 3, "name": "square"}],
+            }
+        )
+    )
+    name = unique_name()
+    register_coco_instances(name, {}, gt_json, tmp_path)
+    dicts = DatasetCatalog.get(name)  # as an evaluation does before building its evaluator
+    assert MetadataCatalog.get(name).dropped_annotation_ids == [9]
+    evaluator = COCOEvaluator(name, distributed=False)
+    for record in dicts:
+        x, y, w, h = boxes[record["image_id"]]
+        evaluator.process([record], [output([[x, y, x + w, y + h]], [1.0], [0], size=(80, 100))])
+    results = evaluator.evaluate()["bbox"]
+    for metric in ("AP", "AP50", "AP75", "APs", "APm", "AP-square"):
+        assert results[metric] == pytest.approx(100.0), metric
+
+
+def test_a_file_without_iscrowd_and_area_is_scored_as_the_loader_reads_it(tmp_path, unique_name):
+    """COCO files made by hand often leave out ``iscrowd`` and ``area``: the loader reads them
+    as not crowd, and the evaluator scores them so (area: the box's), instead of ending the
+    run's evaluation with COCOeval's KeyError."""
+    data = write_sparse_coco(tmp_path / "full.json", np.random.default_rng(3))
+    for annotation in data["annotations"]:
+        annotation["iscrowd"] = 0
+    gt_json = tmp_path / "instances.json"
+    gt_json.write_text(
+        json.dumps(
+            {
+                **data,
+                "annotations": [
+                    {k: v for k, v in a.items() if k not in ("iscrowd", "area")}
+                    for a in data["annotations"]
+                ],
+            }
+        )
+    )
+    (tmp_path / "full.json").write_text(json.dumps(data))
+    results = jittered_detections(data, np.random.default_rng(4))
+    name = unique_name()
+    register_coco_instances(name, {}, gt_json, tmp_path)
+    evaluator = COCOEvaluator(name, distributed=False)
+    feed(evaluator, data, results, contiguous={3: 0, 7: 1})
+    ours = evaluator.evaluate()["bbox"]
+    stats = reference_stats(tmp_path / "full.json", results)
+    for metric, stat in zip(METRICS, stats[:6], strict=True):
+        assert_percent_equal(ours[metric], stat)

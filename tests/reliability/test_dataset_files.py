@@ -1,18 +1,24 @@
 """Datasets: a COCO or VOC file is loaded as it says or refused, never quietly changed.
 
-`load_coco_json` and `load_voc_instances` apply the rules of `detkit/data/validation.py`. Refused,
-with one line naming the file, the entry and the fix: a file that is not JSON (with its line and
-column), a missing `images`, `annotations` or `categories` list, an image id or a file name given
-twice, an image listed twice in a VOC split, an annotation of an image or category the file does
-not list, an annotation without an id, with id 0 or an id given twice (COCOeval would mismatch
-them), a box with a coordinate that is not finite or a negative width or height, a box passing
-its image's border by more than max(2 px, 1% of the side), a size that is not a positive whole
-number. Dropped and counted: a box without area. Clipped and counted: a box passing the border by
-less. An image without a size gets the size of its file (EXIF orientation applied), counted.
-What was dropped, clipped or sized is reported in one warning at the end of loading. The VOC
-evaluator scores the loaded dataset; the COCO evaluator scores the JSON file itself, where a
-dropped box is still an object no detection can match (its id is in the metadata's
-`dropped_annotation_ids`).
+`load_coco_json` and `load_voc_instances` apply the rules of `detkit/data/validation.py`, and so
+does `DatasetCatalog.get` to the records of a dataset registered in Python (naming the dataset,
+the record and the annotation), where detectron2's `bbox_mode` is honoured: `XYWH_ABS` (1) is
+converted to XYXY, a relative or rotated mode is refused. Refused, with one line naming the
+file, the entry and the fix: a file that is not JSON (with its line and column), a missing
+`images`, `annotations` or `categories` list, an image id or a file name given twice, an image
+listed twice in a VOC split, an annotation of an image or category the file does not list, an
+annotation without an id, with id 0 or an id given twice (COCOeval would mismatch them), a box
+with a coordinate that is not finite or a negative width or height, a box passing its image's
+border by more than max(2 px, 1% of the side), a size that is not a positive whole number; in a
+registered dataset also a record without a `file_name` or an `image_id`, an annotation without a
+`bbox` of four numbers or with a `category_id` that is not an integer from 0. Dropped and
+counted: a box without area. Clipped and counted: a box passing the border by less. An image
+without a size gets the size of its file (EXIF orientation applied), counted. What was
+dropped, clipped or sized is reported in one warning at the end of loading. The VOC evaluator
+scores the loaded dataset; the COCO evaluator scores the JSON file itself, less the boxes the
+loader dropped (their ids are in the metadata's `dropped_annotation_ids`). `train_net` loads
+every test set, with its proposal file, before the first iteration, so a refused one ends the
+run before training, not after it.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
@@ -27,7 +34,13 @@ import numpy as np
 import pytest
 from reliability_helpers import SHAPES_CONFIG, TinyRun, run_tool
 
-from detkit.data import MetadataCatalog, load_coco_json, load_voc_instances
+from detkit.data import (
+    DatasetCatalog,
+    MetadataCatalog,
+    get_detection_dataset_dicts,
+    load_coco_json,
+    load_voc_instances,
+)
 from detkit.data.validation import DatasetError
 
 
@@ -293,9 +306,70 @@ def test_voc_without_size_reads_it_from_the_image(tmp_path: Path, caplog) -> Non
     assert "read the size of 1 images from their files" in caplog.text
     (root / "JPEGImages" / "0001.jpg").unlink()
     with pytest.raises(
-        DatasetError, match=r"0001\.xml: gives no <size>, and the image cannot be read"
+        DatasetError, match=r"0001\.xml: <size> gives no height and width, and its file cannot be read"
     ):
         load_voc_instances(root, "trainval", ["cat"])
+
+
+@pytest.fixture
+def registered() -> Iterator[Callable[[list[dict]], str]]:
+    """``registered(records)``: the name of a dataset registered in Python that returns them."""
+    name = "reliability_registered"
+
+    def register(records: list[dict]) -> str:
+        DatasetCatalog.register(name, lambda: records)
+        return name
+
+    yield register
+    if name in DatasetCatalog:
+        DatasetCatalog.remove(name)
+
+
+def python_record(*annotations: dict) -> dict:
+    return {
+        "file_name": "a.jpg",
+        "image_id": 1,
+        "height": 80,
+        "width": 100,
+        "annotations": list(annotations),
+    }
+
+
+def test_registered_dataset_with_detectron2_xywh_boxes(registered) -> None:
+    """A dataset registered in Python with detectron2's `"bbox_mode": 1` (XYWH) → its boxes
+    converted to XYXY, none dropped as inverted."""
+    xywh = {"bbox": [50, 40, 20, 10], "bbox_mode": 1, "category_id": 0}
+    name = registered([python_record(xywh, {**xywh, "bbox": [5, 5, 30, 60]})])
+    (record,) = get_detection_dataset_dicts([name])
+    assert [a["bbox"] for a in record["annotations"]] == [[50, 40, 70, 50], [5, 5, 35, 65]]
+
+
+def test_registered_dataset_with_a_relative_box_mode(registered) -> None:
+    """`"bbox_mode": 2` (XYXY_REL) in a dataset registered in Python → refused, naming the
+    dataset, the record and the mode."""
+    name = registered(
+        [python_record({"bbox": [0.1, 0.1, 0.5, 0.5], "bbox_mode": 2, "category_id": 0})]
+    )
+    with pytest.raises(
+        DatasetError,
+        match=r"dataset 'reliability_registered': record 0 \(a\.jpg\), annotation 0: "
+        r"bbox_mode 2 \(XYXY_REL\) is not supported",
+    ):
+        get_detection_dataset_dicts([name])
+
+
+@pytest.mark.parametrize(
+    ("bbox", "problem"),
+    [([30, 30, 10, 40], "negative width or height"), ([0, 0, float("nan"), 5], "not a finite")],
+)
+def test_registered_dataset_with_a_bad_box(registered, bbox: list, problem: str) -> None:
+    """An inverted or NaN box in a dataset registered in Python → refused naming the dataset and
+    the record, as in a COCO file."""
+    name = registered([python_record({"bbox": bbox, "category_id": 0})])
+    with pytest.raises(
+        DatasetError, match=rf"dataset 'reliability_registered': record 0 \(a\.jpg\), .*{problem}"
+    ):
+        get_detection_dataset_dicts([name])
 
 
 def test_voc_evaluation_ground_truth_is_the_loaded_dataset(tmp_path: Path) -> None:
@@ -331,7 +405,8 @@ def test_coco_evaluation_ground_truth_leaves_out_dropped_boxes(tmp_path: Path) -
         evaluator = COCOEvaluator("reliability_coco", distributed=False)
         assert sum(len(d["annotations"]) for d in dicts) == 2
         assert MetadataCatalog.get("reliability_coco").dropped_annotation_ids == [9]
-        assert sorted(evaluator._coco_gt.getAnnIds()) == sorted(
+        # by image and category, as COCOeval queries it: through the index built from the boxes
+        assert sorted(evaluator._coco_gt.getAnnIds(imgIds=[1, 2], catIds=[3])) == sorted(
             a["id"] for a in anns if a["id"] != 9
         )
     finally:
@@ -359,3 +434,52 @@ def test_train_net_refuses_a_broken_coco_file(tiny_run: TinyRun, tmp_path: Path)
     assert re.search(
         r"instances_val2017\.json(:\d+:\d+: not valid JSON|: .*line \d+)", result.stderr
     )
+
+
+def refused_before_training(tiny_run: TinyRun, output: Path, **overrides: object) -> str:
+    """The one stderr line of a train_net run on ``tiny_run`` with ``overrides``, asserting it
+    ended with exit 2 before its first iteration: no checkpoint, no iteration logged."""
+    argv = tiny_run.overrides(output, 4, **overrides)
+    result = run_tool("train_net.py", "--config-file", SHAPES_CONFIG, *argv, root=tiny_run.root)
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert not list(output.glob("model_*.pth"))
+    metrics = output / "metrics.json"
+    assert not metrics.exists() or "iter" not in metrics.read_text()
+    (line,) = result.stderr.strip().splitlines()
+    return line
+
+
+def test_train_net_checks_the_test_sets_before_training(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """train_net whose test set has a NaN box → exit 2 before the first iteration, one line
+    naming the file and the annotation."""
+    data = json.loads((tiny_run.root / "shapes" / "val" / "annotations.json").read_text())
+    bad = data["annotations"][3]
+    bad["bbox"][2] = float("nan")
+    val_json = tmp_path / "val.json"
+    val_json.write_text(json.dumps(data))
+    register = (
+        f"[{{NAME: reliability_nan_val, FORMAT: coco, JSON_FILE: {val_json}, "
+        f"IMAGE_ROOT: {tiny_run.root / 'shapes' / 'val'}}}]"
+    )
+    line = refused_before_training(
+        tiny_run,
+        tmp_path / "out",
+        DATASETS__REGISTER=register,
+        DATASETS__TEST="[reliability_nan_val]",
+    )
+    assert f"{val_json}: annotation {bad['id']} of image {bad['image_id']}: box" in line, line
+    assert "not a finite number" in line
+
+
+def test_train_net_checks_the_test_proposals_before_training(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    """train_net whose test proposal file is JSON text → exit 2 before the first iteration,
+    one line naming the file."""
+    text_file = tmp_path / "proposals.pkl"
+    text_file.write_text(json.dumps({"ids": [1], "boxes": [[0, 0, 5, 5]]}))
+    line = refused_before_training(
+        tiny_run, tmp_path / "out", DATASETS__PROPOSAL_FILES_TEST=f"[{text_file}]"
+    )
+    assert str(text_file) in line, line

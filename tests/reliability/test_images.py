@@ -1,10 +1,16 @@
-"""Images: a corrupt or truncated file is detected, not decoded into grey.
+"""Images: a corrupt, truncated or oversized file is refused, not decoded into grey or memory.
 
 `detkit.data.mapper.read_image` reads every image (training, evaluation, selective search, the
-demo). A JPEG must end with its end-of-image marker after its first scan and a PNG with its
-`IEND` chunk (OpenCV decodes a truncated file with only a warning and grey rows); a missing,
-empty, unreadable or truncated file, or one of another size than its record, raises
-`BadImageError` (`MissingImageError`, a `FileNotFoundError`, for a missing file) naming the path.
+demo, the visualisers). Only a regular file is opened (links are followed; a FIFO, a device or
+a folder is refused after a `stat`, never opened), of at most 8 bytes per allowed pixel plus
+16 MiB; its width and height are read from its header (JPEG, PNG, or through Pillow BMP, TIFF,
+WebP, PPM, Sun raster, JPEG 2000, GIF, AVIF) and an image of more than `INPUT.MAX_IMAGE_PIXELS`
+pixels (default 89478485, Pillow's decompression-bomb bound; 0: no limit) is refused before it
+is decoded; every caller with a config passes the key. A JPEG must end with its end-of-image
+marker after its first scan and a PNG with its `IEND` chunk (OpenCV decodes a truncated file
+with only a warning and grey rows); a missing, empty, unreadable, truncated or oversized file,
+one OpenCV cannot decode, or one of another size than its record, raises `BadImageError`
+(`MissingImageError`, a `FileNotFoundError`, for a missing file) naming the path.
 EXIF orientation is applied to the pixels, as a viewer and detectron2 do; annotations and the
 dataset's sizes are those of the upright image, and a record giving the raw size is refused
 with a hint. In training, `DATALOADER.BAD_IMAGE_POLICY: stop` (default) stops the run naming the
@@ -18,8 +24,15 @@ from __future__ import annotations
 import itertools
 import json
 import logging
+import multiprocessing
+import os
+import re
+import resource
 import shutil
 import struct
+import subprocess
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -28,7 +41,7 @@ import pytest
 from PIL import Image, ImageOps
 from reliability_helpers import SHAPES_CONFIG, TinyRun, run_tool
 
-from detkit.config import ConfigError
+from detkit.config import ConfigError, check_config, load_config
 from detkit.data import (
     build_detection_test_loader,
     build_detection_train_loader,
@@ -42,6 +55,7 @@ from detkit.data.mapper import (
     read_image,
     read_record_image,
 )
+from detkit.data.pyramid import PyramidMapper
 
 
 def pattern(height: int = 48, width: int = 64) -> np.ndarray:
@@ -296,40 +310,203 @@ def first_training_image(run: TinyRun, seed: int, batch_size: int) -> Path:
     return Path(dicts[first[0]]["file_name"])
 
 
-def test_train_net_skips_a_truncated_image(tiny_run: TinyRun, tmp_path: Path) -> None:
-    """train_net, a truncated image, policy skip → exit 0, log.txt names it."""
+def train_with_a_spoilt_image(
+    tiny_run: TinyRun, tmp_path: Path, spoil: Callable[[Path], object], **overrides: object
+) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """A tiny train_net run (2 iterations, no test set) on a copy of the data whose first
+    training image ``spoil`` changed; the result, the image and the output folder."""
     run = TinyRun(tmp_path / "datasets", tiny_run.proposals)
     shutil.copytree(tiny_run.root, run.root)
-    image = truncate(first_training_image(run, seed=7, batch_size=2))
+    image = first_training_image(run, seed=7, batch_size=2)
+    spoil(image)
     output = tmp_path / "out"
-    overrides = run.overrides(
+    arguments = run.overrides(
         output,
         2,
         SEED=7,
         SOLVER__IMS_PER_BATCH=2,
         DATASETS__TEST="[]",
         DATASETS__PROPOSAL_FILES_TEST="[]",
-        DATALOADER__BAD_IMAGE_POLICY="skip",
+        **overrides,
     )
-    result = run_tool("train_net.py", "--config-file", SHAPES_CONFIG, *overrides, root=run.root)
+    result = run_tool("train_net.py", "--config-file", SHAPES_CONFIG, *arguments, root=run.root)
+    return result, image, output
+
+
+def test_train_net_skips_a_truncated_image(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """train_net, a truncated image, policy skip → exit 0, log.txt names it."""
+    result, image, output = train_with_a_spoilt_image(
+        tiny_run, tmp_path, truncate, DATALOADER__BAD_IMAGE_POLICY="skip"
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"skipping bad image {image}" in (output / "log.txt").read_text()
 
 
 def test_train_net_stops_on_a_truncated_image(tiny_run: TinyRun, tmp_path: Path) -> None:
     """train_net, a truncated image, policy stop → exit 2, one line naming it."""
-    run = TinyRun(tmp_path / "datasets", tiny_run.proposals)
-    shutil.copytree(tiny_run.root, run.root)
-    image = truncate(first_training_image(run, seed=7, batch_size=2))
-    overrides = run.overrides(
-        tmp_path / "out",
-        2,
-        SEED=7,
-        SOLVER__IMS_PER_BATCH=2,
-        DATASETS__TEST="[]",
-        DATASETS__PROPOSAL_FILES_TEST="[]",
-    )
-    result = run_tool("train_net.py", "--config-file", SHAPES_CONFIG, *overrides, root=run.root)
+    result, image, _ = train_with_a_spoilt_image(tiny_run, tmp_path, truncate)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
     assert f"cannot read image {image}: the PNG file is truncated" in result.stderr
+
+
+def png_declaring(width: int, height: int) -> bytes:
+    """A complete PNG (IHDR, IDAT, IEND) that declares ``width`` x ``height`` 8-bit grey pixels
+    but compresses only its first row: a few hundred bytes, whatever size it claims."""
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    first_row = zlib.compress(bytes(width + 1), 9)  # filter byte 0, then the row's pixels
+    return b"".join(
+        [
+            b"\x89PNG\r\n\x1a\n",
+            chunk(b"IHDR", header),
+            chunk(b"IDAT", first_row),
+            chunk(b"IEND", b""),
+        ]
+    )
+
+
+def test_png_of_30000_by_30000_pixels(tmp_path: Path) -> None:
+    """A 30000x30000 PNG of a few hundred bytes → refused from its header before decoding,
+    naming the file, its size and INPUT.MAX_IMAGE_PIXELS."""
+    path = tmp_path / "bomb.png"
+    path.write_bytes(png_declaring(30000, 30000))
+    with pytest.raises(
+        BadImageError,
+        match=r"bomb\.png: it is 30000x30000 \(900000000 pixels\), more than "
+        r"INPUT\.MAX_IMAGE_PIXELS=89478485",
+    ):
+        read_image(path)
+
+
+def test_png_of_60000_by_60000_pixels(tmp_path: Path) -> None:
+    """A 60000x60000 PNG → refused naming the file, under the limit's default and, with the
+    limit off, with OpenCV's reason in one line (no raw OpenCV assertion)."""
+    path = tmp_path / "huge.png"
+    path.write_bytes(png_declaring(60000, 60000))
+    with pytest.raises(BadImageError, match=r"huge\.png: it is 60000x60000 \(3600000000 pix"):
+        read_image(path)
+    with pytest.raises(BadImageError, match=r"huge\.png: OpenCV cannot decode it: .*PIXELS") as e:
+        read_image(path, max_pixels=0)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("extension", ["jpg", "png", "bmp", "tiff", "webp", "ppm"])
+def test_pixel_limit_read_from_each_format_header(tmp_path: Path, extension: str) -> None:
+    """A 64x48 JPEG, PNG, BMP, TIFF, WebP or PPM with a limit of 3071 pixels → refused from
+    its header, naming the file; with a limit of 3072 → read."""
+    path = write(tmp_path / f"a.{extension}")
+    with pytest.raises(BadImageError, match=rf"a\.{extension}: it is 64x48 \(3072 pixels\)"):
+        read_image(path, max_pixels=64 * 48 - 1)
+    assert read_image(path, max_pixels=64 * 48).shape == (48, 64, 3)
+
+
+def test_file_larger_than_its_pixels_can_need(tmp_path: Path) -> None:
+    """A 2x2 PNG padded with 17 MiB of text under a 4-pixel limit → refused before it is read,
+    naming the file and the bound."""
+    data = png_declaring(2, 2)
+    padding = b"Comment\x00" + bytes(17 << 20)
+    chunk = struct.pack(">I", len(padding)) + b"tEXt" + padding + b"\0\0\0\0"
+    path = tmp_path / "padded.png"
+    path.write_bytes(data[:33] + chunk + data[33:])
+    with pytest.raises(BadImageError, match=r"padded\.png: the file has 17825\d* bytes, more"):
+        read_image(path, max_pixels=4)
+
+
+def outcome_in_child(path: Path, seconds: float = 20) -> str:
+    """What ``read_image(path)`` does in a forked child given ``seconds`` and 1 GiB more
+    memory than it starts with: its error's message, ``read``, or why it was stopped, so that
+    a regression fails the test instead of hanging it or exhausting the machine's memory."""
+    context = multiprocessing.get_context("fork")
+    receiver, sender = context.Pipe(duplex=False)
+
+    def run() -> None:
+        status = Path("/proc/self/status").read_text()
+        used = int(re.search(r"VmSize:\s+(\d+) kB", status)[1]) * 1024
+        resource.setrlimit(resource.RLIMIT_AS, (used + (1 << 30), used + (1 << 30)))
+        try:
+            read_image(path)
+            sender.send("read")
+        except BadImageError as error:
+            sender.send(str(error))
+        except MemoryError:
+            sender.send("ran out of memory")
+
+    child = context.Process(target=run)
+    child.start()
+    if not receiver.poll(seconds):
+        child.kill()
+        child.join()
+        return f"still reading after {seconds} s"
+    outcome = receiver.recv()
+    child.join()
+    return outcome
+
+
+def test_fifo_named_as_an_image(tmp_path: Path) -> None:
+    """A FIFO named as an image → refused at once, naming it, without opening it (opening a
+    FIFO waits for a writer for ever)."""
+    path = tmp_path / "pipe.png"
+    os.mkfifo(path)
+    assert outcome_in_child(path) == f"cannot read image {path}: it is a FIFO, not a regular file"
+
+
+def test_link_to_dev_zero_named_as_an_image(tmp_path: Path) -> None:
+    """A link to /dev/zero named as an image → refused at once, naming the link (it would be
+    read until memory runs out)."""
+    path = tmp_path / "zero.jpg"
+    path.symlink_to("/dev/zero")
+    assert outcome_in_child(path) == (
+        f"cannot read image {path}: it is a character device, not a regular file"
+    )
+
+
+def test_link_to_an_image_is_read(tmp_path: Path) -> None:
+    """A link to a regular image file → followed and read as the file."""
+    target = write(tmp_path / "a.png")
+    (tmp_path / "link.png").symlink_to(target)
+    assert np.array_equal(read_image(tmp_path / "link.png"), cv2.imread(str(target)))
+
+
+def test_mapper_applies_the_configured_pixel_limit(tmp_path: Path) -> None:
+    """INPUT.MAX_IMAGE_PIXELS=3000 and a 64x48 training image → the mapper refuses it, naming
+    the file and the key."""
+    cfg = load_config(SHAPES_CONFIG, ["INPUT.MAX_IMAGE_PIXELS=3000", "TEST.MIN_SIZES=[32, 64]"])
+    record = {"file_name": str(write(tmp_path / "a.png")), "height": 48, "width": 64}
+    with pytest.raises(BadImageError, match=r"a\.png: it is 64x48 .*MAX_IMAGE_PIXELS=3000"):
+        DatasetMapper.from_config(cfg, is_train=False)({**record, "image_id": 0})
+    with pytest.raises(BadImageError, match=r"a\.png: it is 64x48 .*MAX_IMAGE_PIXELS=3000"):
+        PyramidMapper.from_config(cfg)({**record, "image_id": 0})
+
+
+def test_negative_pixel_limit() -> None:
+    """INPUT.MAX_IMAGE_PIXELS=-1 → refused before the run, naming the key."""
+    cfg = load_config(SHAPES_CONFIG, ["INPUT.MAX_IMAGE_PIXELS=-1"])
+    with pytest.raises(ConfigError, match=r"INPUT\.MAX_IMAGE_PIXELS must be 0 or more, got -1"):
+        check_config(cfg)
+
+
+def test_skip_policy_skips_an_image_over_the_pixel_limit(tmp_path: Path) -> None:
+    """A 30000x30000 PNG among training images, policy skip → skipped like any bad image."""
+    dicts = records(tmp_path)
+    Path(dicts[3]["file_name"]).write_bytes(png_declaring(30000, 30000))
+    got = batches(dicts, 6, bad_image_policy="skip", max_bad_images=1)
+    assert 3 not in {item["image_id"] for batch in got for item in batch}
+
+
+def test_train_net_stops_on_a_huge_png(tiny_run: TinyRun, tmp_path: Path) -> None:
+    """train_net whose dataset holds a 30000x30000 PNG → exit 2, one line naming the file and
+    INPUT.MAX_IMAGE_PIXELS."""
+    result, image, _ = train_with_a_spoilt_image(
+        tiny_run, tmp_path, lambda path: path.write_bytes(png_declaring(30000, 30000))
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    (line,) = [text for text in result.stderr.splitlines() if str(image) in text]
+    assert f"cannot read image {image}: it is 30000x30000 (900000000 pixels)" in line
+    assert "INPUT.MAX_IMAGE_PIXELS" in line

@@ -73,3 +73,18 @@ def test_instances_cat() -> None:
     assert merged.gt_boxes.tensor.shape == (5, 4)
     with pytest.raises(ValueError, match="image size"):
         Instances.cat([make_instances(), Instances((1, 1), gt_classes=torch.ones(1))])
+
+
+def test_instances_get_set_has_as_detectron2() -> None:
+    """detectron2's field access by name, which the error of inst["name"] recommends."""
+    inst = make_instances()
+    with pytest.raises(TypeError, match=r"instances\.get\('scores'\)"):
+        inst["scores"]
+    inst.set("scores", torch.tensor([0.5, 0.25, 0.125]))
+    assert inst.has("scores")
+    assert inst.get("scores") is inst.scores
+    assert inst.get("names") == ["a", "b", "c"]
+    with pytest.raises(KeyError, match=r"no field 'masks'.*gt_boxes"):
+        inst.get("masks")
+    with pytest.raises(ValueError, match="length 2"):
+        inst.set("masks", torch.ones(2))

@@ -7,13 +7,12 @@ import os
 from pathlib import Path
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from ..mapper import BadImageError, read_image
 from ..validation import (
     DatasetError,
     DatasetFileNotFoundError,
     LoadSummary,
     check_box,
-    check_image_size,
+    record_size,
     refuse_duplicates,
 )
 
@@ -102,12 +101,7 @@ def _image_records(images: list, json_file, image_root, summary: LoadSummary) ->
     for image in images:
         file_name = os.path.join(str(image_root), image["file_name"])
         where = f"{json_file}: image {image['id']!r}"
-        if image.get("height") is None or image.get("width") is None:
-            height, width = _size_from_file(file_name, where)
-            summary.sized.append(f"image {image['id']!r}")
-        else:
-            height = check_image_size(image["height"], "height", where)
-            width = check_image_size(image["width"], "width", where)
+        height, width = record_size(image, file_name, where, summary, f"image {image['id']!r}")
         records[image["id"]] = {
             "file_name": file_name,
             "height": height,
@@ -116,16 +110,6 @@ def _image_records(images: list, json_file, image_root, summary: LoadSummary) ->
             "annotations": [],
         }
     return records
-
-
-def _size_from_file(file_name: str, where: str) -> tuple[int, int]:
-    try:
-        height, width = read_image(file_name).shape[:2]
-    except BadImageError as error:
-        raise DatasetError(
-            f"{where} gives no height and width, and its file cannot be read: {error}"
-        ) from None
-    return height, width
 
 
 def _add_annotations(
@@ -207,7 +191,7 @@ def register_coco_instances(
     name: str, metadata: dict, json_file: str | Path, image_root: str | Path
 ) -> None:
     """Registers a COCO-format dataset; it is read on first ``DatasetCatalog.get(name)``."""
-    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name))
+    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name), checked=True)
     MetadataCatalog.get(name).set(
         json_file=str(json_file), image_root=str(image_root), evaluator_type="coco", **metadata
     )

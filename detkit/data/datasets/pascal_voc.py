@@ -8,13 +8,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from ..mapper import BadImageError, read_image
 from ..validation import (
     DatasetError,
     DatasetFileNotFoundError,
     LoadSummary,
     check_box,
     check_image_size,
+    image_size_from_file,
 )
 
 VOC_CLASSES = (
@@ -106,12 +106,7 @@ def _image_size(tree, xml_file: Path, file_name: str, summary: LoadSummary) -> t
             check_image_size(v, k, str(xml_file))
             for v, k in zip(numbers, ("height", "width"), strict=True)
         )
-    try:
-        height, width = read_image(file_name).shape[:2]
-    except BadImageError as error:
-        raise DatasetError(
-            f"{xml_file}: gives no <size>, and the image cannot be read: {error}"
-        ) from None
+    height, width = image_size_from_file(file_name, f"{xml_file}: <size>")
     summary.sized.append(str(xml_file))
     return height, width
 
@@ -138,7 +133,7 @@ def register_pascal_voc(
 ) -> None:
     """Registers a VOC split; it is read on first ``DatasetCatalog.get(name)``."""
     classes = tuple(class_names or VOC_CLASSES)
-    DatasetCatalog.register(name, lambda: load_voc_instances(dirname, split, classes))
+    DatasetCatalog.register(name, lambda: load_voc_instances(dirname, split, classes), checked=True)
     MetadataCatalog.get(name).set(
         thing_classes=list(classes),
         dirname=str(dirname),

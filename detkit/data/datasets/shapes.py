@@ -175,5 +175,5 @@ def register_shapes(root: str | Path) -> None:
             folder = ensure_shapes(root, split)
             return load_coco_json(folder / "annotations.json", folder, name)
 
-        DatasetCatalog.register(name, load)
+        DatasetCatalog.register(name, load, checked=True)
         MetadataCatalog.get(name).set(evaluator_type="coco", thing_classes=list(SHAPE_CLASSES))
