@@ -4,6 +4,7 @@ checkpoint files."""
 from .detection_checkpoint import (
     DetectionCheckpointer,
     IncompatibleCheckpointError,
+    PartialWeightsError,
     check_optimizer_state,
 )
 from .files import (
@@ -25,6 +26,7 @@ __all__ = [
     "CheckpointNotFoundError",
     "DetectionCheckpointer",
     "IncompatibleCheckpointError",
+    "PartialWeightsError",
     "UnsafeCheckpointError",
     "WeightsReport",
     "check_optimizer_state",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -13,6 +13,7 @@ from torch import nn
 from ..utils.errors import UserError
 from ..utils.file_io import PathManager, write_atomically, write_bytes_atomically
 from .files import (
+    CHECKPOINT_NAME,
     CheckpointFileError,
     CheckpointNotFoundError,
     last_checkpoint,
@@ -33,6 +34,11 @@ BACKBONE_PREFIXES = ("backbone.", "backbone.bottom_up.")
 class IncompatibleCheckpointError(UserError, ValueError):
     """A checkpoint that does not fit the objects it would be loaded into: the model (weights
     it lacks, of another shape or layout) or the saved trainer state."""
+
+
+class PartialWeightsError(IncompatibleCheckpointError):
+    """Weights refused because they leave part of the model uninitialised (a checkpointer
+    with ``allow_partial=False``); a tool that can load them anyway adds its option."""
 
 
 def check_optimizer_state(optimizer: torch.optim.Optimizer, state_dict: dict) -> None:
@@ -85,11 +91,13 @@ class DetectionCheckpointer(Checkpointer):
     is what evaluating needs.
 
     Paths go through detkit's iopath ``PathManager`` (:mod:`detkit.utils.file_io`), so any
-    registered path handler works. Files are read with ``torch.load(weights_only=True)``; a file
-    that needs arbitrary unpickling (which can run code) is refused unless
-    ``allow_unsafe_pickle=True``. A directory, an empty, truncated or corrupt file, or weights that
-    are not finite are refused naming the file (:class:`CheckpointFileError`). Optimizer state
-    is checked against the optimizer before it is loaded (:func:`check_optimizer_state`).
+    registered path handler works, ``https://`` included. Files are read with
+    ``torch.load(weights_only=True)``; a file that needs arbitrary unpickling (which can run
+    code) is refused unless ``allow_unsafe_pickle=True``. Plain pickles of numpy arrays
+    (detectron2's model-zoo ``.pkl``) are read by an unpickler that builds plain data only. A
+    directory, an empty, truncated or corrupt file, or weights that are not finite are refused
+    naming the file (:class:`CheckpointFileError`). Optimizer state is checked against the
+    optimizer before it is loaded (:func:`check_optimizer_state`).
     """
 
     def __init__(
@@ -113,8 +121,14 @@ class DetectionCheckpointer(Checkpointer):
         ``last_checkpoint`` at it; ``saved_iteration`` records its ``iteration``.
 
         Both files are written to a temporary name and renamed into place, so a crash or kill
-        mid-save leaves the previous checkpoint and tag intact, never a truncated file.
+        mid-save leaves the previous checkpoint and tag intact, never a truncated file. ``name``
+        is a plain file name (letters, digits, ``_``, ``-``, ``.``), as ``--resume`` accepts.
         """
+        if not CHECKPOINT_NAME.fullmatch(f"{name}.pth"):
+            raise ValueError(
+                f"checkpoint name {name!r}: give a plain file name of letters, digits, _, - and . "
+                "(e.g. model_0000199), as --resume accepts"
+            )
         if not self.save_dir or not self.save_to_disk:
             return
         data = {"model": self.model.state_dict()}
@@ -174,18 +188,32 @@ class DetectionCheckpointer(Checkpointer):
         return checkpoint
 
     def _local_file(self, path: str) -> str:
-        """``path`` as a local file: itself, or the copy its iopath handler makes."""
+        """``path`` as a local file: itself, or the copy its iopath handler makes. A handler
+        need not say whether a path exists or is a directory (iopath's HTTP handler does not):
+        fetching the copy says so, and the copy is checked like a local file."""
         if os.path.exists(path):
             return path
-        try:
-            found = self.path_manager.exists(path)
-        except NotImplementedError:  # e.g. HTTP: getting the local copy says whether it exists
-            found = True
-        if not found:
+        if not self._ask_handler(self.path_manager.exists, path, default=True):
             raise CheckpointNotFoundError(f"checkpoint not found: {path}")
-        if self.path_manager.isdir(path):
+        if self._ask_handler(self.path_manager.isdir, path, default=False):
             raise CheckpointFileError(path, "is a directory, not a checkpoint file", "name a file")
-        return self.path_manager.get_local_path(path)
+        try:
+            return self.path_manager.get_local_path(path)
+        except OSError as error:  # e.g. an address that cannot be reached
+            raise CheckpointFileError(
+                path,
+                f"could not be fetched ({type(error).__name__}: {error})",
+                "check the address and the network, or download it and give the local file",
+            ) from None
+
+    @staticmethod
+    def _ask_handler(question: Callable[[str], bool], path: str, *, default: bool) -> bool:
+        """``question(path)`` of ``path``'s handler, or ``default`` for a handler that does not
+        implement it."""
+        try:
+            return question(path)
+        except NotImplementedError:
+            return default
 
     def _load_file(self, filename: str) -> dict[str, Any]:
         data = load_checkpoint_file(filename, weights_only=not self.allow_unsafe_pickle)
@@ -214,7 +242,7 @@ class DetectionCheckpointer(Checkpointer):
             )
         report = WeightsReport.compare(self.model.state_dict(), state)
         if report.uninitialised and not self.allow_partial:
-            raise IncompatibleCheckpointError(f"{path}: {report.refusal()}")
+            raise PartialWeightsError(f"{path}: {report.refusal()}")
         try:
             self._load_model(checkpoint)
         except ValueError as error:  # e.g. the box head refusing another fc layout

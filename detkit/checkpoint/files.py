@@ -11,15 +11,24 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..utils.errors import UserError
 from ..utils.file_io import interrupted_writes
+from ..utils.plain_pickle import PlainDataUnpickler, RefusedGlobalError
 
 logger = logging.getLogger("detkit.checkpoint")
 
 # model_0000199.pth: the checkpoint written after iteration 199 (its 0-based index)
 PERIODIC_NAME = re.compile(r"model_\d{7}\.pth")
+# the name of a checkpoint detkit writes (model_0000199.pth, model_final.pth, …): a plain name
+# in its folder, neither a path nor hidden
+CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*\.pth")
+# the start of torch's legacy (not zip) format: its magic number, pickled with protocol 2
+_TORCH_LEGACY_START = b"\x80\x02\x8a\x0a" + (0x1950A86A20F9469CFC6C).to_bytes(10, "little")
+# the pickle protocols (2-5) whose files start with PROTO <n>
+_PICKLE_STARTS = tuple(bytes([0x80, protocol]) for protocol in range(2, 6))
 # torch's wording when weights_only=True refuses a pickled object, as opposed to a broken file
 _UNSAFE_PICKLE = re.compile(r"was not an allowed global|is blocked|must be \S+ to load")
 
@@ -45,7 +54,10 @@ def load_checkpoint_file(path: str, *, weights_only: bool = True, mmap: bool = F
     """``torch.load`` of the local file ``path`` on the CPU, its problems as one-line errors:
     :class:`CheckpointNotFoundError`, :class:`CheckpointFileError` (a directory, an empty,
     truncated or corrupt file), :class:`UnsafeCheckpointError` (it needs arbitrary unpickling
-    and ``weights_only``)."""
+    and ``weights_only``).
+
+    A plain pickle (protocol 2-5, as detectron2's model zoo ``.pkl`` files), which torch cannot
+    read, is read by :func:`load_plain_pickle` instead."""
     if os.path.isdir(path):
         raise CheckpointFileError(path, "is a directory, not a checkpoint file", _name_a_file(path))
     if not os.path.isfile(path):
@@ -56,6 +68,8 @@ def load_checkpoint_file(path: str, *, weights_only: bool = True, mmap: bool = F
             "is empty (0 bytes), not a checkpoint",
             "was its copy interrupted? use another one",
         )
+    if _is_plain_pickle(path):
+        return load_plain_pickle(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=weights_only, mmap=mmap)
     except pickle.UnpicklingError as error:
@@ -71,6 +85,42 @@ def load_checkpoint_file(path: str, *, weights_only: bool = True, mmap: bool = F
         if isinstance(error, RuntimeError) and "alloc" in str(error).lower():
             raise  # out of memory, not a broken file
         raise _unreadable(path, error) from None
+
+
+def _is_plain_pickle(path: str) -> bool:
+    """Whether ``path`` is a pickle (protocol 2-5) rather than one of torch's formats."""
+    with open(path, "rb") as file:
+        start = file.read(len(_TORCH_LEGACY_START))
+    return start.startswith(_PICKLE_STARTS) and not start.startswith(_TORCH_LEGACY_START)
+
+
+def load_plain_pickle(path: str) -> Any:
+    """The plain data pickled in ``path`` (detectron2's ``.pkl`` weights: ``{"model": {name:
+    array}, "__author__": …}``), read without running code (:class:`PlainDataUnpickler`), its
+    numeric numpy arrays as tensors. A pickle naming anything else is refused
+    (:class:`UnsafeCheckpointError`), a broken one reported (:class:`CheckpointFileError`)."""
+    try:
+        with open(path, "rb") as file:
+            data = PlainDataUnpickler(file).load()
+    except RefusedGlobalError as error:
+        raise UnsafeCheckpointError(
+            f"{path}: {error}: a pickled weights file may hold only plain data (containers, "
+            "numbers, strings, numpy arrays); unpickling this one could run code"
+        ) from None
+    except MemoryError:
+        raise
+    except Exception as error:  # a broken file makes the unpickler fail in any way
+        raise _unreadable(path, error) from None
+    return _arrays_as_tensors(data)
+
+
+def _arrays_as_tensors(data: Any) -> Any:
+    """``data`` with the numeric numpy arrays of its (nested) dicts as tensors."""
+    if isinstance(data, dict):
+        return {key: _arrays_as_tensors(value) for key, value in data.items()}
+    if isinstance(data, np.ndarray) and data.dtype.kind in "biufc":
+        return torch.tensor(data)
+    return data
 
 
 def _unreadable(path: str, error: Exception) -> CheckpointFileError:
@@ -92,7 +142,10 @@ def _reason(error: Exception) -> str:
 
 
 def _name_a_file(folder: str) -> str:
-    tagged = last_checkpoint(folder)
+    try:
+        tagged = last_checkpoint(folder)
+    except CheckpointFileError:  # a tag naming no checkpoint of its folder names no example
+        tagged = None
     if tagged is not None:
         return f"name a file in it, e.g. its newest checkpoint {tagged}"
     return "name a .pth file in it, e.g. model_final.pth"
@@ -111,12 +164,45 @@ def read_training_state(path: str) -> dict[str, Any]:
 
 
 def last_checkpoint(save_dir: str) -> str | None:
-    """The checkpoint ``save_dir/last_checkpoint`` names (the newest one), or None without one."""
+    """The checkpoint ``save_dir/last_checkpoint`` names (the newest one), or None without one.
+
+    detkit writes there the plain name of a checkpoint it saved in ``save_dir``
+    (:data:`CHECKPOINT_NAME`). Anything else is refused (:class:`CheckpointFileError` naming
+    the tag and what it holds): a path elsewhere would silently continue another run's state.
+    """
     tag = os.path.join(save_dir, "last_checkpoint")
     if not os.path.isfile(tag):
         return None
-    with open(tag) as file:
-        return os.path.join(save_dir, file.read().strip())
+    with open(tag, "rb") as file:
+        data = file.read(_TAG_BYTES)
+    try:
+        name = data.decode().strip()
+    except UnicodeDecodeError:
+        raise CheckpointFileError(
+            tag, f"is not text (it starts {data[:12]!r})", _retag(save_dir)
+        ) from None
+    if not CHECKPOINT_NAME.fullmatch(name):
+        shown = name if len(name) <= 200 else f"{name[:200]}…"
+        raise CheckpointFileError(
+            tag,
+            f"names {shown!r}, not a checkpoint detkit wrote in {save_dir} (a plain name such "
+            "as model_0000199.pth)",
+            _retag(save_dir),
+        )
+    return os.path.join(save_dir, name)
+
+
+# more than any name detkit writes into last_checkpoint
+_TAG_BYTES = 4096
+
+
+def _retag(save_dir: str) -> str:
+    """How to repair ``save_dir``'s tag: the checkpoints it could name."""
+    names = [name for name in saved_checkpoints(save_dir) if CHECKPOINT_NAME.fullmatch(name)]
+    if not names:
+        return "delete it, or start a new run in another OUTPUT_DIR"
+    shown = ", ".join(names[-4:])
+    return f"write the name of one of its checkpoints into it ({shown}) or delete it"
 
 
 def saved_checkpoints(save_dir: str) -> list[str]:

@@ -80,8 +80,8 @@ class WeightsReport:
         return (
             f"it leaves {len(self.uninitialised)} of the model's {self.total} weights "
             f"uninitialised ({_names(self.uninitialised)}), so the model would be partly random"
-            f"{unused}; use weights trained with this config's model, or allow partial weights "
-            "on purpose (train_net --allow-partial-weights)"
+            f"{unused}; use weights trained with this config's model, or the config of the run "
+            "that wrote them (its OUTPUT_DIR/config.yaml as --config-file)"
         )
 
 

@@ -8,10 +8,12 @@ The trainer and its hooks record scalars into the current :class:`EventStorage`;
 from __future__ import annotations
 
 import datetime
+import json
 import logging
+import os
 import resource
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import torch
 from fvcore.common.history_buffer import HistoryBuffer
@@ -19,6 +21,7 @@ from fvcore.common.history_buffer import HistoryBuffer
 from .file_io import strict_json
 
 _STORAGE_STACK: list[EventStorage] = []
+logger = logging.getLogger(__name__)
 
 
 def get_event_storage() -> EventStorage:
@@ -100,11 +103,14 @@ class JSONWriter(EventWriter):
     """Appends one JSON object per iteration (``{"iteration": i, name: value, …}``) to a file.
 
     Appending lets a resumed run continue the same ``metrics.json``; each line is flushed as it
-    is written, so a crash loses at most the iterations since the last write.
+    is written, so a crash loses at most the iterations since the last write. A last line that
+    a run killed while writing it left cut short is dropped first (with a warning): the next
+    line would run into it, spoiling both. :func:`read_metrics` reads the file.
     """
 
     def __init__(self, json_file: str | Path, window: int = 20) -> None:
-        self._file = open(json_file, "a")  # noqa: SIM115  (kept open across writes)
+        self._file = open(json_file, "a+b")  # noqa: SIM115  (kept open across writes)
+        _drop_cut_line(self._file, json_file)
         self._window = window
         self._last_written = -1
 
@@ -116,13 +122,63 @@ class JSONWriter(EventWriter):
                 by_iteration.setdefault(iteration, {})[name] = value
         for iteration in sorted(by_iteration):
             line = strict_json({"iteration": iteration, **by_iteration[iteration]})
-            self._file.write(line + "\n")
+            self._file.write(f"{line}\n".encode())
         self._file.flush()
         if by_iteration:
             self._last_written = max(by_iteration)
 
     def close(self) -> None:
         self._file.close()
+
+
+# how much of metrics.json is read at a time, back from its end, to find its last newline
+_BLOCK_BYTES = 1 << 16
+
+
+def _drop_cut_line(file: IO[bytes], name: str | Path) -> None:
+    """Truncates ``file`` (opened for appending) after its last complete line."""
+    size = file.seek(0, os.SEEK_END)
+    end = size
+    while end > 0:  # back from the end, a block at a time, to the last newline
+        start = max(end - _BLOCK_BYTES, 0)
+        file.seek(start)
+        newline = file.read(end - start).rfind(b"\n")
+        if newline >= 0:
+            end = start + newline + 1
+            break
+        end = start
+    if end == size:
+        return
+    file.seek(end)
+    cut = file.read(200).decode(errors="replace")
+    logger.warning(
+        f"{name}: its last line is cut short (a run stopped while writing it) and is dropped "
+        f"({size - end} bytes: {cut!r})"
+    )
+    file.truncate(end)
+
+
+def read_metrics(json_file: str | Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.json`` that :class:`JSONWriter` wrote, one per line. A line
+    that is not a JSON object (cut short by a killed run, in a file an older detkit appended
+    to) is skipped with a warning naming the file and the line."""
+    records = []
+    text = Path(json_file).read_text(errors="replace")
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            logger.warning(
+                f"{json_file}:{number}: not a JSON object, skipped (cut short by a run stopped "
+                f"while writing it?): {line[:80]!r}"
+            )
+    return records
 
 
 class TensorboardWriter(EventWriter):

@@ -3,15 +3,20 @@
 
 from __future__ import annotations
 
+import errno
+import fnmatch
 import json
 import math
 import os
-import tempfile
+import re
+import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
 from iopath.common.file_io import HTTPURLHandler, PathManagerFactory
+
+from .errors import UserError
 
 # A path handler registered here (PathManager.register_handler(handler)) makes its paths usable
 # wherever detkit reads a checkpoint or weights (MODEL.WEIGHTS), as in detectron2.
@@ -19,31 +24,77 @@ PathManager = PathManagerFactory.get("detkit")
 PathManager.register_handler(HTTPURLHandler())
 
 
+# write_atomically's temporary file beside its target: ".<name>.<12 hex digits>.detkit-tmp",
+# a name no other program writes, so that clean-up removes only what detkit left behind
+_TEMPORARY_SUFFIX = ".detkit-tmp"
+_TEMPORARY_NAME = re.compile(r"\.(?P<target>.+)\.[0-9a-f]{12}" + re.escape(_TEMPORARY_SUFFIX))
+# errors that mean the disk has no room for the file: reported as such, not as a broken writer
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+class DiskFullError(UserError, OSError):
+    """A file that could not be written for lack of space (a full disk or quota)."""
+
+
 def write_atomically(path: str | Path, write: Callable[[IO[bytes]], object]) -> None:
     """Creates or replaces ``path`` with what ``write(file)`` writes to a binary file.
 
     The bytes go to a temporary file in the same folder, are flushed to disk, and the file is
-    renamed over ``path``: readers see the old file or the complete new one, never a part.
+    renamed over ``path``: readers see the old file or the complete new one, never a part. A
+    full disk raises :class:`DiskFullError` naming ``path`` (torch's writer buries the cause
+    under an error of its own), the old file still in place.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    temporary, descriptor = _create_temporary(path)
     try:
-        os.chmod(temporary, 0o666 & ~_umask())  # mkstemp's 0600 would hide the file from others
         with os.fdopen(descriptor, "wb") as file:
             write(file)
             file.flush()
             os.fsync(file.fileno())
         os.replace(temporary, path)
-    except BaseException:
-        os.unlink(temporary)
-        raise
+    except BaseException as error:
+        temporary.unlink(missing_ok=True)  # gone if the error came just after the rename
+        reason = _full_disk(error)
+        if reason is None:
+            raise
+        raise DiskFullError(
+            f"{path}: not written, {reason}; the files already there are unchanged: free some "
+            "space and run again"
+        ) from error
+
+
+def _create_temporary(path: Path) -> tuple[Path, int]:
+    """A new temporary file for ``path`` (named by :data:`_TEMPORARY_NAME`), opened for
+    writing, with the permissions the umask gives a new file."""
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}{_TEMPORARY_SUFFIX}")
+        try:
+            return temporary, os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+
+
+def _full_disk(error: BaseException | None) -> str | None:
+    """How the disk was full (``"no space left on device"``) when ``error`` or an error it was
+    raised from or while handling is a full disk's ``OSError``; None otherwise."""
+    while error is not None:
+        if isinstance(error, OSError) and error.errno in _FULL_DISK:
+            return os.strerror(error.errno).lower()
+        error = error.__cause__ or error.__context__
+    return None
 
 
 def interrupted_writes(folder: str | Path, pattern: str = "*") -> list[Path]:
     """The temporary files :func:`write_atomically` left in ``folder`` when it was killed
-    (SIGKILL, power loss) while writing a file whose name matches ``pattern``."""
-    return sorted(Path(folder).glob(f".{pattern}.*"))
+    (SIGKILL, power loss) while writing a file whose name matches ``pattern``: only names it
+    gives its temporary files, never another file that merely looks alike."""
+    found = []
+    for path in Path(folder).glob(f".*{_TEMPORARY_SUFFIX}"):
+        match = _TEMPORARY_NAME.fullmatch(path.name)
+        if match and fnmatch.fnmatchcase(match["target"], pattern) and path.is_file():
+            found.append(path)
+    return sorted(found)
 
 
 def strict_json(data: Any, indent: int | None = None) -> str:
@@ -60,12 +111,6 @@ def _finite_or_none(data: Any) -> Any:
     if isinstance(data, list | tuple):
         return [_finite_or_none(value) for value in data]
     return data
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def write_bytes_atomically(path: str | Path, data: bytes | str) -> None:

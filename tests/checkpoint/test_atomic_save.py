@@ -7,6 +7,7 @@ before, and resuming must load the earlier weights.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
@@ -19,7 +20,12 @@ from torch import nn
 from detkit.checkpoint import DetectionCheckpointer
 from detkit.config import get_default_config
 from detkit.solver import build_lr_scheduler
-from detkit.utils.file_io import write_atomically, write_bytes_atomically
+from detkit.utils.file_io import (
+    DiskFullError,
+    interrupted_writes,
+    write_atomically,
+    write_bytes_atomically,
+)
 
 
 def make_model(seed: int) -> nn.Module:
@@ -192,3 +198,41 @@ def test_write_bytes_atomically_creates_folders_and_replaces(tmp_path: Path) -> 
     write_bytes_atomically(target, "second")
     assert target.read_text() == "second"
     assert [p.name for p in target.parent.iterdir()] == ["file.json"]
+
+
+def test_only_write_atomically_temporaries_count_as_interrupted_writes(tmp_path: Path) -> None:
+    """The clean-up after a killed save finds the temporary file of a write under way, and
+    none of the files that merely look like one."""
+    lookalikes = [".x.pth.keep", ".x.pth.k2j4x9", ".x.pth.0123456789ab.detkit-tmp.old"]
+    for name in lookalikes:
+        (tmp_path / name).write_text("user data")
+    during = []
+
+    def write(file) -> None:
+        during.extend(interrupted_writes(tmp_path, "x.pth"))
+        file.write(b"data")
+
+    write_atomically(tmp_path / "x.pth", write)
+    assert len(during) == 1 and during[0].name.startswith(".x.pth.")
+    assert interrupted_writes(tmp_path, "x.pth") == []
+    assert interrupted_writes(tmp_path, "y.pth") == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*lookalikes, "x.pth"])
+
+
+def test_full_disk_is_named_under_torchs_own_error(tmp_path: Path) -> None:
+    """torch's writer turns a full disk into "unexpected pos …": the error says the disk is full
+    and names the file; the previous file is kept and no temporary is left."""
+    target = tmp_path / "model.pth"
+    target.write_bytes(b"previous")
+
+    def write(file) -> None:
+        try:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] unexpected pos") from None
+
+    with pytest.raises(DiskFullError) as error:
+        write_atomically(target, write)
+    assert str(error.value).startswith(f"{target}: not written, no space left on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pth"]
+    assert target.read_bytes() == b"previous"

@@ -12,11 +12,13 @@ exit status, and that nothing is lost.
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from reliability_helpers import TinyRun
+from training_helpers import KilledAfterThree, SimulatedKillError, tiny_overrides, train_net_here
 
 from detkit.data.datasets.shapes import ensure_shapes
 
@@ -29,3 +31,20 @@ def tiny_run(
     folder = ensure_shapes(root, "val")
     proposals = write_proposal_file(folder / "annotations.json", root / "shapes_val_proposals.pkl")
     return TinyRun(root, proposals)
+
+
+@pytest.fixture(scope="module")
+def killed(tiny_shapes, one_thread, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-iteration run of the tiny model killed after iteration 3: model_0000001.pth,
+    model_0000003.pth and last_checkpoint naming the second."""
+    output = tmp_path_factory.mktemp("killed") / "run"
+    with pytest.raises(SimulatedKillError):
+        train_net_here(*tiny_overrides(tiny_shapes, output), trainer_class=KilledAfterThree)
+    assert (output / "last_checkpoint").read_text() == "model_0000003.pth"
+    return output
+
+
+@pytest.fixture
+def run_copy(killed: Path, tmp_path: Path) -> Path:
+    """A copy of the killed run's folder, to damage or resume."""
+    return Path(shutil.copytree(killed, tmp_path / "run"))

@@ -8,14 +8,22 @@ file that is not a checkpoint, and weights holding NaN or infinity are refused w
 naming the file (exit status 2 from `train_net`). `--resume` continues the newest intact
 checkpoint: when the one `last_checkpoint` names is missing, empty, truncated or fails its
 checksum, it warns and takes the newest intact `model_XXXXXXX.pth`; when none is intact it
-stops (exit 2) instead of starting afresh. A save writes to a temporary file renamed into place;
-temporary files of saves killed mid-write are removed when training starts. Paths go through
-detkit's iopath `PathManager`, so any registered handler serves checkpoints and weights.
+stops (exit 2) instead of starting afresh. `last_checkpoint` must hold the plain name of a
+checkpoint in its folder, as detkit writes it: a path elsewhere or bytes that are not text stop
+`--resume` (exit 2) with one line naming the tag and what it holds. A save writes to a temporary
+file `.<name>.<12 hex digits>.detkit-tmp` renamed into place; such files of saves killed
+mid-write are removed when training starts, and no other file is. Paths go through detkit's
+iopath `PathManager`, so any registered handler serves checkpoints and weights, also one that
+cannot say whether a path is a folder (as iopath's HTTP handler); an address that cannot be
+fetched is refused naming it. detectron2's model-zoo `.pkl` weights (pickles of numpy arrays,
+protocols 2 to 5) load without running code: a pickle naming anything but plain data is refused.
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import re
 import shutil
 from pathlib import Path
@@ -24,10 +32,9 @@ import pytest
 import torch
 from iopath.common.file_io import PathHandler
 from training_helpers import (
-    KilledAfterThree,
-    SimulatedKillError,
     file_states,
     final_weights,
+    one_error_line,
     same_weights,
     tiny_config,
     tiny_overrides,
@@ -38,6 +45,7 @@ from detkit.checkpoint import (
     CheckpointFileError,
     CheckpointNotFoundError,
     DetectionCheckpointer,
+    UnsafeCheckpointError,
     resumable_checkpoint,
 )
 from detkit.engine import DefaultTrainer
@@ -51,28 +59,11 @@ def single_thread(one_thread) -> None:
 
 
 @pytest.fixture(scope="module")
-def killed(tiny_shapes, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A 6-iteration run killed after iteration 3: model_0000001.pth, model_0000003.pth and
-    last_checkpoint naming the second."""
-    output = tmp_path_factory.mktemp("killed") / "run"
-    with pytest.raises(SimulatedKillError):
-        train_net_here(*tiny_overrides(tiny_shapes, output), trainer_class=KilledAfterThree)
-    assert (output / "last_checkpoint").read_text() == "model_0000003.pth"
-    return output
-
-
-@pytest.fixture(scope="module")
 def straight(tiny_shapes, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same 6-iteration run, never stopped."""
+    """The same 6-iteration run as ``killed``, never stopped."""
     output = tmp_path_factory.mktemp("straight") / "run"
     assert train_net_here(*tiny_overrides(tiny_shapes, output)) == 0
     return output
-
-
-@pytest.fixture
-def run_copy(killed: Path, tmp_path: Path) -> Path:
-    """A copy of the killed run's folder, to damage."""
-    return Path(shutil.copytree(killed, tmp_path / "run"))
 
 
 def tiny_model(tiny_shapes, *overrides: str) -> torch.nn.Module:
@@ -88,12 +79,6 @@ def eval_only(tiny_shapes, output: Path, weights: str | Path, *extra: str) -> in
     overrides = [a for a in extra if not a.startswith("--")]
     argv = tiny_overrides(tiny_shapes, output, 6, *test_sets, f"MODEL.WEIGHTS={weights}")
     return train_net_here("--eval-only", *options, *argv, *overrides)
-
-
-def one_error_line(stderr: str) -> str:
-    assert "Traceback" not in stderr
-    (line,) = [line for line in stderr.splitlines() if line.startswith("train_net:")]
-    return line
 
 
 def without_box_predictor(killed: Path, path: Path) -> Path:
@@ -368,14 +353,17 @@ def test_killed_save_leaves_no_temporary_file(tiny_shapes, run_copy, monkeypatch
 
 def test_temporary_files_of_a_killed_save_are_removed(tiny_shapes, run_copy) -> None:
     """Temporary files of a SIGKILLed save → removed on resume, named in log.txt."""
-    leftovers = [run_copy / ".model_0000005.pth.k2j4x9", run_copy / ".last_checkpoint.a1b2c3"]
+    leftovers = [
+        run_copy / ".model_0000005.pth.5f3a9c01d2e4.detkit-tmp",
+        run_copy / ".last_checkpoint.a1b2c3d4e5f6.detkit-tmp",
+    ]
     for path in leftovers:
         path.write_bytes(b"partial")
     assert train_net_here("--resume", *tiny_overrides(tiny_shapes, run_copy)) == 0
     assert not any(path.exists() for path in leftovers)
     log = (run_copy / "log.txt").read_text()
     assert "Removed 2 temporary file(s) of interrupted saves" in log
-    assert ".model_0000005.pth.k2j4x9" in log
+    assert ".model_0000005.pth.5f3a9c01d2e4.detkit-tmp" in log
 
 
 def test_resumed_checkpointer_loads_through_resume_or_load(tiny_shapes, run_copy) -> None:
@@ -386,3 +374,130 @@ def test_resumed_checkpointer_loads_through_resume_or_load(tiny_shapes, run_copy
     assert extra["iteration"] == 1
     saved = torch.load(run_copy / "model_0000001.pth", weights_only=True)["model"]
     assert same_weights(model.state_dict(), saved)
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{other}/model_0000003.pth", "../other/model_0000003.pth", b"\x80\x02\xff\xfe model"],
+    ids=["absolute-path", "relative-path-out", "binary-bytes"],
+)
+def test_resume_with_last_checkpoint_naming_no_checkpoint_of_its_folder(
+    tiny_shapes, killed, run_copy, content, capsys
+) -> None:
+    """--resume, last_checkpoint naming a file elsewhere or holding bytes → exit 2, one line."""
+    other = shutil.copytree(killed, run_copy.parent / "other")
+    tag = run_copy / "last_checkpoint"
+    if isinstance(content, bytes):
+        tag.write_bytes(content)
+    else:
+        tag.write_text(content.format(other=other))
+    before, others_before = file_states(run_copy), file_states(other)
+    status = train_net_here("--resume", *tiny_overrides(tiny_shapes, run_copy))
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 2 and f"{tag}:" in line
+    if isinstance(content, bytes):
+        assert "not text" in line
+    else:
+        assert repr(content.format(other=other)) in line and "model_0000003.pth" in line
+    assert file_states(run_copy) == before and file_states(other) == others_before
+
+
+def test_clean_up_keeps_files_detkit_did_not_name(tiny_shapes, run_copy) -> None:
+    """A user's .model_0000059.pth.keep beside a killed save's temporary file → only the latter
+    removed on resume."""
+    temporary = run_copy / ".model_0000005.pth.0123456789ab.detkit-tmp"
+    kept = [
+        run_copy / ".model_0000059.pth.keep",
+        run_copy / ".model_0000005.pth.k2j4x9",
+        run_copy / ".last_checkpoint.backup",
+        run_copy / ".model_0000005.pth.0123456789ab.detkit-tmp.keep",
+    ]
+    for path in [temporary, *kept]:
+        path.write_bytes(b"user data")
+    assert train_net_here("--resume", *tiny_overrides(tiny_shapes, run_copy)) == 0
+    assert not temporary.exists()
+    assert all(path.read_bytes() == b"user data" for path in kept)
+
+
+def test_resume_falls_back_to_the_newest_intact_of_three(
+    tiny_shapes, straight, tmp_path, caplog
+) -> None:
+    """--resume, three checkpoints with the newest truncated → the middle one resumed; bit-exact."""
+    run = Path(shutil.copytree(straight, tmp_path / "run"))
+    (run / "model_final.pth").unlink()
+    (run / "last_checkpoint").write_text("model_0000005.pth")
+    assert {p.name for p in run.glob("model_*.pth")} == {f"model_{i:07d}.pth" for i in (1, 3, 5)}
+    truncate(run / "model_0000005.pth")
+    assert train_net_here("--resume", *tiny_overrides(tiny_shapes, run)) == 0
+    log = (run / "log.txt").read_text()
+    assert f"resuming from {run / 'model_0000003.pth'}, the newest intact" in log
+    assert "Resuming at iteration 4" in log
+    assert same_weights(final_weights(run), final_weights(straight))
+
+
+class FolderHandlerWithoutIsdir(FolderHandler):
+    """A handler as a minimal one is written: no ``_isdir`` of its own (iopath's base raises
+    NotImplementedError), like iopath's HTTP handler."""
+
+    PREFIX = "reliability-minimal://"
+    _isdir = PathHandler._isdir
+
+
+def test_weights_through_a_handler_without_isdir(tiny_shapes, killed) -> None:
+    """MODEL.WEIGHTS via a registered handler lacking _isdir → loaded, same weights."""
+    PathManager.register_handler(FolderHandlerWithoutIsdir(killed))
+    model = tiny_model(tiny_shapes)
+    DetectionCheckpointer(model).load("reliability-minimal://model_0000003.pth")
+    saved = torch.load(killed / "model_0000003.pth", weights_only=True)["model"]
+    assert same_weights(model.state_dict(), saved)
+
+
+def test_weights_at_an_unreachable_url(tiny_shapes, tmp_path, monkeypatch, capsys) -> None:
+    """MODEL.WEIGHTS=https://… that cannot be fetched → exit 2, one line naming the URL."""
+    monkeypatch.setenv("FVCORE_CACHE", str(tmp_path / "cache"))
+    url = "https://127.0.0.1:9/detkit-test/model_final.pth"  # a closed local port
+    output = tmp_path / "out"
+    status = train_net_here(*tiny_overrides(tiny_shapes, output), f"MODEL.WEIGHTS={url}")
+    line = one_error_line(capsys.readouterr().err)
+    assert status == 2 and f"{url}: could not be fetched" in line
+    assert not list(output.glob("model_*.pth"))
+
+
+def detectron2_style_pickle(model: torch.nn.Module, path: Path, protocol: int) -> Path:
+    """``model``'s weights as detectron2's model zoo ships them: a pickle of numpy arrays."""
+    weights = {name: value.numpy() for name, value in model.state_dict().items()}
+    data = {"model": weights, "__author__": "Detectron2 Model Zoo", "matching_heuristics": True}
+    path.write_bytes(pickle.dumps(data, protocol=protocol))
+    return path
+
+
+@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
+def test_detectron2_pickle_weights(tiny_shapes, tmp_path, protocol) -> None:
+    """A detectron2 model-zoo .pkl of numpy arrays (pickle protocol 2-5) → loaded, same weights."""
+    trained = tiny_model(tiny_shapes)
+    weights = detectron2_style_pickle(trained, tmp_path / "model.pkl", protocol)
+    torch.manual_seed(1)
+    model = tiny_model(tiny_shapes)
+    extra = DetectionCheckpointer(model, allow_partial=False).load(str(weights))
+    assert same_weights(model.state_dict(), trained.state_dict())
+    assert extra["__author__"] == "Detectron2 Model Zoo"
+
+
+def test_pickle_weights_that_would_run_code(tiny_shapes, tmp_path) -> None:
+    """A .pkl whose unpickling would call os.system → refused naming the file; nothing run."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps({"model": RunsCommand(f"touch {marker}")}, protocol=4))
+    with pytest.raises(UnsafeCheckpointError, match=r"model\.pkl: .*posix\.system"):
+        DetectionCheckpointer(tiny_model(tiny_shapes)).load(str(path))
+    assert not marker.exists()
+
+
+class RunsCommand:
+    """Pickles as a call of ``os.system(command)``, as a crafted file would."""
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)

@@ -56,6 +56,13 @@ def tiny_config(shapes, output: Path, max_iter: int = 6, *extra: str) -> DictCon
     return load_config(SHAPES_CONFIG, tiny_overrides(shapes, output, max_iter, *extra))
 
 
+def one_error_line(stderr: str) -> str:
+    """The one line ``train_net`` printed on ``stderr`` for a user error (no traceback)."""
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("train_net:")]
+    return line
+
+
 def train_net_here(*argv: str, trainer_class: type[DefaultTrainer] = DefaultTrainer) -> int:
     """``run_train_net(argv)`` in this process, its logging set-up undone afterwards."""
     with restored_logging():
