@@ -18,6 +18,7 @@ from omegaconf import DictConfig
 from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_info
 
 from ..utils import comm
+from ..utils.stop_signals import leave_stop_signals_to_the_main_process
 from .build import get_detection_dataset_dicts
 from .classes import check_num_classes, log_class_histograms
 from .mapper import BadImageError, DatasetMapper
@@ -195,6 +196,7 @@ def build_detection_train_loader(
         batch_size=None,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=leave_stop_signals_to_the_main_process,
     )
 
 
@@ -302,4 +304,5 @@ def build_detection_test_loader(
         shuffle=False,
         num_workers=num_workers,
         collate_fn=_as_list,
+        worker_init_fn=leave_stop_signals_to_the_main_process,
     )

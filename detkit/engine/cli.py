@@ -6,25 +6,30 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 from omegaconf import DictConfig
 
-from ..checkpoint import DetectionCheckpointer, last_checkpoint, saved_checkpoints
+from ..checkpoint import (
+    DetectionCheckpointer,
+    PartialWeightsError,
+    last_checkpoint,
+    saved_checkpoints,
+)
 from ..config import ConfigError, check_config, load_config
-from ..utils import comm
-from ..utils.device import resolve_device
+from ..utils.device import chosen_device
 from ..utils.errors import UserError
+from ..utils.paths import OutputPathError, check_output_folder
 from .defaults import (
     DefaultTrainer,
     default_argument_parser,
     default_setup,
-    log_results_summary,
     parse_overrides,
 )
 from .launch import launch, torchrun_process
 from .run_state import resolve_run_state
-from .train_loop import TrainingInterruptedError
+from .signals import StoppedBySignal, TrainingInterruptedError, raising_on_signals, stop_signal
 
 # What ends the command with one line and exit status 2: errors in what the user gave.
 USER_ERRORS = (ConfigError, UserError)
@@ -50,9 +55,17 @@ def check_eval_only(args: argparse.Namespace, cfg: DictConfig) -> None:
 
 
 def check_output_dir(args: argparse.Namespace, cfg: DictConfig) -> None:
-    """Raises :class:`ConfigError` for a training run without ``--resume`` into an
-    ``OUTPUT_DIR`` that holds an earlier run's checkpoints: starting again from iteration 0
-    would overwrite them, ``model_final.pth`` included. Evaluating writes no checkpoint."""
+    """Raises :class:`ConfigError` for an ``OUTPUT_DIR`` that cannot be written into (a file, a
+    link to nothing, a path under a file, a folder without write permission), and for a
+    training run without ``--resume`` into an ``OUTPUT_DIR`` that holds an earlier run's
+    checkpoints: starting again from iteration 0 would overwrite them, ``model_final.pth``
+    included. Evaluating writes no checkpoint."""
+    try:
+        check_output_folder(cfg.OUTPUT_DIR)
+    except OutputPathError as error:
+        raise ConfigError(
+            f"OUTPUT_DIR={cfg.OUTPUT_DIR} cannot hold the run ({error}); choose another OUTPUT_DIR"
+        ) from None
     found = saved_checkpoints(cfg.OUTPUT_DIR)
     if args.eval_only or args.resume or not found:
         return
@@ -100,14 +113,17 @@ def train_net_main(
         model = trainer_class.build_model(cfg)
         allow_partial = getattr(args, "allow_partial_weights", False)
         checkpointer = DetectionCheckpointer(model, cfg.OUTPUT_DIR, allow_partial=allow_partial)
-        checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        try:
+            checkpointer.resume_or_load(cfg.MODEL.WEIGHTS, resume=args.resume)
+        except PartialWeightsError as error:  # only this command can load them anyway
+            raise PartialWeightsError(
+                f"{error}; --allow-partial-weights evaluates them anyway"
+            ) from None
         results = trainer_class.test(cfg, model)
     else:
         trainer = trainer_class(cfg, run_state=run_state)
         trainer.resume_or_load(resume=args.resume)
         results = trainer.train()
-    if comm.is_main_process():
-        log_results_summary(results)
     return results
 
 
@@ -123,42 +139,48 @@ def run_train_net(
     0: done. 2: a user error (:data:`USER_ERRORS`: the config, the process counts, a
     checkpoint or weights file that cannot be used, a dataset refused), printed as one line on
     stderr without a traceback, which ``--debug`` or ``DETKIT_DEBUG=1`` shows instead.
-    128 + signal (143, 130): stopped by SIGTERM or SIGINT, after saving a checkpoint when
-    training. The config is loaded and checked here, before any process starts."""
+    128 + signal (143, 130, 129): stopped by SIGTERM, SIGINT or SIGHUP, after saving a
+    checkpoint when training (:mod:`detkit.engine.signals`); the processes this command spawns
+    get the signals it receives. The config is loaded and checked here, before any process
+    starts."""
     args = default_argument_parser(description).parse_args(argv)
     debug = args.debug or os.environ.get("DETKIT_DEBUG", "") not in ("", "0")
     try:
-        check_process_counts(args)
-        under_torchrun = torchrun_process()
-        world_size = (
-            under_torchrun.world_size if under_torchrun else args.num_gpus * args.num_machines
-        )
-        cfg = load_command_line_config(args, defaults)
-        check_config(cfg, world_size)
-        check_eval_only(args, cfg)
-        check_output_dir(args, cfg)
-        if world_size > 1:  # a checkpoint that cannot be resumed stops here, not in workers
-            resolve_run_state(cfg, resume=args.resume and not args.eval_only)
-        launch(
-            train_net_main,
-            args.num_gpus,
-            num_machines=args.num_machines,
-            machine_rank=args.machine_rank,
-            dist_url=args.dist_url,
-            args=(args, defaults, trainer_class),
-            backend="nccl" if resolve_device(cfg.MODEL.DEVICE).startswith("cuda") else "gloo",
-        )
+        with raising_on_signals():  # outside training: one line, exit 128 + signal
+            check_process_counts(args)
+            under_torchrun = torchrun_process()
+            world_size = (
+                under_torchrun.world_size if under_torchrun else args.num_gpus * args.num_machines
+            )
+            cfg = load_command_line_config(args, defaults)
+            check_config(cfg, world_size)
+            check_eval_only(args, cfg)
+            check_output_dir(args, cfg)
+            if world_size > 1:  # a checkpoint that cannot be resumed stops here, not in workers
+                resolve_run_state(cfg, resume=args.resume and not args.eval_only)
+            launch(
+                train_net_main,
+                args.num_gpus,
+                num_machines=args.num_machines,
+                machine_rank=args.machine_rank,
+                dist_url=args.dist_url,
+                args=(args, defaults, trainer_class),
+                # chosen quietly: the processes, their logging set up, say which device they use
+                backend="nccl" if chosen_device(cfg.MODEL.DEVICE).startswith("cuda") else "gloo",
+            )
     except TrainingInterruptedError as stop:  # the trainer saved a checkpoint and logged why
         return stop.exit_status
-    except KeyboardInterrupt:
+    except (StoppedBySignal, KeyboardInterrupt) as stop:  # setting up, evaluating, 2nd signal
         if debug:
             raise
+        signum = stop_signal(stop)
         print(
-            "train_net: interrupted (SIGINT) where no checkpoint could be saved; the ones "
-            "written before are intact, --resume continues from the newest",
+            f"train_net: interrupted ({signal.Signals(signum).name}) where no checkpoint is "
+            "saved (setting up, evaluating, or a second signal); the checkpoints written "
+            "before are intact, --resume continues from the newest",
             file=sys.stderr,
         )
-        return 130
+        return 128 + signum
     except USER_ERRORS as error:  # raised in this process (before launch, or in a 1-process run)
         if debug:
             raise

@@ -18,7 +18,9 @@ from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicChec
 from ..checkpoint import DetectionCheckpointer
 from ..utils import comm
 from ..utils.events import EventWriter
-from .train_loop import HookBase, TrainingInterruptedError
+from ..utils.stop_signals import STOP_SIGNALS
+from .signals import TrainingInterruptedError, restore_handlers
+from .train_loop import HookBase
 
 logger = logging.getLogger("detkit.engine")
 
@@ -236,18 +238,18 @@ class PeriodicWriter(HookBase):
 
 
 class StopOnSignal(HookBase):
-    """On SIGTERM (what cluster schedulers send) or SIGINT (Ctrl-C): finishes the iteration
-    under way, saves its checkpoint ``model_XXXXXXX.pth`` (unless the periodic one just did),
-    logs why and stops training with :class:`TrainingInterruptedError` (exit status 128 + signal),
-    from which ``--resume`` continues exactly.
+    """On SIGTERM (what cluster schedulers send), SIGINT (Ctrl-C) or SIGHUP (the terminal
+    closed): finishes the iteration under way, saves its checkpoint ``model_XXXXXXX.pth``
+    (unless the periodic one just did), logs why and stops training with
+    :class:`TrainingInterruptedError` (exit status 128 + signal), from which ``--resume``
+    continues exactly.
 
     Register it last, so the iteration's hooks (writers included) have run. A second signal
-    acts at once, as without this hook (SIGTERM ends the process, SIGINT raises
-    ``KeyboardInterrupt``); so do signals during the final evaluation, after the last
-    iteration. With several processes a signal to any of them stops all at the same iteration.
+    acts at once, with the handlers from before training (in ``train_net``: one line, exit
+    128 + signal, see :mod:`detkit.engine.signals`); so do signals during the final
+    evaluation, after the last iteration. With several processes a signal to any of them stops
+    all at the same iteration; rank 0 saves and logs.
     """
-
-    SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
     def __init__(
         self, checkpointer: DetectionCheckpointer, extra_state: Callable[[], dict] | None = None
@@ -262,15 +264,14 @@ class StopOnSignal(HookBase):
         if threading.current_thread() is not threading.main_thread():
             logger.debug("StopOnSignal: not in the main thread, signals keep their handlers")
             return
-        self._previous = {signum: signal.signal(signum, self._handle) for signum in self.SIGNALS}
+        self._previous = {signum: signal.signal(signum, self._handle) for signum in STOP_SIGNALS}
 
     def _handle(self, signum: int, frame: object) -> None:
         self._received = signum
         self._restore()  # a second signal acts at once
 
     def _restore(self) -> None:
-        for signum, handler in self._previous.items():  # None: set outside Python, the default
-            signal.signal(signum, signal.SIG_DFL if handler is None else handler)
+        restore_handlers(self._previous)
         self._previous = {}
 
     def after_step(self) -> None:
@@ -286,11 +287,11 @@ class StopOnSignal(HookBase):
             self._checkpointer.save(
                 f"model_{iteration:07d}", iteration=iteration, **self._extra_state()
             )
-        name = signal.Signals(received).name
-        logger.warning(
-            f"Received {name}: stopped after iteration {iteration} with its checkpoint saved; "
-            f"exit status {128 + received}; continue with --resume"
-        )
+        if comm.is_main_process():
+            logger.warning(
+                f"Received {signal.Signals(received).name}: stopped after iteration {iteration} "
+                f"with its checkpoint saved; exit status {128 + received}; continue with --resume"
+            )
         raise TrainingInterruptedError(received, iteration)
 
     def after_train(self) -> None:

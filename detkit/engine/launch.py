@@ -19,6 +19,7 @@ import threading
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from multiprocessing.queues import SimpleQueue
 
 import torch
 from torch import distributed as dist
@@ -27,6 +28,8 @@ from torch.multiprocessing.spawn import ProcessException
 
 from ..config import ConfigError
 from ..utils import comm
+from . import signals
+from .signals import StoppedBySignal, TrainingInterruptedError
 
 logger = logging.getLogger("detkit.engine")
 
@@ -35,6 +38,9 @@ TIMEOUT_VARIABLE = "DETKIT_DIST_TIMEOUT_S"
 TORCHRUN_VARIABLES = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 _REPORT_WAIT = datetime.timedelta(seconds=10)  # a failing rank waits this long for rank 0's log
 _POLL_S = 0.2
+# when a spawned process ends in error, the others' time to end by themselves (a signal the
+# launcher forwarded ends them all at once) before it terminates them
+_GRACE_S = 5.0
 
 
 class ProcessFailedError(RuntimeError):
@@ -72,7 +78,8 @@ def dist_timeout() -> datetime.timedelta:
 
 def torchrun_process() -> ProcessRanks | None:
     """This process's ranks when torchrun started it (``RANK`` or ``WORLD_SIZE`` set), else
-    None; refuses an environment that names some of torchrun's variables but not all."""
+    None; refuses an environment that names some of torchrun's variables but not all, or ranks
+    outside the job (``RANK`` ≥ ``WORLD_SIZE``), before any work."""
     if "RANK" not in os.environ and "WORLD_SIZE" not in os.environ:
         return None
     missing = [name for name in TORCHRUN_VARIABLES if not os.environ.get(name)]
@@ -86,7 +93,29 @@ def torchrun_process() -> ProcessRanks | None:
         local_world_size = int(os.environ.get("LOCAL_WORLD_SIZE", ranks[2]))
     except ValueError as error:
         raise ConfigError(f"torchrun's variables must be integers: {error}") from None
-    return ProcessRanks(*ranks, local_world_size)
+    process = ProcessRanks(*ranks, local_world_size)
+    _check_ranks(process)
+    return process
+
+
+def _check_ranks(process: ProcessRanks) -> None:
+    """Refuses ranks that name no process of the job: it could never form."""
+    problems = []
+    if process.world_size < 1:
+        problems.append(f"WORLD_SIZE={process.world_size} is not a number of processes")
+    elif not 0 <= process.rank < process.world_size:
+        problems.append(
+            f"RANK={process.rank} is not below WORLD_SIZE={process.world_size} (ranks count from 0)"
+        )
+    if not 0 <= process.local_rank < process.local_world_size:
+        problems.append(
+            f"LOCAL_RANK={process.local_rank} is not below "
+            f"LOCAL_WORLD_SIZE={process.local_world_size}"
+        )
+    if problems:
+        raise ConfigError(
+            "; ".join(problems) + ": torchrun's variables do not describe a process of the job"
+        )
 
 
 def launch(
@@ -177,19 +206,30 @@ def _start_machine(
     if num_gpus_per_machine == 1:
         _worker(0, *worker_args)
         return
+    stops = multiprocessing.get_context("spawn").SimpleQueue()
     try:
-        multiprocessing.start_processes(
-            _worker,
-            nprocs=num_gpus_per_machine,
-            args=worker_args,
-            daemon=False,
-            start_method="spawn",
-        )
+        with signals.SignalForwarder() as forwarder:
+            context = multiprocessing.start_processes(
+                _spawned_worker,
+                nprocs=num_gpus_per_machine,
+                args=(stops, *worker_args),
+                daemon=False,
+                start_method="spawn",
+                join=False,
+            )
+            forwarder.forward_to(context.processes)
+            while not context.join(grace_period=_GRACE_S):
+                pass
     except ProcessException as error:
+        signum = signals.ended_by(getattr(error, "exit_code", None))
+        if signum is not None:  # where no checkpoint is saved (see detkit.engine.signals)
+            raise StoppedBySignal(signum) from None
         rank = machine_rank * num_gpus_per_machine + error.error_index
         raise ProcessFailedError(
             f"rank {rank} of {world_size} exited with an error: {error}"
         ) from None
+    if not stops.empty():  # every process stopped after the same iteration, rank 0 saved it
+        raise TrainingInterruptedError(*stops.get())
 
 
 def _find_free_port() -> int:
@@ -217,6 +257,18 @@ def _check_torchrun_options(
         )
 
 
+def _spawned_worker(local_rank: int, stops: SimpleQueue, *worker_args: object) -> None:
+    """A process :func:`_start_machine` spawned, in a session of its own, whose signals its
+    launcher forwards (:mod:`detkit.engine.signals`). Training stopped on a signal is no error:
+    the worker tells ``stops`` (the signal and the iteration) and exits 0, so that the
+    launcher waits for the others instead of terminating them."""
+    signals.start_worker_session()
+    try:
+        _worker(local_rank, *worker_args)
+    except TrainingInterruptedError as stop:
+        stops.put((stop.signum, stop.iteration))
+
+
 def _worker(
     local_rank: int,
     main_func: Callable[..., object],
@@ -241,18 +293,28 @@ def _run_in_group(
     backend: str,
     timeout: datetime.timedelta,
 ) -> None:
-    """Joins the process group at ``url`` as ``process``, runs ``main_func``, leaves."""
+    """Joins the process group at ``url`` as ``process``, runs ``main_func``, leaves. Outside
+    training a stop signal ends the process at once (:func:`signals.ending_on_signals`)."""
     if backend == "nccl":
         torch.cuda.set_device(process.local_rank)
     else:  # CPU workers share the machine's cores instead of each taking all of them
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // process.local_world_size))
-    store = _join_group(url, process, backend, timeout)
+    with signals.ending_on_signals():
+        _run_joined(main_func, args, _join_group(url, process, backend, timeout), process)
+
+
+def _run_joined(
+    main_func: Callable[..., object], args: tuple, store: dist.Store, process: ProcessRanks
+) -> None:
+    """Runs ``main_func`` in the group just joined; an error it raises goes to rank 0's log."""
     comm._LOCAL_RANK = process.local_rank
     reports = _FailureReports(store, process.rank, process.world_size)
     try:
         comm.synchronize()
         with reports.watching():
             main_func(*args)
+    except TrainingInterruptedError:
+        raise  # a requested stop, not a failure: every rank stopped after the same iteration
     except Exception as error:
         first = reports.report(error)
         if first is None:
@@ -290,7 +352,8 @@ def _join_group(
 
 class _FailureReports:
     """Carries a process's uncaught error to rank 0, which logs it, into its ``log.txt``: the
-    other ranks log to their consoles only, which another machine or a cluster may not keep.
+    other ranks' consoles and ``log.txt.rank<R>`` may be on another machine, or not kept by a
+    cluster.
 
     A failing rank puts its traceback in the group's store and waits (briefly) until rank 0
     has logged it, so that stopping the job cannot lose it; rank 0 polls the store from a

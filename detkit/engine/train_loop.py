@@ -8,7 +8,6 @@ checkpoints, evaluation, writing metrics) lives in a hook.
 from __future__ import annotations
 
 import logging
-import signal
 import time
 import weakref
 from collections.abc import Callable, Iterable, Sequence
@@ -18,19 +17,9 @@ from torch import Tensor, nn
 
 from ..utils import comm
 from ..utils.events import EventStorage, get_event_storage
+from .signals import TrainingInterruptedError
 
 logger = logging.getLogger("detkit.engine")
-
-
-class TrainingInterruptedError(Exception):
-    """Training stopped on a signal (SIGTERM, SIGINT) after a complete iteration, once that
-    iteration's checkpoint was saved: a command ends with ``exit_status``, 128 + the signal's
-    number (143, 130) as the shell reports a process ended by it."""
-
-    def __init__(self, signum: int, iteration: int) -> None:
-        self.signum, self.iteration = signum, iteration
-        self.exit_status = 128 + signum
-        super().__init__(f"stopped by {signal.Signals(signum).name} after iteration {iteration}")
 
 
 class HookBase:

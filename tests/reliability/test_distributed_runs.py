@@ -6,7 +6,11 @@ or `rank F of W failed first` when another rank's error caused this one). `tools
 runs under torchrun (`RANK`, `LOCAL_RANK`, `WORLD_SIZE`, `MASTER_ADDR`, `MASTER_PORT` set: it
 joins their group through env:// and spawns nothing; `--num-gpus`, `--num-machines`,
 `--machine-rank` and `--dist-url` must stay at their defaults, and a partial set of the
-variables is refused) and as several machines over `--dist-url tcp://HOST:PORT`. Every wait for
+variables, or a rank not below its count such as `RANK` ≥ `WORLD_SIZE`, is refused with one
+line) and as several machines over `--dist-url tcp://HOST:PORT`. SIGTERM to the launcher of
+`--num-gpus 2`, or to its whole process group, reaches each process once: during training all
+stop after the same iteration with its checkpoint saved, one log line, exit 143, no failure
+report; during the evaluation they end at once and the launcher says so in one line. Every wait for
 the other processes, to join or in a collective, is bounded by `DETKIT_DIST_TIMEOUT_S` (default
 600 s rather than torch's 30 minutes; a value that is not a positive number exits 2): a killed
 machine ends the others within seconds (its connections close), a frozen one or one that never
@@ -27,7 +31,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from reliability_helpers import REPO, SHAPES_CONFIG, TRAIN_NET, TinyRun, run_tool, tool_env
+from signalled_train_net import run_signalled
 
 from detkit.config import ConfigError
 from detkit.engine import run_train_net
@@ -195,7 +201,9 @@ def test_frozen_machine_ends_the_other_after_the_timeout(machines) -> None:
     assert timeout * 0.8 <= waited < timeout + 60
     log = job.log()
     assert "Rank 0 of 2 failed" in log
-    assert "timed out" in log.lower()
+    # gloo says "Timed out waiting" or, when the other side's wait ends first, "Application
+    # timeout caused pair closure"
+    assert "timed out" in log.lower() or "application timeout" in log.lower()
 
 
 def test_machine_that_never_joins_ends_the_wait(machines) -> None:
@@ -271,6 +279,43 @@ def test_timeout_default_and_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     assert dist_timeout() == datetime.timedelta(seconds=90)
 
 
+def test_sigterm_to_the_process_group_of_a_two_process_run(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    """SIGTERM to the process group of a --num-gpus 2 run → passed on once to each rank, both
+    stop after the iteration, its checkpoint saved, one line, exit 143"""
+    output = tmp_path / "output"
+    keys = {"DATASETS__TEST": "[]", "DATASETS__PROPOSAL_FILES_TEST": "[]"}
+    overrides = tiny_run.overrides(output, 6, SOLVER__CHECKPOINT_PERIOD=2, **keys)
+    argv = ["--config-file", str(SHAPES_CONFIG), "--num-gpus", "2", *overrides]
+    # the launcher's group holds only the launcher: its processes have sessions of their own
+    result = run_signalled(argv, tool_env(tiny_run.root), "SIGTERM", 2, "launcher-group")
+    console = result.stdout + result.stderr
+    assert result.returncode == 143, console[-3000:]
+    assert "Traceback" not in console and "failed" not in console
+    stop = "Received SIGTERM: stopped after iteration 2 with its checkpoint saved; exit status 143"
+    assert console.count(stop) == 1
+    log = (output / "log.txt").read_text()
+    assert stop in log and "failed" not in log
+    assert (output / "last_checkpoint").read_text() == "model_0000002.pth"
+    assert not (output / "model_0000003.pth").exists()
+
+
+def test_sigterm_during_the_evaluation_of_a_two_process_run(
+    tiny_run: TinyRun, tmp_path: Path
+) -> None:
+    """SIGTERM to the launcher of --num-gpus 2 during the final evaluation → one line, exit 143,
+    the training's checkpoints intact"""
+    output = tmp_path / "output"
+    argv = ["--config-file", str(SHAPES_CONFIG), "--num-gpus", "2", *tiny_run.overrides(output, 2)]
+    result = run_signalled(argv, tool_env(tiny_run.root), "SIGTERM", "evaluation", "launcher")
+    assert result.returncode == 143, result.stderr[-3000:]
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("train_net: interrupted (SIGTERM) where no checkpoint is saved")
+    assert (output / "last_checkpoint").read_text() == "model_final.pth"
+    assert torch.load(output / "model_final.pth", weights_only=True)["iteration"] == 1
+
+
 def test_torchrun_with_num_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     """torchrun's variables and --num-gpus 2 → refused naming both; no process spawned"""
     for name, value in TORCHRUN_ENV.items():
@@ -279,6 +324,31 @@ def test_torchrun_with_num_gpus_is_refused(monkeypatch: pytest.MonkeyPatch) -> N
     with pytest.raises(ConfigError, match=r"under torchrun.*WORLD_SIZE=2.*--num-gpus"):
         launch(lambda: ran.append(1), 2)
     assert not ran
+
+
+@pytest.mark.parametrize(
+    ("variables", "named"),
+    [
+        ({"RANK": "2"}, "RANK=2 is not below WORLD_SIZE=2"),
+        ({"RANK": "-1"}, "RANK=-1 is not below WORLD_SIZE=2"),
+        ({"LOCAL_RANK": "2"}, "LOCAL_RANK=2 is not below LOCAL_WORLD_SIZE=2"),
+        ({"WORLD_SIZE": "0", "LOCAL_WORLD_SIZE": "0"}, "WORLD_SIZE=0"),
+    ],
+)
+def test_torchrun_rank_outside_the_world(
+    tiny_run: TinyRun, tmp_path: Path, monkeypatch, capsys, variables: dict, named: str
+) -> None:
+    """RANK ≥ WORLD_SIZE (or LOCAL_RANK ≥ LOCAL_WORLD_SIZE) → exit 2, one line naming both,
+    nothing run"""
+    for name, value in {**TORCHRUN_ENV, **variables, TIMEOUT_VARIABLE: "5"}.items():
+        monkeypatch.setenv(name, value)  # the timeout: no wait for a group that cannot form
+    argv = ["--config-file", str(SHAPES_CONFIG), *tiny_run.overrides(tmp_path / "output")]
+    status = run_train_net(argv)
+    error = capsys.readouterr().err
+    assert status == 2
+    assert named in error and "Traceback" not in error
+    assert len(error.strip().splitlines()) == 1
+    assert not (tmp_path / "output").exists()
 
 
 def test_partial_torchrun_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:

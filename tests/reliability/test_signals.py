@@ -1,9 +1,12 @@
 """Signals, restarts and exit statuses of `tools/train_net.py`.
 
-SIGTERM (what cluster schedulers send) and SIGINT (Ctrl-C) during training finish the iteration
-under way, save its checkpoint `model_XXXXXXX.pth` and `last_checkpoint`, log why in log.txt and
-exit with 128 + the signal (143, 130), without a traceback; a second signal acts at once.
+SIGTERM (what cluster schedulers send), SIGINT (Ctrl-C) and SIGHUP (the terminal closed) during
+training finish the iteration under way, save its checkpoint `model_XXXXXXX.pth` and
+`last_checkpoint` (also when a periodic checkpoint came before), log why in log.txt and exit
+with 128 + the signal (143, 130, 129), without a traceback; a second signal acts at once.
 `--resume` then continues bit-exactly, as after SIGKILL from the last periodic checkpoint.
+A signal while the run is set up or evaluates ends it at once with one line on stderr and
+128 + the signal; the training's checkpoints stay intact and no temporary file is left.
 A training run without `--resume` into an OUTPUT_DIR that holds checkpoints stops with exit 2
 (pass `--resume`, or choose another OUTPUT_DIR): nothing is overwritten. `--resume` on a
 finished run says there is nothing left to train, runs only the final evaluation and exits 0;
@@ -11,8 +14,10 @@ finished run says there is nothing left to train, runs only the final evaluation
 checkpoints, data) ends the command with one line on stderr and exit 2; `--debug` or
 `DETKIT_DEBUG=1` shows its traceback instead.
 
-The interrupted runs are real `tools/train_net.py` processes on shapes_val with a tiny model;
-each is signalled once metrics.json shows its third iteration.
+The interrupted runs are real `train_net` processes on shapes_val with a tiny model. Most send
+themselves the signal at a set point (`signalled_train_net.py`: before iteration 4, or when the
+evaluation starts), so each stops where the case says; SIGINT and SIGKILL come from outside,
+once metrics.json shows the third (fifth) iteration.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from pathlib import Path
 import pytest
 import torch
 from reliability_helpers import REPO, SHAPES_CONFIG, TRAIN_NET, TinyRun, run_tool, tool_env
+from signalled_train_net import run_signalled
 from training_helpers import (
     file_states,
     final_weights,
@@ -86,6 +92,22 @@ def wait_for_iteration(process: subprocess.Popen, output: Path, iteration: int) 
         time.sleep(0.02)
 
 
+def signalled(
+    tiny_run: TinyRun,
+    output: Path,
+    signal_name: str,
+    at: int | str,
+    max_iter: int = MAX_ITER,
+    to: str = "self",
+    **keys: object,
+) -> subprocess.CompletedProcess:
+    """A run whose ``train_net`` sends ``signal_name`` to ``to`` at ``at`` (an iteration, or
+    ``evaluation``); ``keys`` adds overrides."""
+    overrides = tiny_run.overrides(output, max_iter, **{**KEYS, **keys})
+    args = ["--config-file", str(SHAPES_CONFIG), *overrides]
+    return run_signalled(args, tool_env(tiny_run.root), signal_name, at, to)
+
+
 def interrupt(tiny_run: TinyRun, output: Path, signum: int) -> tuple[subprocess.Popen, str]:
     """A run signalled after its third iteration; the process (ended) and its stderr."""
     process = start(tiny_run, output)
@@ -134,23 +156,67 @@ def straight(tiny_run: TinyRun, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="module")
 def terminated(tiny_run: TinyRun, tmp_path_factory: pytest.TempPathFactory):
+    """A run sent SIGTERM before iteration 4, after the periodic checkpoint of iteration 3."""
     output = tmp_path_factory.mktemp("sigterm") / "run"
-    process, stderr = interrupt(tiny_run, output, signal.SIGTERM)
-    return output, process.returncode, stderr
+    result = signalled(tiny_run, output, "SIGTERM", 4)
+    return output, result.returncode, result.stderr
 
 
 def test_sigterm_saves_a_checkpoint_and_exits_143(terminated) -> None:
-    """SIGTERM mid-training → iteration finished, checkpoint saved, log.txt says why, exit 143."""
+    """SIGTERM after a periodic checkpoint → iteration finished and saved, logged, exit 143."""
     output, status, stderr = terminated
-    assert status == 128 + signal.SIGTERM == 143
+    assert status == 128 + signal.SIGTERM == 143, stderr[-3000:]
     assert "Traceback" not in stderr
-    iteration = stopped_iteration(output, "SIGTERM")
-    assert 2 <= iteration < MAX_ITER - 1
-    name = f"model_{iteration:07d}.pth"
-    assert (output / "last_checkpoint").read_text() == name
-    assert torch.load(output / name, weights_only=True)["iteration"] == iteration
+    assert stopped_iteration(output, "SIGTERM") == 4
+    # a periodic checkpoint came before (iteration 3), yet iteration 4's is saved and tagged
+    assert torch.load(output / "model_0000003.pth", weights_only=True)["iteration"] == 3
+    assert (output / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert torch.load(output / "model_0000004.pth", weights_only=True)["iteration"] == 4
+    assert not (output / "model_0000005.pth").exists()
     assert not (output / "model_final.pth").exists()
     assert "exit status 143; continue with --resume" in (output / "log.txt").read_text()
+
+
+def test_sigterm_to_the_process_group_with_loader_workers(tiny_run, tmp_path) -> None:
+    """SIGTERM to the run's process group (loader workers too) → checkpoint saved, exit 143."""
+    output = tmp_path / "run"
+    result = signalled(tiny_run, output, "SIGTERM", 4, to="group", DATALOADER__NUM_WORKERS=1)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr and "DataLoader worker" not in result.stderr
+    assert stopped_iteration(output, "SIGTERM") == 4
+    assert (output / "last_checkpoint").read_text() == "model_0000004.pth"
+
+
+def test_sighup_saves_a_checkpoint_and_exits_129(tiny_run, tmp_path) -> None:
+    """SIGHUP mid-training (terminal closed) → checkpoint saved, logged, exit 129, no temp file."""
+    output = tmp_path / "run"
+    result = signalled(tiny_run, output, "SIGHUP", 4)
+    assert result.returncode == 128 + signal.SIGHUP == 129, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    assert stopped_iteration(output, "SIGHUP") == 4
+    assert (output / "last_checkpoint").read_text() == "model_0000004.pth"
+    assert torch.load(output / "model_0000004.pth", weights_only=True)["iteration"] == 4
+    assert "exit status 129; continue with --resume" in (output / "log.txt").read_text()
+    assert not list(output.glob(".*"))
+
+
+def test_sigterm_during_the_final_evaluation(tiny_run, tmp_path) -> None:
+    """SIGTERM during the final evaluation → one line, exit 143; training's checkpoints intact."""
+    output = tmp_path / "run"
+    test_set = {
+        "DATASETS__TEST": "[shapes_val]",
+        "DATASETS__PROPOSAL_FILES_TEST": f"[{tiny_run.proposals}]",
+    }
+    result = signalled(tiny_run, output, "SIGTERM", "evaluation", max_iter=2, **test_set)
+    assert result.returncode == 143, result.stderr[-3000:]
+    assert "Traceback" not in result.stderr
+    (line,) = result.stderr.strip().splitlines()
+    assert line.startswith("train_net: interrupted (SIGTERM) where no checkpoint is saved")
+    assert "--resume" in line
+    assert (output / "last_checkpoint").read_text() == "model_final.pth"
+    assert torch.load(output / "model_final.pth", weights_only=True)["iteration"] == 1
+    assert not list(output.rglob(".*"))
+    assert not (output / "inference" / "shapes_val" / "evaluation.json").exists()
 
 
 def test_resume_after_sigterm_is_bit_exact(tiny_run, terminated, straight) -> None:
