@@ -21,18 +21,21 @@ import torch
 
 from detkit.config import ConfigError, load_config
 from detkit.engine import parse_overrides
+from detkit.export import random_boxes
 from detkit.modeling import build_model
-from detkit.utils.analysis import flop_count_analysis, random_boxes
+from detkit.utils.analysis import flop_count_analysis
+from detkit.utils.arguments import positive_int
+from detkit.utils.tool_help import tool_description
 
 TASKS = ("flop", "parameter")
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
-    parser.add_argument("--image-size", nargs=2, type=int, metavar=("H", "W"))
-    parser.add_argument("--num-proposals", type=int, default=2000)
+    parser.add_argument("--image-size", nargs=2, type=positive_int, metavar=("H", "W"))
+    parser.add_argument("--num-proposals", type=positive_int, default=2000)
     parser.add_argument("--depth", type=int, default=3, help="module depth of the tables")
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
     return parser

@@ -11,17 +11,22 @@ gets detkit's fc layers and predictor copied into torchvision's ``RoIHeads`` wit
 ``TwoMLPHead`` and ``FastRCNNPredictor`` of the same width, pooling with ``ops.roi_pool``,
 ``ops.roi_align`` or ``ops.MultiScaleRoIAlign`` as the config's pooler does, with the config's
 sampling sizes, box-regression weights and test thresholds. The weights are random (the
-config's MODEL.WEIGHTS is not read), with the class scores' weights scaled so that softmax
-scores spread as a trained model's do and the post-processing has real work.
+config's MODEL.WEIGHTS is not read), then calibrated on the benchmark image as a trained
+model's behave: each fc layer of the box head gets outputs of zero mean and unit spread over
+the RoIs, and each class logit a spread of 2, so that RoIs differ in features and scores and
+the post-processing has real work (untouched random weights give every RoI nearly the same
+features, and every class the same score, below the threshold).
 
-Before timing, both models detect on the image and must give the same detections (exit status
-1 otherwise: equal work is what makes the ratio mean something). Then, in alternation and in
-the same run, it times inference on one image and a training iteration (forward, backward and
-an SGD step on two images), reports the median of ``--repeat`` runs, detkit's time split into
-backbone / pooling / box head / the rest (image normalisation, deduplication, predictor and
-post-processing), with and without truncated SVD of the fc layers (``--svd-ranks``, factored
-from the same weights as tools/compress_fc.py does), and the peak memory of each. It prints
-one table with the ratios to the peer and, with ``--json``, writes every figure.
+Before timing, both models detect on the image and must give the same detections, and at least
+one (exit status 1 otherwise: equal work is what makes the ratio mean something, and a check of
+no detection checks nothing). Then, in alternation and in the same run, it times inference on
+one image and a training iteration (forward, backward and an SGD step on two images), reports
+the median of ``--repeat`` runs, detkit's time split into backbone / pooling / box head / the
+rest (image normalisation, deduplication, predictor and post-processing), with and without
+truncated SVD of the fc layers (``--svd-ranks``, factored from the same weights as
+tools/compress_fc.py does), and the peak memory of each. It prints one table with the ratios to
+the peer and, with ``--json``, writes every figure. Each phase is logged on stderr, the timed
+ones with a progress bar and the time they have left.
 """
 
 from __future__ import annotations
@@ -35,7 +40,6 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -43,18 +47,22 @@ from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHe
 from torchvision.models.detection.roi_heads import RoIHeads
 from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
 from torchvision.ops.poolers import LevelMapper
+from tqdm import tqdm
 
 from detkit.config import ConfigError, load_config
 from detkit.engine import parse_overrides
+from detkit.export import random_boxes
 from detkit.modeling import build_model
 from detkit.modeling.roi_heads.box_head import svd_ranks_by_layer
 from detkit.modeling.roi_heads.svd import compress_fc_layers
 from detkit.structures import Boxes, Instances
-from detkit.utils.analysis import random_boxes
+from detkit.utils.arguments import output_file, positive_int
+from detkit.utils.file_io import write_bytes_atomically
 from detkit.utils.timing import clock, describe_machine, peak_memory_mb
+from detkit.utils.tool_help import tool_description
 
 GT_PER_IMAGE = 5
-LOGIT_STD = 2.0  # spread of the class logits after calibration, about a trained model's
+LOGIT_STD = 2.0  # spread of each class logit over the RoIs after calibration
 
 
 @dataclass
@@ -262,19 +270,47 @@ def distinct_proposals(model: nn.Module, sample: Sample) -> Sample:
     return Sample(sample.image, sample.proposals[keep], sample.gt_boxes, sample.gt_classes)
 
 
-@torch.no_grad()
-def spread_class_scores(model: nn.Module, inputs: list[dict]) -> None:
-    """Scales the class scores' weights so their logits have ``LOGIT_STD`` on these inputs:
-    random initial weights (std 0.01) give every class about the same probability, below the
-    score threshold, which would leave the post-processing nothing to do."""
-    captured: list[Tensor] = []
-    predictor = model.roi_heads.box_predictor
-    hook = predictor.register_forward_hook(lambda module, args, out: captured.append(out[0]))
+def input_of(module: nn.Module, run: Callable[[], object]) -> Tensor:
+    """The first input ``module`` is called with while ``run()`` runs."""
+    seen: list[Tensor] = []
+    hook = module.register_forward_hook(lambda _, args, output: seen.append(args[0]))
     try:
-        model.eval()(inputs)
+        run()
     finally:
         hook.remove()
-    predictor.cls_score.weight.mul_(LOGIT_STD / captured[0].std().clamp(min=1e-12))
+    return seen[0]
+
+
+@torch.no_grad()
+def standardise_outputs(layer: nn.Linear, inputs: Tensor, spread: float) -> None:
+    """Scales and shifts ``layer``'s weights so that its outputs on ``inputs`` have, per
+    output, zero mean and standard deviation ``spread``."""
+    outputs = layer(inputs)
+    scale = spread / outputs.std(dim=0).clamp(min=1e-12)
+    layer.weight.mul_(scale[:, None])
+    if layer.bias is not None:
+        layer.bias.sub_(outputs.mean(dim=0)).mul_(scale)
+
+
+@torch.no_grad()
+def calibrate_head(model: nn.Module, inputs: list[dict]) -> None:
+    """Calibrates the box head's fc layers and the class scores on these inputs (a
+    data-dependent initialisation): each fc layer's outputs get zero mean and unit spread over
+    the RoIs, so about half of each layer's units are active and RoIs differ as in a trained
+    head, and each class logit gets a spread of ``LOGIT_STD``. Random initial weights give every
+    RoI nearly the same features and every class about the same probability, below the score
+    threshold: nothing for the post-processing to do, nothing for the equal-work check to
+    compare."""
+    heads = model.roi_heads
+    head = heads.box_head
+    pooled = input_of(head, lambda: model.eval()(inputs))
+    for name in getattr(head, "fc_names", ()):  # another head has no peer: refused later
+        layer = getattr(head, name)
+        if isinstance(layer, nn.Linear):  # nor has a factored layer
+            standardise_outputs(layer, input_of(layer, lambda: head(pooled)), 1.0)
+    cls_score = heads.box_predictor.cls_score
+    features = input_of(cls_score, lambda: heads.box_predictor(head(pooled)))
+    standardise_outputs(cls_score, features, LOGIT_STD)
 
 
 def detection_mismatch(mine: Instances, theirs: dict[str, Tensor]) -> str | None:
@@ -336,21 +372,50 @@ class StageTimer:
             handle.remove()
 
 
+def log_phase(text: str) -> None:
+    """One line on stderr saying what the benchmark does now."""
+    tqdm.write(f"benchmark: {text}", file=sys.stderr)
+
+
+def progress_bar(what: str, total: int) -> tqdm:
+    """A phase's progress on stderr: runs done of ``total``, time spent and time left."""
+    return tqdm(total=total, desc=f"benchmark: {what}", unit="run", file=sys.stderr)
+
+
 def alternate(
-    candidates: dict[str, Callable[[], object]], repeat: int, device: torch.device
+    candidates: dict[str, Callable[[], object]],
+    repeat: int,
+    device: torch.device,
+    what: str = "timing",
 ) -> dict[str, list[float]]:
     """Seconds of each callable in each of ``repeat`` rounds, after one warm-up each; every
-    round runs all of them, starting with a different one, so a noisy machine slows all alike."""
+    round runs all of them, starting with a different one, so a noisy machine slows all alike.
+    Progress goes to a bar labelled ``what``."""
     run = clock(device)
-    for fn in candidates.values():
-        run(fn)
     names = list(candidates)
     times: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(repeat):
-        shift = round_index % len(names)
-        for name in names[shift:] + names[:shift]:
-            times[name].append(run(candidates[name]) / 1000)
+    with progress_bar(what, (repeat + 1) * len(names)) as bar:
+        for fn in candidates.values():
+            run(fn)
+            bar.update()
+        for round_index in range(repeat):
+            shift = round_index % len(names)
+            for name in names[shift:] + names[:shift]:
+                times[name].append(run(candidates[name]) / 1000)
+                bar.update()
     return times
+
+
+def peak_memories(
+    candidates: dict[str, Callable[[], object]], device: torch.device, what: str
+) -> dict[str, float | None]:
+    """:func:`peak_memory_mb` of each callable, with a progress bar labelled ``what``."""
+    peaks = {}
+    with progress_bar(what, len(candidates)) as bar:
+        for name, fn in candidates.items():
+            peaks[name] = peak_memory_mb(device, fn)
+            bar.update()
+    return peaks
 
 
 SPLIT_STAGES = ("backbone", "pooling", "box_head")
@@ -369,12 +434,14 @@ def time_split(
         stages = {"backbone": model.backbone, "pooling": heads.pooler, "box_head": heads.box_head}
         timers[name] = StageTimer(stages, device)
         splits[name] = {stage: [] for stage in (*SPLIT_STAGES, "rest", "total")}
+    bar = progress_bar("inference time split", (repeat + 1) * len(models))
     try:
         with torch.no_grad():
             for round_index in range(repeat + 1):
                 for name, model in models.items():
                     timers[name].reset()
                     total = run(lambda model=model: model(inputs)) / 1000
+                    bar.update()
                     if round_index == 0:
                         continue  # warm-up
                     seconds = timers[name].seconds
@@ -383,6 +450,7 @@ def time_split(
                     splits[name]["rest"].append(total - sum(seconds.values()))
                     splits[name]["total"].append(total)
     finally:
+        bar.close()
         for timer in timers.values():
             timer.remove()
     return {
@@ -418,15 +486,20 @@ class ModelResult:
 
 
 class BenchmarkError(RuntimeError):
-    """The models cannot be compared (they disagree, or the config has no peer)."""
+    """The models cannot be compared (they disagree, detect nothing to compare, or the config
+    has no peer)."""
 
 
 def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]:
     """Builds the models, checks they agree, times and measures them: the setting and one
     result per model, the peer first."""
     torch.manual_seed(args.seed)
-    model = build_model(cfg).to(device).eval()
     height, width = args.image_size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
+    log_phase(
+        f"building {cfg.MODEL.BACKBONE.NAME} models on {device} for a {height}x{width} image "
+        f"with {args.num_proposals} proposals"
+    )
+    model = build_model(cfg).to(device).eval()
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     samples = [
         distinct_proposals(
@@ -435,7 +508,8 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
         for i in range(2)
     ]
     test_inputs = detkit_inputs(samples[:1], device)
-    spread_class_scores(model, test_inputs)
+    log_phase("calibrating the box head on the image")
+    calibrate_head(model, test_inputs)
     try:
         peer = build_peer(cfg, model).eval()
     except ValueError as error:
@@ -444,11 +518,17 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
     if args.svd_ranks:
         ranks = svd_ranks_by_layer(args.svd_ranks)
         compressed = copy.deepcopy(model)
-        compress_fc_layers(compressed.roi_heads.box_head, ranks)
+        try:
+            compress_fc_layers(compressed.roi_heads.box_head, ranks)
+        except ValueError as error:
+            raise ConfigError(
+                f"--svd-ranks {' '.join(map(str, args.svd_ranks))}: {error}"
+            ) from None
         models["detkit + SVD (" + ", ".join(f"{k} {v}" for k, v in ranks.items()) + ")"] = (
             compressed
         )
     images, proposals, targets = peer_inputs(samples, device)
+    log_phase("checking that both models detect the same")
     with torch.no_grad():
         mine = model(test_inputs)[0]["instances"]
         theirs = peer(images[:1], proposals[:1])[0]
@@ -457,6 +537,13 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
         raise BenchmarkError(
             f"detkit and the torchvision-built model detect differently with the same weights "
             f"({problem}); not timing unequal work"
+        )
+    if len(mine) == 0:
+        raise BenchmarkError(
+            "neither model detects anything on the benchmark image (MODEL.ROI_HEADS."
+            f"SCORE_THRESH_TEST={cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST}, TEST.DETECTIONS_PER_IMAGE"
+            f"={cfg.TEST.DETECTIONS_PER_IMAGE}), so the check compared nothing and the "
+            "post-processing would do no work; not timing it (lower the threshold)"
         )
     setting = {
         "config": args.config_file,
@@ -479,11 +566,11 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
         runs = {peer_name: lambda: peer(images[:1], proposals[:1])}
         runs.update({name: (lambda m=m: m(test_inputs)) for name, m in models.items()})
         with torch.no_grad():
-            for name, seconds in alternate(runs, args.repeat, device).items():
+            for name, seconds in alternate(runs, args.repeat, device, "inference").items():
                 results[name].inference_runs_s = seconds
                 results[name].inference_s = statistics.median(seconds)
-            for name, fn in runs.items():
-                results[name].inference_peak_mb = peak_memory_mb(device, fn)
+            for name, peak in peak_memories(runs, device, "inference peak memory").items():
+                results[name].inference_peak_mb = peak
             for name, split in time_split(models, test_inputs, args.repeat, device).items():
                 results[name].split_s = split
     if "training" in args.tasks:
@@ -496,11 +583,11 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
             ),
             "detkit": training_step(lambda: trained(train_inputs), trained),
         }
-        for name, seconds in alternate(steps, args.repeat, device).items():
+        for name, seconds in alternate(steps, args.repeat, device, "training").items():
             results[name].training_runs_s = seconds
             results[name].training_s = statistics.median(seconds)
-        for name, fn in steps.items():
-            results[name].training_peak_mb = peak_memory_mb(device, fn)
+        for name, peak in peak_memories(steps, device, "training peak memory").items():
+            results[name].training_peak_mb = peak
     return setting, list(results.values())
 
 
@@ -550,7 +637,7 @@ def markdown_tables(setting: dict, results: list[ModelResult]) -> str:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("--config-file", required=True, metavar="FILE")
     parser.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu"
@@ -558,11 +645,11 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--image-size",
         nargs=2,
-        type=int,
+        type=positive_int,
         metavar=("H", "W"),
         help="default: INPUT.MIN_SIZE_TEST x INPUT.MAX_SIZE_TEST",
     )
-    parser.add_argument("--num-proposals", type=int, default=2000)
+    parser.add_argument("--num-proposals", type=positive_int, default=2000)
     parser.add_argument(
         "--svd-ranks",
         nargs="+",
@@ -573,18 +660,19 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--tasks", nargs="+", choices=["inference", "training"], default=["inference", "training"]
     )
-    parser.add_argument("--repeat", type=int, help="timed rounds (default: 5 CPU, 20 CUDA)")
+    parser.add_argument(
+        "--repeat", type=positive_int, help="timed rounds (default: 5 CPU, 20 CUDA)"
+    )
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--json", type=Path, metavar="FILE", help="also write every figure here")
+    parser.add_argument(
+        "--json", type=output_file, metavar="FILE", help="also write every figure here"
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = argument_parser().parse_args(argv)
-    if args.num_proposals < 1:
-        print("benchmark: --num-proposals must be positive", file=sys.stderr)
-        return 2
     try:
         cfg = load_config(args.config_file, parse_overrides(args.opts))
     except ConfigError as error:
@@ -600,6 +688,9 @@ def main(argv: list[str] | None = None) -> int:
     args.repeat = args.repeat or (20 if device.type == "cuda" else 5)
     try:
         setting, results = benchmark(cfg, args, device)
+    except ConfigError as error:
+        print(f"benchmark: {error}", file=sys.stderr)
+        return 2
     except BenchmarkError as error:
         print(f"benchmark: {error}", file=sys.stderr)
         return 1
@@ -607,12 +698,8 @@ def main(argv: list[str] | None = None) -> int:
     print(" ".join(f"{k}={v}" for k, v in machine.items()))
     print(markdown_tables(setting, results))
     if args.json:
-        args.json.write_text(
-            json.dumps(
-                {"machine": machine, "setting": setting, "results": [asdict(r) for r in results]},
-                indent=2,
-            )
-        )
+        figures = {"machine": machine, "setting": setting, "results": [asdict(r) for r in results]}
+        write_bytes_atomically(args.json, json.dumps(figures, indent=2))
     return 0
 
 

@@ -28,15 +28,17 @@ import statistics
 import sys
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 
 import torch
 import torchvision
 from torch import Tensor
 
 from detkit.layers import roi_align, roi_pool
+from detkit.utils.arguments import output_file, positive_int
+from detkit.utils.file_io import write_bytes_atomically
 from detkit.utils.timing import clock
 from detkit.utils.timing import describe_machine as machine_description
+from detkit.utils.tool_help import tool_description
 
 OUTPUT_SIZE = 7
 
@@ -372,14 +374,18 @@ def print_table(rows: list[Row], info: dict[str, object]) -> None:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
     parser.add_argument(
         "--shapes", default=DEFAULT_SHAPES, help=f"comma-separated subset of {','.join(SHAPES)}"
     )
-    parser.add_argument("--repeat", type=int, help="timed runs per op (default: 5 CPU, 50 CUDA)")
-    parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
-    parser.add_argument("--threads", type=int, help="torch.set_num_threads for the CPU runs")
+    parser.add_argument(
+        "--repeat", type=positive_int, help="timed runs per op (default: 5 CPU, 50 CUDA)"
+    )
+    parser.add_argument("--json", type=output_file, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--threads", type=positive_int, help="torch.set_num_threads for the CPU runs"
+    )
     parser.add_argument(
         "--deterministic",
         action="store_true",
@@ -415,7 +421,7 @@ def main() -> None:
     print_table(rows, info)
     if args.json:
         results = {"machine": info, "rows": [asdict(r) for r in rows]}
-        args.json.write_text(json.dumps(results, indent=2))
+        write_bytes_atomically(args.json, json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

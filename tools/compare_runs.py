@@ -13,7 +13,8 @@ dir>/<name> [run's overrides] [common overrides]``, one after the other so they 
 the CPU. A run whose folder already holds its final evaluation is not repeated (delete the
 folder to train it again). The table, printed last as Markdown, gives the COCO AP, AP50 and
 AP75 on the first test set and the training speed: the median of ``metrics.json``'s ``time``
-(seconds per iteration) after the first tenth of the run.
+(seconds per iteration) after the first tenth of the run (a line that a killed run left cut
+short is skipped with a warning).
 """
 
 from __future__ import annotations
@@ -27,6 +28,10 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+
+from detkit.utils.arguments import output_folder
+from detkit.utils.events import read_metrics
+from detkit.utils.tool_help import tool_description
 
 
 @dataclass(frozen=True)
@@ -61,7 +66,7 @@ def run_result(output_dir: Path) -> dict[str, float] | None:
     if not evaluations or not metrics_file.is_file():
         return None
     bbox = json.loads(evaluations[0].read_text())["bbox"]
-    records = [json.loads(line) for line in metrics_file.read_text().splitlines() if line]
+    records = read_metrics(metrics_file)
     times = [(r["iteration"], r["time"]) for r in records if r.get("time") is not None]
     if not times:
         return None
@@ -85,7 +90,7 @@ def markdown_table(results: dict[str, dict[str, float]], first_column: str = "ru
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument(
         "--run",
         type=parse_run,
@@ -94,7 +99,7 @@ def argument_parser() -> argparse.ArgumentParser:
         metavar="NAME=SCRIPT:CONFIG",
         help="a run: NAME=SCRIPT:CONFIG [KEY=VALUE ...] (repeat for each row)",
     )
-    parser.add_argument("--output-dir", type=Path, default=Path("output/compare"))
+    parser.add_argument("--output-dir", type=output_folder, default="output/compare")
     parser.add_argument("overrides", nargs="*", help="KEY=VALUE config overrides for every run")
     return parser
 
@@ -109,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     for run in args.run:
         output_dir = args.output_dir / run.folder_name
-        if run_result(output_dir) is None:
+        result = run_result(output_dir)
+        if result is None:
             command = [
                 sys.executable,
                 run.script,
@@ -123,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             if subprocess.run(command).returncode != 0:
                 print(f"compare_runs: the {run.name} run failed; see {output_dir}", file=sys.stderr)
                 return 1
-        result = run_result(output_dir)
-        if result is None:
-            print(f"compare_runs: {output_dir} holds no final evaluation", file=sys.stderr)
-            return 1
+            result = run_result(output_dir)
+            if result is None:
+                print(f"compare_runs: {output_dir} holds no final evaluation", file=sys.stderr)
+                return 1
         results[run.name] = result
     print(markdown_table(results))
     return 0

@@ -8,7 +8,10 @@
 Each named layer ``W`` (``in → out``) becomes ``Σ_r V_rᵀ`` (``in → r``, no bias) followed by
 ``U_r`` (``r → out``, the original bias), with no fine-tuning, as in the paper (VGG16: fc6 1024,
 fc7 256). The command prints each layer's relative approximation error and the overrides that
-evaluate the compressed model.
+evaluate the compressed model. Weights that leave part of the model uninitialised (another
+model's, another layout) are refused, as ``train_net --eval-only`` refuses them: factoring random
+layers would give a checkpoint that loads completely and evaluates as a random model.
+``--allow-partial-weights`` uses them anyway.
 """
 
 from __future__ import annotations
@@ -23,7 +26,10 @@ from detkit.config import ConfigError, load_config
 from detkit.engine import parse_overrides
 from detkit.modeling import build_model
 from detkit.modeling.roi_heads.svd import compress_fc_layers
+from detkit.utils.arguments import output_file
+from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_atomically
+from detkit.utils.tool_help import tool_description
 
 
 def parse_ranks(words: list[str]) -> dict[str, int]:
@@ -38,12 +44,19 @@ def parse_ranks(words: list[str]) -> dict[str, int]:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
     parser.add_argument(
         "--ranks", nargs="+", required=True, metavar="LAYER=RANK", help="e.g. fc6=1024 fc7=256"
     )
-    parser.add_argument("--output", required=True, metavar="FILE", help="the checkpoint to write")
+    parser.add_argument(
+        "--output", type=output_file, required=True, metavar="FILE", help="the checkpoint to write"
+    )
+    parser.add_argument(
+        "--allow-partial-weights",
+        action="store_true",
+        help="compress weights that leave part of the model uninitialised (refused by default)",
+    )
     parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
     return parser
 
@@ -54,18 +67,19 @@ def main(argv: list[str] | None = None) -> int:
         ranks = parse_ranks(args.ranks)
         cfg = load_config(args.config_file, parse_overrides(args.opts))
         if not cfg.MODEL.WEIGHTS:
-            raise ConfigError("compress_fc: give the trained weights as MODEL.WEIGHTS=FILE")
+            raise ConfigError("give the trained weights as MODEL.WEIGHTS=FILE")
         if list(cfg.MODEL.ROI_BOX_HEAD.SVD_RANKS):
             raise ConfigError(
-                "compress_fc: MODEL.ROI_BOX_HEAD.SVD_RANKS must be empty: the tool starts from "
-                "the uncompressed model"
+                "MODEL.ROI_BOX_HEAD.SVD_RANKS must be empty: the tool starts from the "
+                "uncompressed model"
             )
         cfg.MODEL.DEVICE = "cpu"
         model = build_model(cfg)
-        DetectionCheckpointer(model).load(cfg.MODEL.WEIGHTS)
+        checkpointer = DetectionCheckpointer(model, allow_partial=args.allow_partial_weights)
+        checkpointer.load(cfg.MODEL.WEIGHTS)
         head = model.roi_heads.box_head
         errors = compress_fc_layers(head, ranks)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
+    except (ConfigError, UserError, ValueError, FileNotFoundError) as error:
         print(f"compress_fc: {error}", file=sys.stderr)
         return 2
     state = {"model": model.state_dict()}

@@ -8,7 +8,9 @@
 ``--dataset`` may name one of them.
 
 The file uses detectron2's pickle layout, which detkit (and detectron2) read back by image id.
-An interrupted run resumes where it stopped.
+An interrupted run resumes where it stopped: the images done are kept in ``<out>.parts/`` with a
+manifest of the dataset's images and the settings; parts another dataset or other settings left
+there are discarded (with a log line), never used.
 """
 
 from __future__ import annotations
@@ -19,18 +21,29 @@ import sys
 
 from detkit.config import ConfigError, load_config
 from detkit.data import DatasetCatalog
+from detkit.data.mapper import MAX_IMAGE_PIXELS
 from detkit.data.selective_search import MODES, compute_proposal_file
 from detkit.engine import parse_overrides
+from detkit.utils.arguments import output_file, positive_int
+from detkit.utils.errors import UserError
+from detkit.utils.logger import setup_logger
+from detkit.utils.tool_help import tool_description
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("--dataset", required=True, help="a registered dataset name")
-    parser.add_argument("--out", required=True, help="the proposal file to write (.pkl)")
+    parser.add_argument(
+        "--out", type=output_file, required=True, help="the proposal file to write (.pkl)"
+    )
     parser.add_argument("--method", default="selective_search", choices=["selective_search"])
     parser.add_argument("--mode", default="fast", choices=MODES, help="selective search mode")
-    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
-    parser.add_argument("--max-proposals", type=int, default=2000)
+    parser.add_argument(
+        "--workers", type=positive_int, default=os.cpu_count() or 1, help="default: all cores"
+    )
+    parser.add_argument(
+        "--max-proposals", type=positive_int, default=2000, help="at most this many per image"
+    )
     parser.add_argument(
         "--config-file", metavar="FILE", help="a config whose DATASETS.REGISTER to register"
     )
@@ -40,16 +53,31 @@ def argument_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = argument_parser().parse_args(argv)
+    setup_logger()
+    max_image_pixels = MAX_IMAGE_PIXELS
     try:
         if args.config_file:
-            load_config(args.config_file, parse_overrides(args.opts))
+            cfg = load_config(args.config_file, parse_overrides(args.opts))
+            max_image_pixels = cfg.INPUT.MAX_IMAGE_PIXELS
         elif args.opts:
             raise ConfigError(f"config overrides {args.opts} need --config-file")
         dicts = DatasetCatalog.get(args.dataset)
-    except (KeyError, FileNotFoundError, ConfigError) as error:
+    except (KeyError, FileNotFoundError, ConfigError, UserError) as error:
         print(f"compute_proposals: {error}", file=sys.stderr)
         return 2
-    path = compute_proposal_file(dicts, args.out, args.mode, args.workers, args.max_proposals)
+    try:
+        path = compute_proposal_file(
+            dicts,
+            args.out,
+            args.mode,
+            args.workers,
+            args.max_proposals,
+            max_image_pixels,
+            dataset_name=args.dataset,
+        )
+    except UserError as error:  # e.g. an unreadable image; the images done are kept
+        print(f"compute_proposals: {error}", file=sys.stderr)
+        return 2
     print(f"wrote proposals of {len(dicts)} images to {path}")
     return 0
 

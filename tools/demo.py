@@ -26,21 +26,27 @@ from detkit.data import MetadataCatalog
 from detkit.data.mapper import read_image
 from detkit.engine import DefaultPredictor, parse_overrides
 from detkit.modeling.meta_arch.fast_rcnn import rescale_detections
+from detkit.utils.arguments import output_folder, probability
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
+from detkit.utils.tool_help import tool_description
 from detkit.utils.visualizer import add_min_size_argument, draw_detections, enlarge
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("--config-file", required=True, help="the model's config (YAML)")
     parser.add_argument(
         "--input", nargs="+", required=True, help="images, or folders of images, to draw on"
     )
-    parser.add_argument("--output", required=True, help="folder for the PNG files")
-    parser.add_argument("--confidence-threshold", type=float, default=0.5)
+    parser.add_argument(
+        "--output", type=output_folder, required=True, help="folder for the PNG files"
+    )
+    parser.add_argument(
+        "--confidence-threshold", type=probability, default=0.5, help="draw scores above it (0-1)"
+    )
     parser.add_argument(
         "--max-detections",
         type=int,
@@ -70,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     output.mkdir(parents=True, exist_ok=True)
     for path in tqdm(images, desc="demo", unit="image"):
         try:
-            image = read_image(path)
+            image = read_image(path, cfg.INPUT.MAX_IMAGE_PIXELS)
         except UserError as error:
             return _fail(error)
         instances = predictor(image)["instances"]

@@ -33,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from detkit.utils.tool_help import tool_description
+
 REPO = Path(__file__).resolve().parents[1]
 R50_FPN = "configs/COCO-Detection/fast_rcnn_R_50_FPN_1x.yaml"
 VGG16 = "configs/PascalVOC/fast_rcnn_VGG16.yaml"
@@ -177,9 +179,7 @@ def cuda_problem(python: str) -> str | None:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Check detkit's CUDA kernels and time them on this GPU; write one report."
-    )
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument(
         "--output-dir",
         type=Path,

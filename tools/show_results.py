@@ -14,10 +14,11 @@ import sys
 from pathlib import Path
 
 from detkit.evaluation import format_results_table
+from detkit.utils.tool_help import tool_description
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("output_dir", help="a run's OUTPUT_DIR")
     return parser
 

@@ -16,12 +16,13 @@ import argparse
 import sys
 
 from detkit.engine import default_argument_parser, run_train_net
+from detkit.utils.tool_help import tool_description
 
 
 def argument_parser() -> argparse.ArgumentParser:
     """The options ``run_train_net`` parses: detkit's ``default_argument_parser``."""
-    return default_argument_parser()
+    return default_argument_parser(tool_description(__doc__))
 
 
 if __name__ == "__main__":
-    sys.exit(run_train_net())
+    sys.exit(run_train_net(description=tool_description(__doc__)))

@@ -28,8 +28,10 @@ from detkit.data import DatasetMapper, MetadataCatalog, get_detection_dataset_di
 from detkit.data.loaders import filter_images_without_objects
 from detkit.data.mapper import read_record_image
 from detkit.engine import parse_overrides
+from detkit.utils.arguments import output_folder, positive_int
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
+from detkit.utils.tool_help import tool_description
 from detkit.utils.visualizer import (
     add_min_size_argument,
     draw_ground_truth,
@@ -39,7 +41,7 @@ from detkit.utils.visualizer import (
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("--config-file", required=True, help="a config naming DATASETS.TRAIN")
     parser.add_argument(
         "--source",
@@ -47,7 +49,9 @@ def argument_parser() -> argparse.ArgumentParser:
         choices=["annotation", "dataloader"],
         help="the dataset dicts as loaded, or after the training transforms",
     )
-    parser.add_argument("--output", required=True, help="folder for the PNG files")
+    parser.add_argument(
+        "--output", type=output_folder, required=True, help="folder for the PNG files"
+    )
     parser.add_argument(
         "--show-proposals",
         nargs="?",
@@ -56,7 +60,7 @@ def argument_parser() -> argparse.ArgumentParser:
         help="draw the proposals of DATASETS.PROPOSAL_FILES_TRAIN too (the N best; all without N)",
     )
     parser.add_argument(
-        "--num-images", type=int, help="draw the first N images only (default: all)"
+        "--num-images", type=positive_int, help="draw the first N images only (default: all)"
     )
     add_min_size_argument(parser)
     parser.add_argument(
@@ -69,8 +73,6 @@ def main(argv: list[str] | None = None) -> int:
     args = argument_parser().parse_args(argv)
     try:
         max_proposals = _settle_proposals(args)
-        if args.num_images is not None and args.num_images <= 0:
-            raise UserError(f"--num-images must be positive, got {args.num_images}")
         cfg = load_config(args.config_file, parse_overrides(args.overrides))
         records = list(_records(cfg, args.source, args.show_proposals is not None))
     except (ConfigError, UserError, FileNotFoundError, KeyError) as error:
@@ -153,7 +155,7 @@ def _scene(
         boxes = np.array([a["bbox"] for a in annotations], np.float64).reshape(-1, 4)
         classes = np.array([a["category_id"] for a in annotations], np.int64)
         proposals = np.asarray(record.get("proposal_boxes", np.zeros((0, 4))), np.float64)
-        return read_record_image(record), boxes, classes, proposals
+        return read_record_image(record, mapper.max_image_pixels), boxes, classes, proposals
     mapped = mapper(record)
     image = mapped["image"].numpy().transpose(1, 2, 0)
     if mapper.input_format == "RGB":

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections import defaultdict
 from pathlib import Path
@@ -22,15 +23,18 @@ from pathlib import Path
 import cv2
 import numpy as np
 import torch
+from omegaconf import DictConfig
 from tqdm import tqdm
 
 from detkit.config import ConfigError, load_config
 from detkit.data import DatasetCatalog, MetadataCatalog
-from detkit.data.mapper import read_record_image
+from detkit.data.mapper import MAX_IMAGE_PIXELS, read_record_image
 from detkit.engine import parse_overrides
 from detkit.structures import Boxes, Instances
+from detkit.utils.arguments import output_folder, probability
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
+from detkit.utils.tool_help import tool_description
 from detkit.utils.visualizer import (
     add_min_size_argument,
     draw_detections,
@@ -43,11 +47,15 @@ RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=tool_description(__doc__))
     parser.add_argument("--input", required=True, help="a coco_instances_results.json file")
     parser.add_argument("--dataset", help="the registered dataset the results are of")
-    parser.add_argument("--output", required=True, help="folder for the PNG files")
-    parser.add_argument("--conf-threshold", type=float, default=0.5, help="draw scores above it")
+    parser.add_argument(
+        "--output", type=output_folder, required=True, help="folder for the PNG files"
+    )
+    parser.add_argument(
+        "--conf-threshold", type=probability, default=0.5, help="draw scores above it (0-1)"
+    )
     add_min_size_argument(parser)
     parser.add_argument(
         "--config-file", help="a config; --dataset defaults to its DATASETS.TEST[0]"
@@ -61,7 +69,8 @@ def argument_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = argument_parser().parse_args(argv)
     try:
-        dataset = _dataset_name(args)
+        cfg = _config(args)
+        dataset = _dataset_name(args, cfg)
         records = DatasetCatalog.get(dataset)
         metadata = MetadataCatalog.get(dataset)
         predictions = read_results(args.input, records, _to_contiguous_id(metadata, records))
@@ -70,9 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     class_names = _class_names(metadata, records)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
+    max_pixels = MAX_IMAGE_PIXELS if cfg is None else cfg.INPUT.MAX_IMAGE_PIXELS
     for record in tqdm(records, desc="visualize_json_results", unit="image"):
         try:
-            image = read_record_image(record)
+            image = read_record_image(record, max_pixels)
         except UserError as error:
             return _fail(error)
         drawing = _panels(image, record, predictions[record["image_id"]], class_names, args)
@@ -87,7 +97,8 @@ def read_results(
 ) -> defaultdict[object, list[dict]]:
     """The results of a COCO results file by image id, with ``category_id`` turned into the
     contiguous class index and ``bbox`` into XYXY. Refuses, naming the file, anything else
-    than a list of results, and results of images or categories the dataset does not have."""
+    than a list of results, a result whose box or score is not finite (naming the first), and
+    results of images or categories the dataset does not have."""
     if not Path(path).is_file():
         raise UserError(f"no such results file: {path}")
     try:
@@ -99,6 +110,10 @@ def read_results(
     )
     if malformed:
         raise UserError(f"{path}: not a COCO results list (objects with {', '.join(RESULT_KEYS)})")
+    for index, result in enumerate(results):
+        problem = _bad_values(result)
+        if problem:
+            raise UserError(f"{path}: result {index}: {problem}")
     problems = _mismatches(results, {record["image_id"] for record in records}, to_contiguous)
     if problems:
         raise UserError(f"{path}: {'; '.join(problems)}")
@@ -113,6 +128,26 @@ def read_results(
             }
         )
     return by_image
+
+
+def _finite_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _bad_values(result: dict) -> str | None:
+    """What is wrong with one result's values, or None: ids must be whole numbers or text, the
+    bbox four finite numbers x, y, width, height with no negative size, the score finite."""
+    for key in ("image_id", "category_id"):
+        if not isinstance(result[key], int | str):
+            return f"{key} {result[key]!r} is not a whole number or text"
+    box, score = result["bbox"], result["score"]
+    if not (isinstance(box, list) and len(box) == 4 and all(map(_finite_number, box))):
+        return f"bbox {box!r} is not four finite numbers x, y, width, height"
+    if box[2] < 0 or box[3] < 0:
+        return f"bbox {box!r} has a negative width or height"
+    if not _finite_number(score):
+        return f"score {score!r} is not a finite number"
+    return None
 
 
 def _mismatches(results: list[dict], image_ids: set, to_contiguous: dict[int, int]) -> list[str]:
@@ -130,14 +165,19 @@ def _mismatches(results: list[dict], image_ids: set, to_contiguous: dict[int, in
     return problems
 
 
-def _dataset_name(args: argparse.Namespace) -> str:
-    """``--dataset``, else ``DATASETS.TEST[0]`` of ``--config-file`` (loaded with the
-    overrides, so a broken config or override is reported)."""
+def _config(args: argparse.Namespace) -> DictConfig | None:
+    """``--config-file`` loaded with the overrides (so a broken config or override is
+    reported); None without one."""
     cfg = (
         load_config(args.config_file, parse_overrides(args.overrides)) if args.config_file else None
     )
     if args.overrides and cfg is None:
         raise UserError(f"config overrides {' '.join(args.overrides)} need a --config-file")
+    return cfg
+
+
+def _dataset_name(args: argparse.Namespace, cfg: DictConfig | None) -> str:
+    """``--dataset``, else ``DATASETS.TEST[0]`` of the config."""
     if args.dataset:
         return args.dataset
     if cfg is None or not cfg.DATASETS.TEST:

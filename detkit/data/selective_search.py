@@ -3,6 +3,9 @@ dataset and cached as a proposal file in detectron2's pickle layout."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import logging
 import os
 import pickle
 import shutil
@@ -14,10 +17,23 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from .mapper import read_image
+from ..structures import BoxMode
+from ..utils.file_io import write_bytes_atomically
+from .mapper import MAX_IMAGE_PIXELS, read_image
 from .proposals import PROPOSAL_LOADER_REGISTRY, detectron2_pickle
 
+logger = logging.getLogger(__name__)
+
 MODES = ("fast", "quality")
+
+
+def check_settings(mode: str, max_proposals: int) -> None:
+    """Raises ``ValueError`` for a mode selective search does not have or a count of
+    proposals below 1 (``[:0]`` would keep none, ``[:-5]`` drop each image's last five)."""
+    if mode not in MODES:
+        raise ValueError(f"selective search mode must be one of {MODES}, got {mode!r}")
+    if not isinstance(max_proposals, int) or max_proposals < 1:
+        raise ValueError(f"max_proposals must be a positive whole number, got {max_proposals!r}")
 
 
 def selective_search_boxes(
@@ -25,8 +41,7 @@ def selective_search_boxes(
 ) -> np.ndarray:
     """``[n, 4]`` XYXY proposals of a BGR image, at most ``max_proposals``; the same image
     always gives the same proposals in the same order, in any process."""
-    if mode not in MODES:
-        raise ValueError(f"selective search mode must be one of {MODES}, got {mode!r}")
+    check_settings(mode, max_proposals)
     search = cv2.ximgproc.segmentation.createSelectiveSearchSegmentation()
     search.setBaseImage(image)
     if mode == "fast":
@@ -43,13 +58,56 @@ def selective_search_boxes(
     return rects
 
 
-def _one_image(job: tuple[str, str, int, Path]) -> tuple[str, int]:
-    file_name, mode, max_proposals, part = job
+def _one_image(job: tuple[str, str, int, int, Path]) -> tuple[str, int]:
+    file_name, mode, max_proposals, max_image_pixels, part = job
     cv2.setNumThreads(1)
-    boxes = selective_search_boxes(read_image(file_name), mode, max_proposals)
+    boxes = selective_search_boxes(read_image(file_name, max_image_pixels), mode, max_proposals)
     np.save(part.with_suffix(".tmp.npy"), boxes)
     os.replace(part.with_suffix(".tmp.npy"), part)  # a part file is complete or absent
     return file_name, len(boxes)
+
+
+def _parts_manifest(
+    dataset_dicts: list[dict], mode: str, max_proposals: int, dataset_name: str | None
+) -> dict:
+    """What the parts of a run are the results of: a ``key`` hashing every image (id and file)
+    in order and the settings, and a description of them for the log."""
+    images = [[str(record["image_id"]), str(record["file_name"])] for record in dataset_dicts]
+    settings = {"method": "selective_search", "mode": mode, "max_proposals": max_proposals}
+    key = hashlib.sha256(json.dumps([images, settings]).encode()).hexdigest()
+    about = (
+        f"{dataset_name or 'a dataset'} ({len(images)} images), mode {mode}, at most "
+        f"{max_proposals} proposals"
+    )
+    return {"key": key, "about": about}
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return manifest if isinstance(manifest, dict) else {}
+
+
+def _prepare_parts(parts: Path, manifest: dict) -> None:
+    """Makes ``parts`` the folder of the run ``manifest`` describes. An interrupted run's parts
+    are kept when its manifest is this one; parts of another dataset, other images or other
+    settings (or without a manifest) are discarded with a log line, never used."""
+    found = _read_manifest(parts / "manifest.json")
+    if found.get("key") == manifest["key"]:
+        return
+    if parts.exists():
+        leftovers = len(list(parts.glob("*.npy")))
+        if leftovers:
+            logger.warning(
+                f"discarding {leftovers} proposal parts in {parts}: an interrupted run left them "
+                f"for {found.get('about', 'unknown images or settings')}, not for "
+                f"{manifest['about']}"
+            )
+        shutil.rmtree(parts)
+    parts.mkdir(parents=True)
+    write_bytes_atomically(parts / "manifest.json", json.dumps(manifest))
 
 
 def compute_proposal_file(
@@ -58,21 +116,27 @@ def compute_proposal_file(
     mode: str = "fast",
     workers: int = 1,
     max_proposals: int = 2000,
+    max_image_pixels: int = MAX_IMAGE_PIXELS,
+    dataset_name: str | None = None,
 ) -> Path:
-    """Writes selective-search proposals of every image to ``out_file`` (pickle layout).
+    """Writes selective-search proposals of every image to ``out_file`` (pickle layout); an
+    image over ``max_image_pixels`` is refused (:func:`~detkit.data.mapper.read_image`).
 
-    Each image's result is kept in ``<out_file>.parts/`` as soon as it is done, so an
-    interrupted run resumes where it stopped; the final file appears only when complete.
-    Logits are ``-rank`` in the reproducible order of :func:`selective_search_boxes`.
+    Each image's result is kept in ``<out_file>.parts/`` as soon as it is done, with a manifest
+    of the images (ids and files, in order) and the settings, so an interrupted run resumes
+    where it stopped, and only a run of the same images and settings uses them
+    (``dataset_name`` names the dataset in the log). The final file appears only when
+    complete. Logits are ``-rank`` in the reproducible order of :func:`selective_search_boxes`.
     """
+    check_settings(mode, max_proposals)
     out_file = Path(out_file)
     parts = out_file.with_name(out_file.name + ".parts")
-    parts.mkdir(parents=True, exist_ok=True)
+    _prepare_parts(parts, _parts_manifest(dataset_dicts, mode, max_proposals, dataset_name))
     jobs = [
-        (record["file_name"], mode, max_proposals, parts / f"{index:07d}.npy")
+        (record["file_name"], mode, max_proposals, max_image_pixels, parts / f"{index:07d}.npy")
         for index, record in enumerate(dataset_dicts)
     ]
-    pending = [job for job in jobs if not job[3].is_file()]
+    pending = [job for job in jobs if not job[-1].is_file()]
     progress = tqdm(
         total=len(jobs), initial=len(jobs) - len(pending), desc="selective search", unit="image"
     )
@@ -85,12 +149,12 @@ def compute_proposal_file(
             for job in pending:
                 _one_image(job)
                 progress.update()
-    boxes = [np.load(job[3]) for job in jobs]
+    boxes = [np.load(job[-1]) for job in jobs]
     data = {
         "ids": [record["image_id"] for record in dataset_dicts],
         "boxes": boxes,
         "objectness_logits": [-np.arange(len(b), dtype=np.float32) for b in boxes],
-        "bbox_mode": 0,
+        "bbox_mode": int(BoxMode.XYXY_ABS),  # a plain number: readers unpickle no class
     }
     temporary = out_file.with_name(out_file.name + ".tmp")
     with open(temporary, "wb") as file:

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from detkit.data import attach_proposals, load_proposals
+from detkit.data import attach_proposals, load_proposals, selective_search
 from detkit.data.datasets.coco import load_coco_json
 from detkit.data.datasets.shapes import ensure_shapes
 from detkit.data.selective_search import (
@@ -40,18 +40,44 @@ def test_proposals_cover_the_objects(shapes_dicts: list[dict], tmp_path: Path) -
         assert (best >= 0.5).float().mean() >= 0.5  # most objects have a good proposal
 
 
-def test_resumes_from_finished_images(
+def test_resumes_from_the_images_an_interrupted_run_finished(
     shapes_dicts: list[dict], tmp_path: Path, monkeypatch
 ) -> None:
-    parts = tmp_path / "ss.pkl.parts"
-    parts.mkdir()
-    planted = np.array([[1, 2, 3, 4]], np.float32)
-    np.save(parts / "0000000.npy", planted)  # image 0 counts as already done
-    path = compute_proposal_file(shapes_dicts, tmp_path / "ss.pkl", workers=1)
-    proposals = load_proposals(path)
-    assert proposals[str(shapes_dicts[0]["image_id"])][0].tolist() == planted.tolist()
+    out = tmp_path / "ss.pkl"
+    last = shapes_dicts[-1]["file_name"]
+    read_image = selective_search.read_image
+
+    def stop_at_the_last_image(file_name, *args):
+        if file_name == last:
+            raise KeyboardInterrupt  # the run is stopped before its last image
+        return read_image(file_name, *args)
+
+    monkeypatch.setattr(selective_search, "read_image", stop_at_the_last_image)
+    with pytest.raises(KeyboardInterrupt):
+        compute_proposal_file(shapes_dicts, out, workers=1)
+    monkeypatch.undo()
+    searched = []
+    search = selective_search.selective_search_boxes
+
+    def counted_search(image, *args):
+        searched.append(image.shape)
+        return search(image, *args)
+
+    monkeypatch.setattr(selective_search, "selective_search_boxes", counted_search)
+    path = compute_proposal_file(shapes_dicts, out, workers=1)
+    assert len(searched) == 1  # the finished images were not searched again
+    fresh = load_proposals(compute_proposal_file(shapes_dicts, tmp_path / "fresh.pkl"))
+    resumed = load_proposals(path)
+    assert all(np.array_equal(resumed[key][0], fresh[key][0]) for key in fresh)
     monkeypatch.setattr("detkit.data.selective_search.compute_proposal_file", pytest.fail)
     assert ensure_proposal_file(shapes_dicts, path) == path  # cached: not computed again
+
+
+def test_non_positive_counts_are_refused(shapes_dicts: list[dict], tmp_path: Path) -> None:
+    for count in (0, -5):
+        with pytest.raises(ValueError, match=f"max_proposals must be a positive .* got {count}"):
+            compute_proposal_file(shapes_dicts, tmp_path / "ss.pkl", max_proposals=count)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_selective_search_rejects_unknown_mode() -> None:

@@ -49,6 +49,21 @@ def test_ranks_outside_one_to_the_smaller_side_are_refused() -> None:
             truncated_linear(10, 7, rank)
 
 
+def test_the_reported_error_is_relative_to_the_layer() -> None:
+    # A 6 x 9 layer with singular values 4, 3, 2, 1: rank 2 drops 2 and 1, so the error is
+    # sqrt(2² + 1²) / sqrt(4² + 3² + 2² + 1²) = sqrt(5 / 30) at any scale of the weights.
+    torch.manual_seed(2)
+    u = torch.linalg.qr(torch.randn(6, 4, dtype=torch.float64)).Q
+    v = torch.linalg.qr(torch.randn(9, 4, dtype=torch.float64)).Q
+    weight = u @ torch.diag(torch.tensor([4.0, 3.0, 2.0, 1.0], dtype=torch.float64)) @ v.T
+    for scale in (1.0, 1000.0):
+        head = FastRCNNFCHead((1, 3, 3), fc_dim=6)
+        with torch.no_grad():
+            head.fc6.weight.copy_(scale * weight)
+        errors = compress_fc_layers(head, {"fc6": 2})
+        assert errors == {"fc6": pytest.approx((5 / 30) ** 0.5, rel=1e-5)}
+
+
 def test_the_head_builds_factored_layers_from_the_config() -> None:
     cfg = load_config(SHAPES, [*SMALL, "MODEL.ROI_BOX_HEAD.SVD_RANKS=[6, 0]"])
     head = build_model(cfg).roi_heads.box_head
@@ -93,8 +108,8 @@ def test_compress_fc_writes_a_checkpoint_that_loads_by_config(tmp_path, capsys) 
     cfg = load_config(SHAPES, [*SMALL, "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0"])
     torch.manual_seed(0)
     model = build_model(cfg)
-    DetectionCheckpointer(model, str(tmp_path)).save("trained")
-    weights = str(tmp_path / "trained.pth")
+    DetectionCheckpointer(model, str(tmp_path)).save("model_trained")
+    weights = str(tmp_path / "model_trained.pth")
     tool = load_compress_fc()
     full = tmp_path / "full_rank.pth"
     argv = ["--config-file", str(SHAPES), "--ranks", "fc6=24", "fc7=24", "--output", str(full)]

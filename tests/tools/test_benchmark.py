@@ -1,12 +1,16 @@
 """tools/benchmark.py: the torchvision-built peer detects what detkit detects with the same
-weights (one map and several, each pooler), the check refuses unequal models, the random
-inputs, the alternation, the stage timer and the memory probe; a whole run writes its table and
-JSON. Small models only: speed itself is measured by running the tool, not here."""
+weights (one map and several, each pooler), the check refuses unequal models and a setting with
+no detection to compare, the random inputs, the alternation, the stage timer and the memory
+probe; a whole run writes its table and JSON, and the config's own model, run as the tool runs
+it, has detections to compare and logs its phases. Small models only: speed itself is measured
+by running the tool, not here."""
 
 from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -58,7 +62,7 @@ def models_and_inputs(tool, config: Path, opts: list[str], size=(96, 128), propo
     sample = tool.make_sample(*size, proposals, cfg.MODEL.ROI_HEADS.NUM_CLASSES, seed=3)
     sample = tool.distinct_proposals(model, sample)
     inputs = tool.detkit_inputs([sample], torch.device("cpu"))
-    tool.spread_class_scores(model, inputs)
+    tool.calibrate_head(model, inputs)
     peer = tool.build_peer(cfg, model).eval()
     images, boxes, _ = tool.peer_inputs([sample], torch.device("cpu"))
     return model, peer, inputs, images, boxes
@@ -205,6 +209,50 @@ def test_a_whole_run_prints_the_table_and_writes_json(tool, tmp_path, capsys, de
 
 
 def test_bad_arguments_end_with_status_2(tool, capsys) -> None:
-    assert tool.main(["--config-file", str(SHAPES_CONFIG), "--num-proposals", "0"]) == 2
+    for option in ("--num-proposals", "--repeat"):
+        with pytest.raises(SystemExit) as stop:
+            tool.main(["--config-file", str(SHAPES_CONFIG), option, "0"])
+        assert stop.value.code == 2 and option in capsys.readouterr().err
     assert tool.main(["--config-file", str(SHAPES_CONFIG), "MODEL.NO_SUCH_KEY=1"]) == 2
     assert "NO_SUCH_KEY" in capsys.readouterr().err
+
+
+def run_benchmark(*args: str) -> subprocess.CompletedProcess:
+    """tools/benchmark.py in its own process, on the CPU with one thread."""
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / "benchmark.py"), *args],
+        cwd=REPO,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+TINY_RUN = [
+    "--config-file", str(SHAPES_CONFIG), "--device", "cpu", "--image-size", "64", "96",
+    "--num-proposals", "40", "--repeat", "1", "--tasks", "inference",
+]  # fmt: skip
+
+
+def test_the_configs_own_model_has_detections_to_compare(tmp_path) -> None:
+    report = tmp_path / "bench.json"
+    result = run_benchmark(*TINY_RUN, "--json", str(report))  # the config's model as it is
+    assert result.returncode == 0, result.stderr
+    assert json.loads(report.read_text())["setting"]["detections_checked"] > 0
+    log = result.stderr
+    for phase in ("building SmallConvNet models", "calibrating", "checking that both models"):
+        assert f"benchmark: {phase}" in log
+    for bar in ("inference", "inference peak memory", "inference time split"):
+        assert f"benchmark: {bar}: 100%" in log  # a bar with the runs done and the time left
+
+
+def test_a_setting_without_detections_is_refused(tmp_path) -> None:
+    report = tmp_path / "bench.json"
+    result = run_benchmark(
+        *TINY_RUN, "--json", str(report), "MODEL.ROI_HEADS.SCORE_THRESH_TEST=1.0"
+    )
+    assert result.returncode == 1
+    line = result.stderr.strip().splitlines()[-1]
+    assert line.startswith("benchmark: neither model detects anything")
+    assert "SCORE_THRESH_TEST=1.0" in line and not report.exists()

@@ -1,11 +1,16 @@
-"""tools/export_model.py: the exported program, saved and loaded back, detects what the eager
-model detects, on proposal counts other than the one it was traced with; the check it runs
-before writing can fail."""
+"""tools/export_model.py: the archive it writes holds no pickle, and the exported program,
+loaded with the documented call in a fresh interpreter, detects what the eager model detects on
+proposal counts other than the one it was traced with; the check it runs before writing can
+fail."""
 
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -14,12 +19,21 @@ import torch
 from detkit.checkpoint import DetectionCheckpointer
 from detkit.config import load_config
 from detkit.engine import parse_overrides
+from detkit.export import SingleImageDetector, load, mismatch, random_boxes
 from detkit.modeling import build_model
-from detkit.utils.analysis import SingleImageDetector, random_boxes
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "shapes" / "fast_rcnn.yaml"
 SMALL = ["MODEL.SMALL_CONVNET.CHANNELS", "[8, 16]", "MODEL.ROI_BOX_HEAD.FC_DIM", "32"]
+HEIGHT, WIDTH = 96, 128
+# the documented Python call, in an interpreter that imported nothing else
+RUN_EXPORTED = """
+import sys, torch
+from detkit.export import load
+program = load(sys.argv[1]).module()
+inputs = torch.load(sys.argv[2], weights_only=True)
+torch.save([program(image, boxes) for image, boxes in inputs], sys.argv[3])
+"""
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +47,55 @@ def tool():
     return module
 
 
-def saved_model(tmp_path: Path, seed: int = 0):
+def saved_model(folder: Path, seed: int = 0):
     cfg = load_config(CONFIG, parse_overrides(SMALL))
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
-    DetectionCheckpointer(model, save_dir=str(tmp_path)).save(f"m{seed}")
-    return model, tmp_path / f"m{seed}.pth"
+    DetectionCheckpointer(model, save_dir=str(folder)).save(f"model_seed{seed}")
+    return model, folder / f"model_seed{seed}.pth"
 
 
-def test_the_exported_program_detects_as_the_model(tool, tmp_path, one_thread) -> None:
-    model, weights = saved_model(tmp_path)
-    output = tmp_path / "model.pt2"
-    argv = ["--config-file", str(CONFIG), "--output", str(output), "--image-size", "96", "128",
-            "--num-proposals", "40", *SMALL, "MODEL.WEIGHTS", str(weights)]  # fmt: skip
+@pytest.fixture(scope="module")
+def exported(tool, tmp_path_factory, one_thread):
+    """A tiny shapes model (random weights) and the .pt2 file the tool wrote for it."""
+    folder = tmp_path_factory.mktemp("export_model")
+    model, weights = saved_model(folder)
+    output = folder / "model.pt2"
+    argv = ["--config-file", str(CONFIG), "--output", str(output), "--image-size", str(HEIGHT),
+            str(WIDTH), "--num-proposals", "40", *SMALL, "MODEL.WEIGHTS", str(weights)]  # fmt: skip
     assert tool.main(argv) == 0
-    program = torch.export.load(str(output)).module()
-    image = torch.randint(0, 256, (3, 96, 128), dtype=torch.uint8)
-    for count in (7, 63):  # neither the traced count nor its half
-        boxes = random_boxes(count, 96, 128, seed=count)
-        got = program(image, boxes)
+    assert sorted(p.name for p in folder.glob("*.pt2*")) == ["model.pt2"]  # no leftovers
+    return model, output
+
+
+def test_the_written_archive_holds_no_pickle(exported) -> None:
+    _, output = exported
+    with zipfile.ZipFile(output) as archive:
+        sizes = {info.filename.split("/", 1)[1]: info.file_size for info in archive.infolist()}
+        root = archive.namelist()[0].split("/")[0]
+        for config in ("data/weights/model_weights_config.json",
+                       "data/constants/model_constants_config.json"):  # fmt: skip
+            payloads = json.loads(archive.read(f"{root}/{config}"))["config"]
+            assert payloads and not any(meta["use_pickle"] for meta in payloads.values())
+    assert sizes["data/sample_inputs/model.pt"] == 0  # torch pickles example inputs
+    assert not [name for name in sizes if name.startswith(("data/aotinductor", "extra/"))]
+
+
+def test_the_documented_call_runs_the_program_in_a_fresh_interpreter(
+    exported, tmp_path
+) -> None:
+    model, output = exported
+    image = torch.randint(0, 256, (3, HEIGHT, WIDTH), dtype=torch.uint8)
+    inputs = [(image, random_boxes(count, HEIGHT, WIDTH, seed=count)) for count in (7, 63)]
+    torch.save(inputs, tmp_path / "inputs.pt")  # neither the traced count nor its half
+    run = subprocess.run(
+        [sys.executable, "-c", RUN_EXPORTED, str(output), str(tmp_path / "inputs.pt"),
+         str(tmp_path / "outputs.pt")],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    outputs = torch.load(tmp_path / "outputs.pt", weights_only=True)
+    for (image, boxes), got in zip(inputs, outputs, strict=True):
         with torch.no_grad():
             expected = SingleImageDetector(model)(image, boxes)
         assert len(expected[0]) > 0  # random weights of 3 classes still pass the threshold
@@ -59,12 +103,14 @@ def test_the_exported_program_detects_as_the_model(tool, tmp_path, one_thread) -
             torch.testing.assert_close(a, b)
 
 
-def test_the_check_sees_a_program_of_other_weights(tool, tmp_path, one_thread) -> None:
-    model, _ = saved_model(tmp_path, seed=0)
+def test_the_check_sees_a_program_of_other_weights(exported, tmp_path, one_thread) -> None:
+    model, output = exported
     other, _ = saved_model(tmp_path, seed=1)
-    program, (image, boxes) = tool.export_detector(model, 96, 128, 30)
-    assert tool.mismatch(program, model, image, boxes) == ""
-    assert tool.mismatch(program, other, image, boxes) != ""
+    program = load(output).module()
+    image = torch.randint(0, 256, (3, HEIGHT, WIDTH), dtype=torch.uint8)
+    boxes = random_boxes(30, HEIGHT, WIDTH)
+    assert mismatch(program, model, image, boxes) == ""
+    assert mismatch(program, other, image, boxes) != ""
 
 
 def test_export_without_weights_is_refused(tool, tmp_path, capsys) -> None:
