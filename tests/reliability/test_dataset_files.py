@@ -306,7 +306,7 @@ def test_voc_without_size_reads_it_from_the_image(tmp_path: Path, caplog) -> Non
     assert "read the size of 1 images from their files" in caplog.text
     (root / "JPEGImages" / "0001.jpg").unlink()
     with pytest.raises(
-        DatasetError, match=r"0001\.xml: <size> gives no height and width, and its file cannot be read"
+        DatasetError, match=r"0001\.xml: <size> gives no height and width, and its file cannot be"
     ):
         load_voc_instances(root, "trainval", ["cat"])
 
