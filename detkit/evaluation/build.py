@@ -21,8 +21,9 @@ builder ``f(cfg, dataset_name, output_folder) -> DatasetEvaluator``."""
 
 
 def _coco(cfg: DictConfig, dataset_name: str, output_folder: str | Path) -> DatasetEvaluator:
-    """COCO box AP (pycocotools); writes ``coco_instances_results.json`` to the folder."""
-    return COCOEvaluator(dataset_name, output_folder)
+    """COCO box AP (``TEST.COCO_EVAL_BACKEND``); writes ``coco_instances_results.json`` to the
+    folder."""
+    return COCOEvaluator(dataset_name, output_folder, backend=cfg.TEST.COCO_EVAL_BACKEND)
 
 
 def _pascal_voc(cfg: DictConfig, dataset_name: str, output_folder: str | Path) -> DatasetEvaluator:

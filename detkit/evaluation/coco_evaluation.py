@@ -1,8 +1,10 @@
-"""COCO-style box AP with the official ``pycocotools`` evaluator."""
+"""COCO-style box AP with the official ``pycocotools`` evaluator, or ``faster-coco-eval``'s
+(the same rules in C++; ``TEST.COCO_EVAL_BACKEND``)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
@@ -10,7 +12,9 @@ import math
 from pathlib import Path
 
 import numpy as np
+from omegaconf import DictConfig
 
+from ..config import ConfigError, register_config_check
 from ..data.catalog import DatasetCatalog, MetadataCatalog
 from ..utils import comm
 from ..utils.file_io import write_bytes_atomically
@@ -19,6 +23,50 @@ from .evaluator import DatasetEvaluator, output_instances
 logger = logging.getLogger("detkit.evaluation")
 
 _METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+
+# The values of TEST.COCO_EVAL_BACKEND: the module each imports and the pip package that has it.
+COCO_EVAL_BACKENDS = {"pycocotools": "pycocotools", "faster_coco_eval": "faster-coco-eval"}
+
+
+def coco_eval_backend_problem(backend: str) -> str | None:
+    """Why ``backend`` cannot evaluate here (not a backend, or its package is not installed),
+    naming the key and the package; None when it can."""
+    if backend not in COCO_EVAL_BACKENDS:
+        return (
+            f"TEST.COCO_EVAL_BACKEND must be one of {', '.join(COCO_EVAL_BACKENDS)}, "
+            f"got {backend!r}"
+        )
+    if importlib.util.find_spec(backend) is None:
+        package = COCO_EVAL_BACKENDS[backend]
+        return (
+            f"TEST.COCO_EVAL_BACKEND={backend} needs the package {package}, which is not "
+            f"installed (pip install {package})"
+        )
+    return None
+
+
+@register_config_check
+def _coco_eval_backend_problems(cfg: DictConfig) -> list[str]:
+    problem = coco_eval_backend_problem(cfg.TEST.COCO_EVAL_BACKEND)
+    return [problem] if problem else []
+
+
+def coco_api(backend: str) -> tuple[type, type]:
+    """The ``COCO`` and ``COCOeval`` classes of ``backend`` (a ``TEST.COCO_EVAL_BACKEND``
+    value); faster-coco-eval's are its drop-in replacements for pycocotools' (same interface,
+    the report printed)."""
+    problem = coco_eval_backend_problem(backend)
+    if problem:
+        raise ConfigError(problem)
+    if backend == "faster_coco_eval":
+        from faster_coco_eval import COCO
+        from faster_coco_eval.core.faster_eval_api import COCOeval
+
+        return COCO, COCOeval
+    from pycocotools.coco import COCO
+    from pycocotools.cocoeval import COCOeval
+
+    return COCO, COCOeval
 
 
 def convert_to_coco_dict(dataset_name: str) -> dict:
@@ -71,7 +119,9 @@ def _contiguous_to_dataset_id(dataset_name: str, num_classes: int) -> dict[int, 
 
 
 class COCOEvaluator(DatasetEvaluator):
-    """Box AP of a dataset by ``pycocotools``' ``COCOeval``, in percent.
+    """Box AP of a dataset by ``COCOeval``, in percent: ``backend`` ``pycocotools`` (the
+    official code) or ``faster_coco_eval`` (the same rules in C++, the same AP; see
+    ``TEST.COCO_EVAL_BACKEND``).
 
     The ground truth is the dataset's ``json_file`` (metadata) when it has one, so results match
     the official evaluation of that file, else :func:`convert_to_coco_dict`; either way as the
@@ -89,21 +139,26 @@ class COCOEvaluator(DatasetEvaluator):
     """
 
     def __init__(
-        self, dataset_name: str, output_dir: str | Path | None = None, distributed: bool = True
+        self,
+        dataset_name: str,
+        output_dir: str | Path | None = None,
+        distributed: bool = True,
+        backend: str = "pycocotools",
     ) -> None:
-        from pycocotools.coco import COCO
-
+        self._coco, self._cocoeval = coco_api(backend)
         self.dataset_name = dataset_name
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.distributed = distributed
         json_file = MetadataCatalog.get(dataset_name).get("json_file")
+        if json_file is not None and Path(json_file).is_file():
+            ground_truth = json.loads(Path(json_file).read_bytes())
+        else:
+            ground_truth = convert_to_coco_dict(dataset_name)
+        self._image_numbers = _number_images(ground_truth)
         with contextlib.redirect_stdout(io.StringIO()):
-            if json_file is not None and Path(json_file).is_file():
-                self._coco_gt = COCO(str(json_file))
-            else:
-                self._coco_gt = COCO()
-                self._coco_gt.dataset = convert_to_coco_dict(dataset_name)
-                self._coco_gt.createIndex()
+            self._coco_gt = self._coco()
+            self._coco_gt.dataset = ground_truth
+            self._coco_gt.createIndex()
         self._drop_what_the_loader_dropped()
         self._fill_what_the_file_left_out()
         mapping = MetadataCatalog.get(dataset_name).get("thing_dataset_id_to_contiguous_id")
@@ -180,15 +235,13 @@ class COCOEvaluator(DatasetEvaluator):
         return {"bbox": self._evaluate_boxes(predictions)}
 
     def _evaluate_boxes(self, predictions: list[dict]) -> dict[str, float]:
-        from pycocotools.cocoeval import COCOeval
-
         names = [c["name"] for c in self._coco_gt.loadCats(sorted(self._coco_gt.getCatIds()))]
         if not predictions:
             logger.warning(
                 f"COCOEvaluator: no predictions from the model on {self.dataset_name!r}; AP is 0 "
                 "wherever it has objects to find"
             )
-        unknown = {p["image_id"] for p in predictions} - set(self._coco_gt.getImgIds())
+        unknown = {p["image_id"] for p in predictions} - self._image_numbers.keys()
         if unknown:
             raise ValueError(
                 f"COCOEvaluator: predictions for images not in {self.dataset_name!r}: "
@@ -196,11 +249,14 @@ class COCOEvaluator(DatasetEvaluator):
             )
         log = io.StringIO()
         with contextlib.redirect_stdout(log):
-            if predictions:  # loadRes adds fields to what it is given, and refuses []
-                coco_dt = self._coco_gt.loadRes([dict(p) for p in predictions])
+            if predictions:  # loadRes adds fields to what it is given; pycocotools' refuses []
+                numbers = self._image_numbers
+                coco_dt = self._coco_gt.loadRes(
+                    [{**p, "image_id": numbers[p["image_id"]]} for p in predictions]
+                )
             else:
-                coco_dt = _no_detections()
-            coco_eval = COCOeval(self._coco_gt, coco_dt, "bbox")
+                coco_dt = _no_detections(self._coco)
+            coco_eval = self._cocoeval(self._coco_gt, coco_dt, "bbox")
             coco_eval.evaluate()
             coco_eval.accumulate()
             coco_eval.summarize()
@@ -219,11 +275,26 @@ class COCOEvaluator(DatasetEvaluator):
         return results
 
 
-def _no_detections():
-    """A ``COCOeval`` results object that holds no detection."""
-    from pycocotools.coco import COCO
+def _number_images(ground_truth: dict) -> dict:
+    """Gives the images of a COCO dict integer ids, in place, and returns each image's id
+    before → after. faster-coco-eval reads ids as integers (VOC's are strings, ``"000005"``):
+    integer ids stay; otherwise all are numbered in their sorted order, the order ``COCOeval``
+    takes images in, so that ties between equal scores break as they would on the ids."""
+    ids = [image["id"] for image in ground_truth.get("images", [])]
+    if all(type(i) is int for i in ids):
+        return {i: i for i in ids}
+    numbers = {i: n for n, i in enumerate(sorted(ids, key=lambda i: (isinstance(i, str), i)))}
+    for image in ground_truth["images"]:
+        image["id"] = numbers[image["id"]]
+    for annotation in ground_truth.get("annotations", []):
+        annotation["image_id"] = numbers[annotation["image_id"]]
+    return numbers
 
-    empty = COCO()
+
+def _no_detections(coco: type):
+    """A ``COCOeval`` results object (of the backend's ``coco`` class) that holds no
+    detection."""
+    empty = coco()
     empty.dataset = {"annotations": []}
     empty.createIndex()
     return empty

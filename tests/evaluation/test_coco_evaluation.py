@@ -1,12 +1,17 @@
-"""COCOEvaluator against pycocotools' COCOeval run directly on the same files."""
+"""COCOEvaluator against pycocotools' COCOeval run directly on the same files, by each
+``TEST.COCO_EVAL_BACKEND`` (faster-coco-eval's cases are skipped where it is not installed)."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import io
 import json
 import logging
 import math
+import re
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,11 +22,30 @@ import torch
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
+from detkit.config import ConfigError, check_config, get_default_config
 from detkit.data import DatasetCatalog, MetadataCatalog, register_coco_instances
-from detkit.evaluation import COCOEvaluator, convert_to_coco_dict
+from detkit.evaluation import COCOEvaluator, build_evaluator, convert_to_coco_dict
 from detkit.structures import Boxes, Instances
 
+REPO = Path(__file__).resolve().parents[2]
 METRICS = ("AP", "AP50", "AP75", "APs", "APm", "APl")
+FASTER_COCO_EVAL_MISSING = importlib.util.find_spec("faster_coco_eval") is None
+
+
+@pytest.fixture(
+    params=[
+        "pycocotools",
+        pytest.param(
+            "faster_coco_eval",
+            marks=pytest.mark.skipif(
+                FASTER_COCO_EVAL_MISSING, reason="faster-coco-eval is not installed"
+            ),
+        ),
+    ]
+)
+def backend(request) -> str:
+    """Each ``TEST.COCO_EVAL_BACKEND``: every case must give pycocotools' own figures."""
+    return request.param
 
 
 @pytest.fixture
@@ -146,7 +170,9 @@ def assert_percent_equal(ours: float, stat: float) -> None:
         assert ours == pytest.approx(100 * stat, abs=1e-6)
 
 
-def test_matches_cocoeval_on_a_file_with_sparse_category_ids(tmp_path, unique_name) -> None:
+def test_matches_cocoeval_on_a_file_with_sparse_category_ids(
+    tmp_path, unique_name, backend
+) -> None:
     rng = np.random.default_rng(0)
     gt_json = tmp_path / "instances.json"
     data = write_sparse_coco(gt_json, rng)
@@ -154,7 +180,7 @@ def test_matches_cocoeval_on_a_file_with_sparse_category_ids(tmp_path, unique_na
     name = unique_name()
     register_coco_instances(name, {}, gt_json, tmp_path)
 
-    evaluator = COCOEvaluator(name, output_dir=tmp_path / "inference")
+    evaluator = COCOEvaluator(name, output_dir=tmp_path / "inference", backend=backend)
     feed(evaluator, data, results, contiguous={3: 0, 7: 1})  # sorted ids, as the loader does
     ours = evaluator.evaluate()["bbox"]
 
@@ -172,12 +198,12 @@ def test_matches_cocoeval_on_a_file_with_sparse_category_ids(tmp_path, unique_na
 
     # after the dataset was loaded (its metadata now holds the id mapping) nothing changes
     DatasetCatalog.get(name)
-    again = COCOEvaluator(name)
+    again = COCOEvaluator(name, backend=backend)
     feed(again, data, results, contiguous={3: 0, 7: 1})
     assert again.evaluate()["bbox"] == pytest.approx(ours, nan_ok=True)
 
 
-def test_perfect_detections_without_a_json_file(unique_name) -> None:
+def test_perfect_detections_without_a_json_file(unique_name, backend) -> None:
     # objects of 40x40 (medium) and 120x100 (large) pixels, none small
     dicts = [
         {
@@ -201,7 +227,7 @@ def test_perfect_detections_without_a_json_file(unique_name) -> None:
     name = unique_name()
     DatasetCatalog.register(name, lambda: dicts)
     MetadataCatalog.get(name).set(thing_classes=["circle", "square"])
-    evaluator = COCOEvaluator(name)
+    evaluator = COCOEvaluator(name, backend=backend)
     for record in dicts:
         boxes = [a["bbox"] for a in record["annotations"]]
         classes = [a["category_id"] for a in record["annotations"]]
@@ -245,12 +271,12 @@ def test_convert_to_coco_dict_maps_ids_back_and_boxes_to_xywh(unique_name) -> No
     assert [a["category_id"] for a in plain_coco["annotations"]] == [2, 1]
 
 
-def test_no_predictions_give_zero_ap_and_a_warning(tmp_path, unique_name, caplog) -> None:
+def test_no_predictions_give_zero_ap_and_a_warning(tmp_path, unique_name, caplog, backend) -> None:
     gt_json = tmp_path / "instances.json"
     write_sparse_coco(gt_json, np.random.default_rng(1))
     name = unique_name()
     register_coco_instances(name, {}, gt_json, tmp_path)
-    evaluator = COCOEvaluator(name, output_dir=tmp_path)
+    evaluator = COCOEvaluator(name, output_dir=tmp_path, backend=backend)
     evaluator.process(
         [{"image_id": 10, "height": 480, "width": 640, "file_name": "1.jpg"}],
         [output([], [], [])],
@@ -262,7 +288,7 @@ def test_no_predictions_give_zero_ap_and_a_warning(tmp_path, unique_name, caplog
     assert json.loads((tmp_path / "coco_instances_results.json").read_text()) == []
 
 
-def test_no_predictions_leave_what_cannot_be_measured_nan(unique_name) -> None:
+def test_no_predictions_leave_what_cannot_be_measured_nan(unique_name, backend) -> None:
     """Nothing detected: AP 0 where there are objects to find, NaN where there are none (the
     rule of every evaluation), not 0 everywhere."""
     dicts = [
@@ -280,7 +306,7 @@ def test_no_predictions_leave_what_cannot_be_measured_nan(unique_name) -> None:
     name = unique_name()
     DatasetCatalog.register(name, lambda: dicts)
     MetadataCatalog.get(name).set(thing_classes=["circle", "square", "triangle"])
-    evaluator = COCOEvaluator(name, distributed=False)
+    evaluator = COCOEvaluator(name, distributed=False, backend=backend)
     evaluator.process(dicts, [output([], [], [])])
     results = evaluator.evaluate()["bbox"]
     for metric in ("AP", "AP50", "AP75", "APm", "APl", "AP-circle", "AP-square"):
@@ -289,14 +315,14 @@ def test_no_predictions_leave_what_cannot_be_measured_nan(unique_name) -> None:
     assert math.isnan(results["AP-triangle"])  # no triangle
 
 
-def test_errors_name_the_problem(tmp_path, unique_name) -> None:
+def test_errors_name_the_problem(tmp_path, unique_name, backend) -> None:
     with pytest.raises(KeyError, match="not registered"):
         COCOEvaluator(unique_name())
     gt_json = tmp_path / "instances.json"
     write_sparse_coco(gt_json, np.random.default_rng(2))
     name = unique_name()
     register_coco_instances(name, {}, gt_json, tmp_path)
-    evaluator = COCOEvaluator(name)
+    evaluator = COCOEvaluator(name, backend=backend)
     inputs = [{"image_id": 10, "height": 480, "width": 640, "file_name": "1.jpg"}]
     with pytest.raises(KeyError, match="instances"):
         evaluator.process(inputs, [{"proposals": None}])
@@ -308,7 +334,9 @@ def test_errors_name_the_problem(tmp_path, unique_name) -> None:
         evaluator.evaluate()
 
 
-def test_perfect_detections_score_100_where_the_loader_dropped_a_box(tmp_path, unique_name):
+def test_perfect_detections_score_100_where_the_loader_dropped_a_box(
+    tmp_path, unique_name, backend
+):
     """A box without area, which the loader drops, is no object left to find: the ground truth
     COCOeval queries by image and category leaves it out too."""
     boxes = {1: [10, 10, 20, 30], 2: [50, 20, 40, 40]}  # image id: XYWH
@@ -336,7 +364,7 @@ def test_perfect_detections_score_100_where_the_loader_dropped_a_box(tmp_path, u
     register_coco_instances(name, {}, gt_json, tmp_path)
     dicts = DatasetCatalog.get(name)  # as an evaluation does before building its evaluator
     assert MetadataCatalog.get(name).dropped_annotation_ids == [9]
-    evaluator = COCOEvaluator(name, distributed=False)
+    evaluator = COCOEvaluator(name, distributed=False, backend=backend)
     for record in dicts:
         x, y, w, h = boxes[record["image_id"]]
         evaluator.process([record], [output([[x, y, x + w, y + h]], [1.0], [0], size=(80, 100))])
@@ -345,7 +373,9 @@ def test_perfect_detections_score_100_where_the_loader_dropped_a_box(tmp_path, u
         assert results[metric] == pytest.approx(100.0), metric
 
 
-def test_a_file_without_iscrowd_and_area_is_scored_as_the_loader_reads_it(tmp_path, unique_name):
+def test_a_file_without_iscrowd_and_area_is_scored_as_the_loader_reads_it(
+    tmp_path, unique_name, backend
+):
     """COCO files made by hand often leave out ``iscrowd`` and ``area``: the loader reads them
     as not crowd, and the evaluator scores them so (area: the box's), instead of ending the
     run's evaluation with COCOeval's KeyError."""
@@ -368,9 +398,86 @@ def test_a_file_without_iscrowd_and_area_is_scored_as_the_loader_reads_it(tmp_pa
     results = jittered_detections(data, np.random.default_rng(4))
     name = unique_name()
     register_coco_instances(name, {}, gt_json, tmp_path)
-    evaluator = COCOEvaluator(name, distributed=False)
+    evaluator = COCOEvaluator(name, distributed=False, backend=backend)
     feed(evaluator, data, results, contiguous={3: 0, 7: 1})
     ours = evaluator.evaluate()["bbox"]
     stats = reference_stats(tmp_path / "full.json", results)
     for metric, stat in zip(METRICS, stats[:6], strict=True):
         assert_percent_equal(ours[metric], stat)
+
+
+def test_string_image_ids_and_tied_scores_give_pycocotools_figures(tmp_path, unique_name, backend):
+    """VOC-style string image ids (faster-coco-eval reads ids as integers) whose sorted order is
+    not the file's, and scores tied across images (COCOeval breaks ties in image id order):
+    the figures of pycocotools run on the file as it is."""
+    rng = np.random.default_rng(5)
+    data = write_sparse_coco(tmp_path / "numbered.json", rng)
+    named = {image["id"]: f"{2010 - i}_{image['id']:06d}" for i, image in enumerate(data["images"])}
+    for item in data["images"]:
+        item["id"] = named[item["id"]]
+    for item in data["annotations"]:
+        item["image_id"] = named[item["image_id"]]
+    gt_json = tmp_path / "instances.json"
+    gt_json.write_text(json.dumps(data))
+    results = jittered_detections(data, rng)
+    for result in results:
+        result["score"] = round(result["score"], 1)  # ties, many of them across images
+    name = unique_name()
+    register_coco_instances(name, {}, gt_json, tmp_path)
+
+    evaluator = COCOEvaluator(name, distributed=False, backend=backend)
+    feed(evaluator, data, results, contiguous={3: 0, 7: 1})
+    ours = evaluator.evaluate()["bbox"]
+
+    stats = reference_stats(gt_json, results)
+    assert 0 < stats[0] < 1
+    for metric, stat in zip(METRICS, stats[:6], strict=True):
+        assert_percent_equal(ours[metric], stat)
+    assert_percent_equal(ours["AP-cat"], reference_stats(gt_json, results, cat_ids=[3])[0])
+    assert_percent_equal(ours["AP-dog"], reference_stats(gt_json, results, cat_ids=[7])[0])
+
+
+def test_a_backend_not_installed_is_refused_before_any_work(tmp_path, unique_name, monkeypatch):
+    """``TEST.COCO_EVAL_BACKEND`` naming a backend whose package is missing, or no backend:
+    one line naming the key (and the package to install), from the checks every tool runs
+    before it starts and from building the evaluator, not at the end of a training run."""
+    monkeypatch.setitem(sys.modules, "faster_coco_eval", None)  # the import fails: not installed
+    cfg = get_default_config()
+    cfg.MODEL.ROI_HEADS.NUM_CLASSES = 2
+    cfg.TEST.EVALUATORS = ["coco"]
+    cfg.TEST.COCO_EVAL_BACKEND = "faster_coco_eval"
+    missing = re.escape(
+        "TEST.COCO_EVAL_BACKEND=faster_coco_eval needs the package faster-coco-eval, which is "
+        "not installed (pip install faster-coco-eval)"
+    )
+    with pytest.raises(ConfigError, match=missing):
+        check_config(cfg)
+    name = unique_name()
+    DatasetCatalog.register(name, list)
+    MetadataCatalog.get(name).set(thing_classes=["a", "b"])
+    with pytest.raises(ConfigError, match=missing):
+        build_evaluator(cfg, name, tmp_path)
+    cfg.TEST.COCO_EVAL_BACKEND = "fast"
+    unknown = "TEST.COCO_EVAL_BACKEND must be one of pycocotools, faster_coco_eval, got 'fast'"
+    with pytest.raises(ConfigError, match=re.escape(unknown)):
+        check_config(cfg)
+    cfg.TEST.COCO_EVAL_BACKEND = "pycocotools"
+    check_config(cfg)
+
+
+def test_the_val_scale_benchmark_runs_small_and_the_backends_agree(tmp_path) -> None:
+    """benchmarks/coco_eval_scale.py as docs/benchmarks.md runs it, on 30 images: every
+    installed backend measured, every phase timed, the 12 COCO statistics the same."""
+    figures = tmp_path / "figures.json"
+    command = [sys.executable, "benchmarks/coco_eval_scale.py", "--images", "30"]
+    done = subprocess.run(
+        [*command, "--json", str(figures)], cwd=REPO, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    measured = json.loads(figures.read_text())["backends"]
+    installed = ["pycocotools"] + ([] if FASTER_COCO_EVAL_MISSING else ["faster_coco_eval"])
+    assert [m["backend"] for m in measured] == installed
+    for m in measured:
+        assert m["seconds"]["total"] > 0 and min(m["seconds"].values()) >= 0
+        assert m["peak_rss_mb"] > 0 and 0 < m["stats"][0] < 1
+        np.testing.assert_allclose(m["stats"], measured[0]["stats"], rtol=0, atol=1e-6)
