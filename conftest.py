@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import shutil
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,9 +16,19 @@ import pytest
 import torch
 
 from detkit.data import DatasetCatalog, MetadataCatalog, load_coco_json
+from detkit.data.cache import CACHE_VARIABLE
 from detkit.data.datasets.shapes import ensure_shapes
 
 TINY_DATASET = "tiny_shapes"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Converted dataset files (:mod:`detkit.data.cache`) go into a folder of the session's,
+    not the user's cache, unless ``DETKIT_CACHE_DIR`` names one; tool subprocesses inherit it."""
+    if not os.environ.get(CACHE_VARIABLE):
+        folder = tempfile.mkdtemp(prefix="detkit-test-cache-")
+        os.environ[CACHE_VARIABLE] = folder
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -1,37 +1,29 @@
-"""Memory of the dataset list: loader workers' private memory over one pass, and the peak of
-loading a proposal file. docs/distributed.md ("Memory") gives the figures and these commands.
+"""Memory of the dataset list: loader workers' private memory over one pass.
+docs/distributed.md ("Memory") gives the figures and this command.
 
     .venv/bin/python benchmarks/loader_memory.py workers --images 100000 --workers 2
-    .venv/bin/python benchmarks/loader_memory.py proposals --images 7400 --boxes 2000
 
 ``workers`` builds a COCO-like list (7 boxes and 500 float32 proposals per image) and lets
 ``--workers`` DataLoader workers map every record once: held as a plain list of dicts (what the
 loaders did before, each read a deep copy) and as detkit's train loader holds it now (a
 :class:`~detkit.data.serialize.SerializedList`). Each worker's private memory (Private_Clean +
 Private_Dirty of /proc/<pid>/smaps_rollup) is sampled at its first record and every 1000th.
-``proposals`` writes a detectron2-layout proposal file for ``--images`` images, then reads it
-through ``get_detection_dataset_dicts`` and serializes the result, printing the process's peak
-resident memory (VmHWM) after each step.
+The memory of proposal files at COCO's scale, now kept in a memory-mapped store, is measured by
+``benchmarks/coco_scale.py``.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
-import functools
 import itertools
-import multiprocessing
-import pickle
-import tempfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
 from torch.utils.data import DataLoader, Dataset, get_worker_info
 
-from detkit.data import DatasetCatalog, build_detection_train_loader
-from detkit.data.build import get_detection_dataset_dicts
-from detkit.data.serialize import SerializedList
+from detkit.data import build_detection_train_loader
 
 WIDTH, HEIGHT = 640, 480
 
@@ -142,71 +134,18 @@ def measure_workers(images: int, workers: int) -> None:
         print(f"  {name:15s} {figures}")
 
 
-def write_proposal_file(path: Path, images: int, boxes: int) -> None:
-    """A detectron2-layout proposal pickle for ``images`` images of ``boxes`` proposals."""
-    rng = np.random.default_rng(1)
-    with open(path, "wb") as file:
-        pickle.dump(
-            {
-                "ids": list(range(images)),
-                "boxes": [random_boxes(rng, boxes) for _ in range(images)],
-                "objectness_logits": [
-                    rng.standard_normal(boxes, dtype=np.float32) for _ in range(images)
-                ],
-                "bbox_mode": 0,
-            },
-            file,
-        )
-
-
-def status_mb(field: str = "VmHWM") -> float:
-    """A memory figure of /proc/self/status in MiB: ``VmHWM``, the peak resident size so far,
-    or ``VmRSS``, the resident size now."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no {field} in /proc/self/status")
-
-
-def measure_proposals(images: int, boxes: int) -> None:
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "proposals.pkl"
-        writer = multiprocessing.get_context("fork").Process(
-            target=write_proposal_file, args=(path, images, boxes)
-        )
-        writer.start()
-        writer.join()  # written in a child, so that this process's peak is the loading's
-        size = path.stat().st_size / 2**20
-        records = synthetic_records(images, proposals=0)
-        DatasetCatalog.register("memory_benchmark", functools.partial(list, records))
-        print(f"{images} images x {boxes} proposals: file {size:.0f} MiB")
-        print(f"  records without proposals: peak {status_mb():.0f} MiB")
-        dicts = get_detection_dataset_dicts(["memory_benchmark"], [str(path)])
-        print(f"  + proposal file read and attached: peak {status_mb():.0f} MiB")
-        serialized = SerializedList(dicts)
-        print(
-            f"  + serialized for the loader ({serialized.nbytes / 2**20:.0f} MiB): "
-            f"peak {status_mb():.0f} MiB"
-        )
-        DatasetCatalog.remove("memory_benchmark")
-        del dicts, records
-        print(f"  dicts freed, the serialized list kept: resident {status_mb('VmRSS'):.0f} MiB")
-
-
-def main() -> None:
+def argument_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
     workers = commands.add_parser("workers", help="worker private memory over one pass")
     workers.add_argument("--images", type=int, default=100_000)
     workers.add_argument("--workers", type=int, default=2)
-    proposals = commands.add_parser("proposals", help="peak memory of loading proposals")
-    proposals.add_argument("--images", type=int, default=7400)
-    proposals.add_argument("--boxes", type=int, default=2000)
-    args = parser.parse_args()
-    if args.command == "workers":
-        measure_workers(args.images, args.workers)
-    else:
-        measure_proposals(args.images, args.boxes)
+    return parser
+
+
+def main() -> None:
+    args = argument_parser().parse_args()
+    measure_workers(args.images, args.workers)
 
 
 if __name__ == "__main__":

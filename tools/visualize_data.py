@@ -27,6 +27,7 @@ from detkit.config import ConfigError, load_config
 from detkit.data import DatasetMapper, MetadataCatalog, get_detection_dataset_dicts
 from detkit.data.loaders import filter_images_without_objects
 from detkit.data.mapper import read_record_image
+from detkit.data.proposal_store import record_proposals
 from detkit.engine import parse_overrides
 from detkit.utils.arguments import output_folder, positive_int
 from detkit.utils.errors import UserError
@@ -154,7 +155,8 @@ def _scene(
         annotations = record["annotations"]
         boxes = np.array([a["bbox"] for a in annotations], np.float64).reshape(-1, 4)
         classes = np.array([a["category_id"] for a in annotations], np.int64)
-        proposals = np.asarray(record.get("proposal_boxes", np.zeros((0, 4))), np.float64)
+        stored = record_proposals(record)
+        proposals = np.zeros((0, 4)) if stored is None else stored[0].astype(np.float64)
         return read_record_image(record, mapper.max_image_pixels), boxes, classes, proposals
     mapped = mapper(record)
     image = mapped["image"].numpy().transpose(1, 2, 0)

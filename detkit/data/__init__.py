@@ -4,6 +4,7 @@ from .build import get_detection_dataset_dicts
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
 from .datasets import (
     VOC_CLASSES,
+    cached_coco_records,
     datasets_root,
     load_coco_json,
     load_voc_instances,
@@ -18,7 +19,8 @@ from .loaders import (
     train_dataset_dicts,
 )
 from .mapper import DatasetMapper
-from .proposals import PROPOSAL_LOADER_REGISTRY, attach_proposals, load_proposals
+from .proposal_pairing import attach_proposals
+from .proposals import PROPOSAL_LOADER_REGISTRY, load_proposals
 from .selective_search import compute_proposal_file, ensure_proposal_file
 from .transforms import TRANSFORM_REGISTRY
 
@@ -35,6 +37,7 @@ __all__ = [
     "attach_proposals",
     "build_detection_test_loader",
     "build_detection_train_loader",
+    "cached_coco_records",
     "compute_proposal_file",
     "ensure_proposal_file",
     "evaluation_dataset_dicts",

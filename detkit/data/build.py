@@ -1,11 +1,12 @@
-"""Joining registered datasets and attaching their proposals."""
+"""Joining registered datasets and pairing them with their proposals."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from .catalog import DatasetCatalog
-from .proposals import attach_proposals, load_proposals
+from .proposal_store import proposal_column
+from .records import DatasetRecords
 
 
 def get_detection_dataset_dicts(
@@ -15,16 +16,21 @@ def get_detection_dataset_dicts(
     proposal_min_size: float = 0.0,
     drop_difficult: bool = True,
     proposal_loader: str = "auto",
-) -> list[dict]:
-    """The dataset dicts of ``names``, one after another, with their proposals attached.
+) -> DatasetRecords:
+    """The dataset dicts of ``names``, one after another, with their proposals.
 
     ``proposal_files`` gives one file per dataset, read with ``proposal_loader`` from
     ``PROPOSAL_LOADER_REGISTRY`` (``auto``: pickle or ``.mat`` by extension;
-    ``selective_search``: computed on first use and cached there), and attached by
-    :func:`attach_proposals` (clipped, smaller than ``proposal_min_size`` dropped, the
-    ``proposal_topk`` best kept; duplicates are left to the model, which removes them on the grid
-    of the map it pools from). ``difficult`` VOC objects are removed unless
-    ``drop_difficult=False`` (they are kept for evaluation).
+    ``selective_search``: computed on first use and cached there) into its store
+    (:func:`~detkit.data.proposal_store.proposal_column`: paired and cleaned once, then
+    memory-mapped), from which each record reads its proposals (``proposal_rows``): clipped,
+    smaller than ``proposal_min_size`` dropped, the ``proposal_topk`` best kept; duplicates are
+    left to the model, which removes them on the grid of the map it pools from. ``difficult``
+    VOC objects are left out unless ``drop_difficult=False`` (they are kept for evaluation).
+
+    Returns a :class:`~detkit.data.records.DatasetRecords`: a read-only sequence whose items
+    are fresh dicts, holding the records as their datasets do (memory-mapped for detkit's own
+    loaders), not as a Python list.
     """
     if isinstance(names, str):
         names = [names]
@@ -32,21 +38,20 @@ def get_detection_dataset_dicts(
         raise ValueError(
             f"{len(names)} datasets but {len(proposal_files)} proposal files; give one per dataset"
         )
-    all_dicts = []
+    parts = []
     for index, name in enumerate(names):
-        dicts = DatasetCatalog.get(name)
-        if not dicts:
+        records = DatasetCatalog.get(name)
+        if not len(records):
             raise ValueError(f"dataset {name!r} is empty")
+        columns = {}
         if proposal_files is not None:
-            attach_proposals(
-                dicts,
-                load_proposals(proposal_files[index], proposal_loader, dicts),
+            columns["proposal_rows"] = proposal_column(
+                proposal_files[index],
+                proposal_loader,
+                records,
                 source=f"{proposal_files[index]} (dataset {name!r})",
                 topk=proposal_topk,
                 min_size=proposal_min_size,
             )
-        all_dicts += dicts
-    if drop_difficult:
-        for record in all_dicts:
-            record["annotations"] = [a for a in record["annotations"] if not a.get("difficult", 0)]
-    return all_dicts
+        parts.append(DatasetRecords.of(records, columns, drop_difficult=drop_difficult))
+    return DatasetRecords.concat(parts)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from .validation import DatasetError, check_dataset_dicts
@@ -17,7 +17,8 @@ class _DatasetCatalog:
     ``category_id`` in ``[0, K)``). What a function registered in Python returns is checked
     and converted by the rules COCO and VOC files get
     (:func:`~detkit.data.validation.check_dataset_dicts`); detkit's own loaders, which apply
-    them as they read, register with ``checked=True``.
+    them as they read, register with ``checked=True`` and may return any sequence of dicts
+    (the COCO loader's is memory-mapped from the cache, :mod:`detkit.data.cache`).
     """
 
     def __init__(self) -> None:
@@ -33,7 +34,7 @@ class _DatasetCatalog:
         if checked:
             self._checked.add(name)
 
-    def get(self, name: str) -> list[dict]:
+    def get(self, name: str) -> Sequence[dict]:
         """Loads and returns the dataset dicts of ``name``."""
         if name not in self._loaders:
             close = difflib.get_close_matches(name, self._loaders, n=1)
@@ -41,13 +42,13 @@ class _DatasetCatalog:
             known = ", ".join(sorted(self._loaders))
             raise KeyError(f"dataset {name!r} is not registered{hint} Registered: {known}")
         dicts = self._loaders[name]()
+        if name in self._checked:
+            return dicts
         if not isinstance(dicts, list):
             raise DatasetError(
                 f"dataset {name!r}: its loader returned a {type(dicts).__name__}, not a list "
                 "of dicts"
             )
-        if name in self._checked:
-            return dicts
         return check_dataset_dicts(dicts, f"dataset {name!r}")
 
     def list(self) -> list[str]:

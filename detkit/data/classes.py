@@ -11,7 +11,9 @@ from pathlib import Path
 
 from ..config import ConfigError
 from ..config.paths import path_problem
+from .cache import converted_manifests
 from .catalog import MetadataCatalog
+from .records import DatasetRecords, RecordSummary
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +40,10 @@ def dataset_class_names(name: str) -> list[str] | None:
 
 def coco_class_names(json_file: str | Path) -> list[str]:
     """The category names of a COCO file in id order (the order detkit's class indices
-    follow), from its top-level ``categories``: parsed alone when they close the file (as in
-    COCO's own files), so a large file's annotations are not parsed, else from the whole file.
+    follow), from its top-level ``categories``: kept with the file's converted records when it
+    was converted (:func:`~detkit.data.datasets.coco.cached_coco_records`), else parsed alone
+    when they close the file (as in COCO's own files), so a large file's annotations are not
+    parsed, else from the whole file.
 
     Raises :class:`ConfigError` naming the file for one that is missing, not a readable
     regular file, not JSON text or not a COCO file (relative paths are read from the working
@@ -47,6 +51,8 @@ def coco_class_names(json_file: str | Path) -> list[str]:
     problem = path_problem(json_file)
     if problem is not None:
         raise ConfigError(f"{json_file}: {problem}")
+    for manifest in converted_manifests("records", json_file):  # read with its records before
+        return list(manifest["thing_classes"])
     try:
         text = Path(json_file).read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -112,10 +118,18 @@ def _skip_space(text: str, index: int) -> int:
     return index
 
 
+def record_summary(dicts: Sequence[dict]) -> RecordSummary:
+    """The :class:`RecordSummary` of ``dicts``: kept by :class:`DatasetRecords`, made for a
+    list."""
+    if isinstance(dicts, DatasetRecords):
+        return dicts.summary()
+    return RecordSummary.of(dicts, len(dicts))
+
+
 def check_num_classes(
     num_classes: int,
     names: Sequence[str],
-    dicts: list[dict],
+    dicts: Sequence[dict],
     class_names: Sequence[str] = (),
 ) -> None:
     """Raises :class:`ConfigError` when the datasets ``names`` (whose records are ``dicts``)
@@ -139,10 +153,7 @@ def check_num_classes(
                 f"{NUM_CLASSES_KEY}={num_classes} but dataset {name!r} has {len(classes)} "
                 f"classes {classes}; set {NUM_CLASSES_KEY}={len(classes)}"
             )
-    largest = max(
-        (a["category_id"] for record in dicts for a in record.get("annotations", ())),
-        default=-1,
-    )
+    largest = record_summary(dicts).largest_category
     if largest >= num_classes and not problems:
         problems.append(
             f"{NUM_CLASSES_KEY}={num_classes} but the annotations of {list(names)} use category "
@@ -152,17 +163,13 @@ def check_num_classes(
         raise ConfigError("; ".join(problems))
 
 
-def class_histogram_table(names: Sequence[str], dicts: list[dict]) -> str:
+def class_histogram_table(names: Sequence[str], dicts: Sequence[dict]) -> str:
     """A table of the images and instances per class (crowd regions left out) of the datasets
     ``names``, whose records are ``dicts``: what is logged when data is loaded for training or
     evaluation. Class names are the first dataset's (:func:`check_num_classes` makes sure they
     all share them), else the ids."""
     classes = dataset_classes(names[0]) if names else None
-    counts: dict[int, int] = {}
-    for record in dicts:
-        for annotation in record.get("annotations", ()):
-            if not annotation.get("iscrowd", 0):
-                counts[annotation["category_id"]] = counts.get(annotation["category_id"], 0) + 1
+    counts = record_summary(dicts).instances
     ids = list(range(len(classes))) if classes is not None else sorted(counts)
     labels = [classes[i] if classes is not None else str(i) for i in ids]
     width = max([len("category"), *(len(label) for label in labels)])
@@ -176,6 +183,6 @@ def class_histogram_table(names: Sequence[str], dicts: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def log_class_histograms(names: Sequence[str], dicts: list[dict]) -> None:
+def log_class_histograms(names: Sequence[str], dicts: Sequence[dict]) -> None:
     """Logs :func:`class_histogram_table`."""
     logger.info(class_histogram_table(names, dicts))

@@ -23,7 +23,7 @@ from .build import get_detection_dataset_dicts
 from .classes import check_num_classes, log_class_histograms
 from .mapper import BadImageError, DatasetMapper
 from .pyramid import PyramidMapper
-from .serialize import SerializedList
+from .records import DatasetRecords
 from .validation import BadImages
 
 logger = logging.getLogger(__name__)
@@ -55,8 +55,9 @@ class TrainingBatches(IterableDataset):
 
     Batch b is mapped by worker ``b % num_workers`` with a random generator seeded by
     ``(seed, rank, b)``, so resizing and flipping do not depend on the number of workers.
-    The records are held as a :class:`~detkit.data.serialize.SerializedList`, which the
-    workers share instead of each copying it, and the mapper gets a fresh copy of each.
+    The records are held as :class:`~detkit.data.records.DatasetRecords` (serialized, or
+    memory-mapped from the cache), which the workers share instead of each copying them, and
+    the mapper gets a fresh copy of each.
     A record whose image is bad is handled by ``bad_images`` (a
     :class:`~detkit.data.validation.BadImages`); when it is skipped, its place goes to another
     record of the same orientation, drawn by ``(seed, rank, b, index)``, so a resumed run maps
@@ -65,7 +66,7 @@ class TrainingBatches(IterableDataset):
 
     def __init__(
         self,
-        dataset_dicts: list[dict],
+        dataset_dicts: Sequence[dict],
         mapper: Callable[[dict], dict],
         batch_size: int,
         seed: int,
@@ -74,12 +75,12 @@ class TrainingBatches(IterableDataset):
         start_iter: int = 0,
         bad_images: BadImages | None = None,
     ) -> None:
-        self.dataset_dicts = SerializedList(dataset_dicts)
+        self.dataset_dicts = as_records(dataset_dicts)
         self.bad_images = bad_images or BadImages()
         self.mapper = mapper
         self.batch_size = batch_size
         self.seed, self.rank, self.world_size, self.start_iter = seed, rank, world_size, start_iter
-        self.landscape = [d["width"] >= d["height"] for d in dataset_dicts]
+        self.landscape = self.dataset_dicts.landscape()
 
     def __iter__(self) -> Iterator[list[dict]]:
         worker = get_worker_info()
@@ -103,7 +104,7 @@ class TrainingBatches(IterableDataset):
                 return self.mapper(self.dataset_dicts[index])
             except BadImageError as error:
                 self.bad_images.found(index, self.dataset_dicts[index]["file_name"], error)
-        same = np.flatnonzero(np.asarray(self.landscape) == self.landscape[index])
+        same = np.flatnonzero(self.landscape == self.landscape[index])
         rng = np.random.default_rng([self.seed, self.rank, number, index])
         for candidate in rng.permutation(same).tolist():
             if candidate in self.bad_images:
@@ -118,15 +119,23 @@ class TrainingBatches(IterableDataset):
         )
 
 
-def filter_images_without_objects(dicts: list[dict]) -> list[dict]:
+def as_records(dataset_dicts: Sequence[dict]) -> DatasetRecords:
+    """``dataset_dicts`` as :class:`DatasetRecords` (a list is serialized once)."""
+    if isinstance(dataset_dicts, DatasetRecords):
+        return dataset_dicts
+    return DatasetRecords.of(dataset_dicts)
+
+
+def filter_images_without_objects(dicts: Sequence[dict]) -> DatasetRecords:
     """The images with at least one non-crowd object; the count dropped is logged."""
-    kept = [d for d in dicts if any(not a.get("iscrowd", 0) for a in d["annotations"])]
+    records = as_records(dicts)
+    kept = records.select(np.flatnonzero(records.summary().has_object))
     if len(kept) < len(dicts):
         logger.info(
             f"Dropped {len(dicts) - len(kept)} of {len(dicts)} training images without objects "
             "(DATALOADER.FILTER_EMPTY_ANNOTATIONS)"
         )
-    if not kept:
+    if not len(kept):
         raise ValueError("no training image has an object to learn from")
     return kept
 
@@ -165,13 +174,13 @@ def build_detection_train_loader(
             bad_image_policy=cfg.DATALOADER.BAD_IMAGE_POLICY,
             max_bad_images=cfg.DATALOADER.MAX_BAD_IMAGES,
         )
-    dicts = list(cfg_or_dataset)
+    dicts = as_records(cfg_or_dataset)
     if mapper is None or total_batch_size is None:
         raise TypeError(
             "build_detection_train_loader(dataset_dicts, ...) needs a mapper and a "
             "total_batch_size (or pass a config first)"
         )
-    if not dicts:
+    if not len(dicts):
         raise ValueError("build_detection_train_loader: the dataset is empty")
     rank, world_size = comm.get_rank(), comm.get_world_size()
     if total_batch_size <= 0 or total_batch_size % world_size:
@@ -200,7 +209,7 @@ def build_detection_train_loader(
     )
 
 
-def train_dataset_dicts(cfg: DictConfig) -> list[dict]:
+def train_dataset_dicts(cfg: DictConfig) -> DatasetRecords:
     """The dataset dicts of ``DATASETS.TRAIN`` with their proposals; without the images that
     have no object when ``DATALOADER.FILTER_EMPTY_ANNOTATIONS``."""
     if not cfg.DATASETS.TRAIN:
@@ -221,7 +230,7 @@ def train_dataset_dicts(cfg: DictConfig) -> list[dict]:
     return dicts
 
 
-def evaluation_dataset_dicts(cfg: DictConfig, dataset_name: str) -> list[dict]:
+def evaluation_dataset_dicts(cfg: DictConfig, dataset_name: str) -> DatasetRecords:
     """The dataset dicts of ``dataset_name`` with its proposal file (the one at its position in
     ``DATASETS.TEST``), ``difficult`` objects kept for evaluation."""
     names = list(cfg.DATASETS.TEST)
@@ -242,10 +251,10 @@ def evaluation_dataset_dicts(cfg: DictConfig, dataset_name: str) -> list[dict]:
 
 
 class _MappedList(Dataset):
-    """Records mapped in order; held as one buffer the workers share (``SerializedList``)."""
+    """Records mapped in order; held as the workers share them (:class:`DatasetRecords`)."""
 
-    def __init__(self, dicts: list[dict], mapper: Callable[[dict], dict]) -> None:
-        self.dicts, self.mapper = SerializedList(dicts), mapper
+    def __init__(self, dicts: DatasetRecords, mapper: Callable[[dict], dict]) -> None:
+        self.dicts, self.mapper = dicts, mapper
 
     def __len__(self) -> int:
         return len(self.dicts)
@@ -295,11 +304,11 @@ def build_detection_test_loader(
             "build_detection_test_loader(dataset_dicts, mapper=...) needs a mapper (or pass a "
             "config first)"
         )
-    dicts = list(cfg_or_dataset)
+    dicts = as_records(cfg_or_dataset)
     rank, world_size = comm.get_rank(), comm.get_world_size()
-    share = slice(len(dicts) * rank // world_size, len(dicts) * (rank + 1) // world_size)
+    share = range(len(dicts) * rank // world_size, len(dicts) * (rank + 1) // world_size)
     return DataLoader(
-        _MappedList(dicts[share], mapper),
+        _MappedList(dicts.select(share), mapper),
         batch_size=1,
         shuffle=False,
         num_workers=num_workers,

@@ -16,6 +16,7 @@ import torch
 from ..config.defaults import InputConfig
 from ..structures import Boxes, Instances
 from ..utils.errors import UserError
+from .proposal_store import record_proposals
 from .transforms import build_transforms
 
 # The largest image read, in pixels: ``INPUT.MAX_IMAGE_PIXELS``'s default, for callers without
@@ -78,9 +79,10 @@ class DatasetMapper:
             "image_id": record["image_id"],
             "file_name": record["file_name"],
         }
-        if "proposal_boxes" in record:
-            boxes, keep = _apply(maps, np.asarray(record["proposal_boxes"], np.float32), size)
-            logits = np.asarray(record["proposal_objectness_logits"], np.float32)[keep]
+        proposals = record_proposals(record)
+        if proposals is not None:
+            boxes, keep = _apply(maps, proposals[0], size)
+            logits = proposals[1][keep]
             output["proposals"] = Instances(
                 size,
                 proposal_boxes=Boxes(torch.from_numpy(boxes)),

@@ -224,32 +224,49 @@ def _fit_fractions(
     rows: dict[str, np.ndarray], sizes: dict[str, tuple[int, int]], chunk: int = 1 << 20
 ) -> dict[str, float] | None:
     """The fraction of the finite rows of the images in ``sizes`` that fit their image under
-    each reading (None when there are none), computed over chunks of about ``chunk`` rows."""
+    each reading (None when there are none), computed in float32 (the files' own precision)
+    over chunks of about ``chunk`` rows."""
     counts, total = dict.fromkeys(READINGS, 0), 0
-    pending: list[tuple[np.ndarray, tuple[int, int]]] = []
     keys = [k for k in rows if k in sizes and len(rows[k])]
-    for index, key in enumerate(keys):
-        pending.append((rows[key], sizes[key]))
-        if sum(len(r) for r, _ in pending) >= chunk or index == len(keys) - 1:
-            boxes = np.concatenate([r for r, _ in pending]).astype(np.float64)
-            sides = np.repeat([s for _, s in pending], [len(r) for r, _ in pending], axis=0)
-            finite = np.isfinite(boxes).all(axis=1)
-            boxes, sides = boxes[finite], sides[finite]
-            total += len(boxes)
-            for name, read in READINGS.items():
-                counts[name] += int(_fits(read(boxes), sides).sum())
-            pending = []
+    start = 0
+    while start < len(keys):  # a chunk of whole images, about ``chunk`` rows
+        end, pending = start, 0
+        while end < len(keys) and (pending < chunk or end == start):
+            pending += len(rows[keys[end]])
+            end += 1
+        part = keys[start:end]
+        boxes = np.concatenate([rows[k] for k in part])
+        sides = np.repeat(
+            np.array([sizes[k] for k in part], np.float32), [len(rows[k]) for k in part], axis=0
+        )
+        finite = np.isfinite(boxes).all(axis=1)
+        boxes, sides = boxes[finite], sides[finite]
+        total += len(boxes)
+        for name, fits in _fits(boxes, sides).items():
+            counts[name] += int(fits.sum())
+        start = end
     return {name: count / total for name, count in counts.items()} if total else None
 
 
-def _fits(boxes: np.ndarray, sides: np.ndarray) -> np.ndarray:
-    slack = FIT_SLACK * sides
-    return (
-        (boxes[:, 2] >= boxes[:, 0])
-        & (boxes[:, 3] >= boxes[:, 1])
-        & (boxes[:, :2] >= -slack).all(axis=1)
-        & (boxes[:, 2:] <= sides + slack).all(axis=1)
-    )
+def _fits(rows: np.ndarray, sides: np.ndarray) -> dict[str, np.ndarray]:
+    """Which rows fit their image (``sides``: width, height) read in each of :data:`READINGS`'
+    orders, in float32 (rows, sides and slack alike): a box fits when it is not inverted and
+    passes each border by at most ``FIT_SLACK`` of that side. Written on the columns, as the
+    readings share most of their comparisons."""
+    a, b, c, d = rows.T
+    width, height = sides.T
+    slack_x, slack_y = np.float32(FIT_SLACK) * width, np.float32(FIT_SLACK) * height
+    right, bottom = width + slack_x, height + slack_y
+    ordered = (c >= a) & (d >= b)  # not inverted read as (x1, y1, x2, y2) or (y1, x1, y2, x2)
+    x2, y2 = a + c, b + d  # the far corner read as (x, y, w, h)
+    return {
+        "(x1, y1, x2, y2)": ordered
+        & (a >= -slack_x) & (b >= -slack_y) & (c <= right) & (d <= bottom),
+        "(x, y, w, h)": (x2 >= a) & (y2 >= b)
+        & (a >= -slack_x) & (b >= -slack_y) & (x2 <= right) & (y2 <= bottom),
+        "(y1, x1, y2, x2)": ordered
+        & (b >= -slack_x) & (a >= -slack_y) & (d <= right) & (c <= bottom),
+    }  # fmt: skip
 
 
 def _as_boxes(value: Any, path, key) -> np.ndarray:
@@ -263,7 +280,7 @@ def _as_boxes(value: Any, path, key) -> np.ndarray:
         raise ProposalFileError(
             f"{path}: boxes of image {key!r} have shape {boxes.shape}, not [n, 4]"
         )
-    return boxes.copy()
+    return boxes  # the file's own array when it is float32 already: no second copy
 
 
 def _as_logits(value: Any, count: int, path, key) -> np.ndarray:
@@ -293,95 +310,3 @@ def load_proposals(
             raise ProposalFileNotFoundError(f"proposal file not found: {path}")
         loader = "fast_rcnn_mat" if path.suffix == ".mat" else "detectron2_pickle"
     return PROPOSAL_LOADER_REGISTRY.get(loader)(path, dataset_dicts)
-
-
-def attach_proposals(
-    dataset_dicts: list[dict],
-    proposals: dict[str, tuple[np.ndarray, np.ndarray]],
-    source: str,
-    topk: int | None = None,
-    min_size: float = 0.0,
-) -> list[dict]:
-    """Adds ``proposal_boxes`` and ``proposal_objectness_logits`` to each dataset dict.
-
-    Proposals are paired with images by ``image_id``, or failing that by file-name stem, never by
-    position. Images without proposals and proposal ids without images are reported; nothing
-    matching at all is an error. Invalid proposals (a coordinate or logit not finite, no area,
-    or outside the image) are dropped and counted in a warning; an image whose every proposal
-    is invalid is an error naming it. Boxes are clipped to the image, those smaller than
-    ``min_size`` dropped, and the ``topk`` best by objectness kept, in objectness order.
-    Duplicates are not removed here: the model removes those that coincide on the grid of the
-    feature map they are pooled from (``MODEL.ROI_HEADS.DEDUP_PROPOSALS``), which depends on
-    the image size it runs at and on the map's stride.
-    """
-    used, missing, invalid, useless = set(), [], {}, []
-    for record in dataset_dicts:
-        key = str(record["image_id"])
-        if key not in proposals:
-            key = Path(record["file_name"]).stem
-        if key not in proposals:
-            missing.append(str(record["image_id"]))
-            boxes, logits = np.zeros((0, 4), np.float32), np.zeros(0, np.float32)
-        else:
-            used.add(key)
-            boxes, logits, dropped = _clean(*proposals[key], record, topk, min_size)
-            if dropped:
-                invalid[str(record["image_id"])] = dropped
-                if dropped == len(proposals[key][0]):
-                    useless.append(str(record["image_id"]))
-        record["proposal_boxes"], record["proposal_objectness_logits"] = boxes, logits
-    if not used:
-        raise ProposalFileError(
-            f"{source}: no proposal matches any of the {len(dataset_dicts)} images by id or file "
-            f"name (proposal ids look like {_examples(proposals)}, image ids like "
-            f"{_examples(str(r['image_id']) for r in dataset_dicts)})"
-        )
-    if useless:
-        raise ProposalFileError(
-            f"{source}: every proposal of {len(useless)} images is invalid ({_INVALID}), e.g. "
-            f"of image {_examples(useless)}; the file does not fit these images"
-        )
-    if invalid:
-        logger.warning(
-            f"{source}: dropped {sum(invalid.values())} invalid proposals ({_INVALID}) of "
-            f"{len(invalid)} images, e.g. of image {_examples(invalid)}"
-        )
-    if missing:
-        logger.warning(
-            f"{source}: {len(missing)} images have no proposals, e.g. {_examples(missing)}"
-        )
-    unused = [k for k in proposals if k not in used]
-    if unused:
-        logger.warning(
-            f"{source}: {len(unused)} proposal ids match no image, e.g. {_examples(unused)}"
-        )
-    return dataset_dicts
-
-
-_INVALID = "a coordinate or logit not finite, no area, or outside the image"
-
-
-def _clean(boxes, logits, record, topk, min_size):
-    """The proposals of one image that are valid (finite, with area inside the image; clipped
-    to it) and larger than ``min_size``, the ``topk`` best first; and how many were invalid."""
-    boxes = boxes.astype(np.float32)
-    logits = np.asarray(logits, np.float32)
-    valid = np.isfinite(boxes).all(axis=1) & np.isfinite(logits)
-    boxes, logits = boxes[valid], logits[valid]
-    boxes[:, 0::2] = boxes[:, 0::2].clip(0, record["width"])
-    boxes[:, 1::2] = boxes[:, 1::2].clip(0, record["height"])
-    widths, heights = boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1]
-    has_area = (widths > 0) & (heights > 0)
-    dropped = len(valid) - int(has_area.sum())
-    keep = has_area & (widths > min_size) & (heights > min_size)
-    boxes, logits = boxes[keep], logits[keep]
-    order = np.argsort(-logits, kind="stable")
-    boxes, logits = boxes[order], logits[order]
-    if topk is not None:
-        boxes, logits = boxes[:topk], logits[:topk]
-    return boxes, logits, dropped
-
-
-def _examples(keys, count: int = 3) -> str:
-    keys = list(keys)
-    return ", ".join(repr(k) for k in keys[:count]) + (" …" if len(keys) > count else "")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numpy as np
 import torch
 
 from ..structures import Boxes, Instances
 from .mapper import MAX_IMAGE_PIXELS, check_input_format, model_image, read_record_image
+from .proposal_store import record_proposals
 from .transforms import resize_shortest_edge
 
 
@@ -64,12 +64,11 @@ class PyramidMapper:
             "image_id": record["image_id"],
             "file_name": record["file_name"],
         }
-        if "proposal_boxes" in record:
-            boxes = np.asarray(record["proposal_boxes"], np.float32).reshape(-1, 4)
-            logits = np.asarray(record["proposal_objectness_logits"], np.float32)
+        proposals = record_proposals(record)
+        if proposals is not None:
             output["proposals"] = Instances(
                 (height, width),
-                proposal_boxes=Boxes(torch.from_numpy(boxes.copy())),
-                objectness_logits=torch.from_numpy(logits.copy()),
+                proposal_boxes=Boxes(torch.from_numpy(proposals[0].copy())),
+                objectness_logits=torch.from_numpy(proposals[1].copy()),
             )
         return output

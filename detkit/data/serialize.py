@@ -6,6 +6,10 @@ dicts ends up with a private copy of every page it read, the whole list per work
 (copy-on-read). :class:`SerializedList` holds the records pickled into one NumPy byte array
 plus an array of offsets, two objects whose pages no one writes, so every worker keeps
 sharing them; each read unpickles a fresh record.
+
+Saved into a folder (:meth:`SerializedList.save`), the two arrays are memory-mapped by every
+process that opens it (:meth:`SerializedList.open`): the records of a large dataset then take
+one copy in the machine's page cache, however many processes train on it.
 """
 
 from __future__ import annotations
@@ -13,8 +17,12 @@ from __future__ import annotations
 import io
 import pickle
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 
 import numpy as np
+
+BUFFER_FILE = "records.npy"
+OFFSETS_FILE = "offsets.npy"
 
 _PICKLE_ERRORS = (pickle.PicklingError, TypeError, AttributeError)
 
@@ -24,6 +32,7 @@ class SerializedList(Sequence):
     of record ``i``, which its reader may change freely."""
 
     def __init__(self, records: Iterable[dict]) -> None:
+        self.folder: Path | None = None  # where it was opened from, if it was
         stream = io.BytesIO()
         ends = []
         for index, record in enumerate(records):
@@ -35,6 +44,27 @@ class SerializedList(Sequence):
         self._offsets = np.asarray([0, *ends], dtype=np.int64)
         # a view of the stream's own buffer: no second copy of the bytes while building
         self._buffer = np.frombuffer(stream.getbuffer(), dtype=np.uint8)
+
+    @classmethod
+    def open(cls, folder: str | Path) -> SerializedList:
+        """The records :meth:`save` wrote into ``folder``, memory-mapped read-only."""
+        folder = Path(folder)
+        records = cls.__new__(cls)
+        records.folder = folder
+        records._offsets = np.load(folder / OFFSETS_FILE, mmap_mode="r")
+        records._buffer = np.load(folder / BUFFER_FILE, mmap_mode="r")
+        return records
+
+    def save(self, folder: str | Path) -> None:
+        """Writes the records into ``folder`` as two ``.npy`` files (:meth:`open` reads them)."""
+        np.save(Path(folder) / BUFFER_FILE, self._buffer)
+        np.save(Path(folder) / OFFSETS_FILE, np.asarray(self._offsets))
+
+    def __reduce__(self) -> tuple:
+        """Opened from a folder, it travels to another process as its folder's name."""
+        if self.folder is not None:
+            return SerializedList.open, (self.folder,)
+        return super().__reduce__()
 
     def __len__(self) -> int:
         return len(self._offsets) - 1

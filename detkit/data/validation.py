@@ -58,6 +58,12 @@ class LoadSummary:
 
     def report(self) -> None:
         """Logs one warning when anything was dropped, clipped or sized from a file."""
+        message = self.message()
+        if message is not None:
+            logger.warning(message)
+
+    def message(self) -> str | None:
+        """The one line :meth:`report` logs (None when there is nothing to say)."""
         parts = []
         if self.dropped:
             parts.append(f"dropped {len(self.dropped)} boxes without area (e.g. {self.dropped[0]})")
@@ -71,8 +77,7 @@ class LoadSummary:
                 f"read the size of {len(self.sized)} images from their files, which the "
                 f"annotations do not give (e.g. {self.sized[0]})"
             )
-        if parts:
-            logger.warning(f"{self.source}: " + "; ".join(parts))
+        return f"{self.source}: " + "; ".join(parts) if parts else None
 
 
 def check_image_size(value: object, what: str, where: str) -> int:

@@ -75,15 +75,20 @@ def gather(data: Any, dst: int = 0) -> list[Any]:
 
 @contextlib.contextmanager
 def main_process_first() -> Iterator[None]:
-    """Runs the block in the main process first, then in the others.
+    """Runs the block in the main process first, then in the first process of each other
+    machine, then in the others.
 
-    Work that caches its result on first use (generating a dataset, computing proposals) is
-    then done once, by rank 0, and the other processes read what it wrote.
+    Work that caches its result on first use (generating a dataset, computing proposals,
+    converting a file, :mod:`detkit.data.cache`) is then done once per machine: by rank 0 when
+    the machines share a file system (the others find its result), by each machine's first
+    process when each has disks of its own; the other processes read what was written. The
+    waits are bounded by the process group's timeout (``DETKIT_DIST_TIMEOUT_S``).
     """
-    if not is_main_process():
+    stage = 0 if is_main_process() else 1 if get_local_rank() == 0 else 2
+    for _ in range(stage):
         synchronize()
     yield
-    if is_main_process():
+    for _ in range(2 - stage):
         synchronize()
 
 

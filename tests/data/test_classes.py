@@ -35,11 +35,12 @@ def test_coco_class_names_of_a_file_that_is_no_object(tmp_path) -> None:
 
 
 def records() -> list[dict]:
-    return [
-        {"annotations": [{"category_id": 0}, {"category_id": 2}, {"category_id": 2}]},
-        {"annotations": [{"category_id": 2, "iscrowd": 1}]},  # a crowd region is not counted
-        {"annotations": []},
+    annotations = [
+        [{"category_id": 0}, {"category_id": 2}, {"category_id": 2}],
+        [{"category_id": 2, "iscrowd": 1}],  # a crowd region is not counted
+        [],
     ]
+    return [{"width": 4, "height": 3, "annotations": a} for a in annotations]
 
 
 def test_counts_per_class_with_names() -> None:

@@ -17,6 +17,7 @@ from detkit.data import (
     get_detection_dataset_dicts,
     load_proposals,
 )
+from detkit.data.proposal_store import record_proposals
 
 
 def records() -> list[dict]:
@@ -140,8 +141,31 @@ def test_dataset_dicts_joined_with_proposals_and_difficult_dropped(tmp_path: Pat
         path = write_pickle(tmp_path / "p.pkl", ids=[11], boxes=[np.array([[0, 0, 10, 10]])])
         (record,) = get_detection_dataset_dicts(["tiny_props"], [str(path)])
         assert [a["category_id"] for a in record["annotations"]] == [1]
-        assert record["proposal_boxes"].tolist() == [[0, 0, 10, 10]]
+        assert record_proposals(record)[0].tolist() == [[0, 0, 10, 10]]
         with pytest.raises(ValueError, match="1 datasets but 2 proposal files"):
             get_detection_dataset_dicts(["tiny_props"], [str(path), str(path)])
     finally:
         DatasetCatalog.remove("tiny_props")
+
+
+def test_each_reading_fits_as_the_boxes_read_that_way_fit() -> None:
+    """The box-order check's column formulas equal reading the rows in each order and testing
+    the boxes, in float32."""
+    from detkit.data.proposals import FIT_SLACK, READINGS, _fits
+
+    rng = np.random.default_rng(3)
+    rows = rng.uniform(-30, 330, (5000, 4)).astype(np.float32)
+    rows[:100, 2] = rows[:100, 0]  # zero widths
+    sides = rng.choice([[200, 100], [100, 300], [320, 240]], 5000).astype(np.float32)
+    got = _fits(rows, sides)
+    slack = np.float32(FIT_SLACK) * sides
+    for name, read in READINGS.items():
+        boxes = read(rows)
+        want = (
+            (boxes[:, 2] >= boxes[:, 0])
+            & (boxes[:, 3] >= boxes[:, 1])
+            & (boxes[:, :2] >= -slack).all(axis=1)
+            & (boxes[:, 2:] <= sides + slack).all(axis=1)
+        )
+        np.testing.assert_array_equal(got[name], want, err_msg=name)
+        assert 0.05 < want.mean() < 0.95  # both outcomes occur

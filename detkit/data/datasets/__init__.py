@@ -1,13 +1,14 @@
 """Dataset loaders: COCO JSON, PASCAL VOC folders, and the built-in registrations."""
 
 from .builtin import datasets_root, register_builtin_datasets
-from .coco import load_coco_json, register_coco_instances
+from .coco import cached_coco_records, load_coco_json, register_coco_instances
 from .pascal_voc import VOC_CLASSES, load_voc_instances, register_pascal_voc
 from .shapes import SHAPE_CLASSES, ensure_shapes, register_shapes
 
 __all__ = [
     "SHAPE_CLASSES",
     "VOC_CLASSES",
+    "cached_coco_records",
     "datasets_root",
     "ensure_shapes",
     "load_coco_json",

@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import time
+from dataclasses import dataclass
 from pathlib import Path
 
+from ..cache import converted, folder_size
 from ..catalog import DatasetCatalog, MetadataCatalog
+from ..serialize import SerializedList
 from ..validation import (
     DatasetError,
     DatasetFileNotFoundError,
@@ -15,6 +20,8 @@ from ..validation import (
     record_size,
     refuse_duplicates,
 )
+
+logger = logging.getLogger(__name__)
 
 
 def load_coco_json(
@@ -33,21 +40,79 @@ def load_coco_json(
     against this file, would mismatch them), and annotations of images or categories the file
     does not list. The ids of dropped boxes are kept in the metadata as
     ``dropped_annotation_ids``.
+
+    A registered COCO dataset (:func:`register_coco_instances`) is read through
+    :func:`cached_coco_records` instead, which converts the file once.
     """
+    contents = _read_coco(json_file, image_root)
+    if contents.summary is not None:
+        logger.warning(contents.summary)
+    if dataset_name is not None:
+        _set_metadata(dataset_name, contents.facts)
+    return contents.records
+
+
+def cached_coco_records(
+    json_file: str | Path, image_root: str | Path, dataset_name: str | None = None
+) -> SerializedList:
+    """The records :func:`load_coco_json` gives, read from their converted form
+    (:mod:`detkit.data.cache`: validated once, then memory-mapped by every process, run and
+    tool until the file changes) as a read-only sequence whose items are fresh dicts."""
+    key = {"loader": "coco", "image_root": str(Path(image_root).resolve())}
+
+    def build(folder: Path) -> dict:
+        logger.info(f"{json_file}: converting the annotations (once) …")
+        contents = _read_coco(json_file, image_root)
+        SerializedList(contents.records).save(folder)
+        return {"summary": contents.summary, **contents.facts}
+
+    if not Path(json_file).is_file():  # named before the cache looks for it
+        raise DatasetFileNotFoundError(f"COCO annotation file not found: {json_file}")
+    started = time.perf_counter()
+    folder, manifest = converted("records", json_file, key, build)
+    if manifest["summary"] is not None:
+        logger.warning(manifest["summary"])
+    if dataset_name is not None:
+        _set_metadata(dataset_name, manifest)
+    records = SerializedList.open(folder)
+    logger.info(
+        f"{json_file}: the records of {len(records)} images in {folder} ({folder_size(folder)}, "
+        f"memory-mapped; {time.perf_counter() - started:.1f} s)"
+    )
+    return records
+
+
+@dataclass
+class _CocoContents:
+    records: list[dict]
+    facts: dict  # thing_classes, dataset_ids (in contiguous order), dropped_annotation_ids
+    summary: str | None  # what the loader dropped, clipped or sized, in one line
+
+
+def _read_coco(json_file: str | Path, image_root: str | Path) -> _CocoContents:
     data = read_coco_file(json_file)
     names = _category_names(data["categories"], json_file)
     contiguous = {coco_id: index for index, coco_id in enumerate(sorted(names))}
     summary = LoadSummary(json_file)
     records = _image_records(data["images"], json_file, image_root, summary)
     dropped = _add_annotations(data["annotations"], records, contiguous, json_file, summary)
-    summary.report()
-    if dataset_name is not None:
-        MetadataCatalog.get(dataset_name).set(
-            thing_classes=[names[i] for i in sorted(names)],
-            thing_dataset_id_to_contiguous_id=contiguous,
-            dropped_annotation_ids=dropped,
-        )
-    return sorted(records.values(), key=lambda r: (isinstance(r["image_id"], str), r["image_id"]))
+    facts = {
+        "thing_classes": [names[i] for i in sorted(names)],
+        "dataset_ids": sorted(names),
+        "dropped_annotation_ids": dropped,
+    }
+    in_id_order = sorted(
+        records.values(), key=lambda r: (isinstance(r["image_id"], str), r["image_id"])
+    )
+    return _CocoContents(in_id_order, facts, summary.message())
+
+
+def _set_metadata(dataset_name: str, facts: dict) -> None:
+    MetadataCatalog.get(dataset_name).set(
+        thing_classes=list(facts["thing_classes"]),
+        thing_dataset_id_to_contiguous_id={i: n for n, i in enumerate(facts["dataset_ids"])},
+        dropped_annotation_ids=list(facts["dropped_annotation_ids"]),
+    )
 
 
 def read_coco_file(json_file: str | Path) -> dict:
@@ -191,7 +256,9 @@ def register_coco_instances(
     name: str, metadata: dict, json_file: str | Path, image_root: str | Path
 ) -> None:
     """Registers a COCO-format dataset; it is read on first ``DatasetCatalog.get(name)``."""
-    DatasetCatalog.register(name, lambda: load_coco_json(json_file, image_root, name), checked=True)
+    DatasetCatalog.register(
+        name, lambda: cached_coco_records(json_file, image_root, name), checked=True
+    )
     MetadataCatalog.get(name).set(
         json_file=str(json_file), image_root=str(image_root), evaluator_type="coco", **metadata
     )

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -19,7 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from ..catalog import DatasetCatalog, MetadataCatalog
-from .coco import load_coco_json
+from .coco import cached_coco_records
 
 SHAPE_CLASSES = ("circle", "square", "triangle")
 SPLITS = {"train": (600, 0), "val": (150, 1)}  # images, seed offset
@@ -171,9 +172,9 @@ def register_shapes(root: str | Path) -> None:
     for split in SPLITS:
         name = f"shapes_{split}"
 
-        def load(split=split, name=name) -> list[dict]:
+        def load(split=split, name=name) -> Sequence[dict]:
             folder = ensure_shapes(root, split)
-            return load_coco_json(folder / "annotations.json", folder, name)
+            return cached_coco_records(folder / "annotations.json", folder, name)
 
         DatasetCatalog.register(name, load, checked=True)
         MetadataCatalog.get(name).set(evaluator_type="coco", thing_classes=list(SHAPE_CLASSES))
