@@ -173,6 +173,8 @@ CODE_PATHS = {
     "one-tiny-roi-big-map": ((1, 256, 100, 100), 1, 2, torch.contiguous_format),
     "many-rois-nhwc": ((1, 64, 38, 63), 500, None, torch.channels_last),
     "one-tiny-roi-nhwc": ((1, 256, 100, 100), 1, 2, torch.channels_last),
+    # apart on two maps: each RoI's footprint copied on its own (40 channels: 4 + 1 vectors)
+    "scattered-tiny-rois-nchw": ((2, 40, 60, 60), 6, 3, torch.contiguous_format),
 }
 
 

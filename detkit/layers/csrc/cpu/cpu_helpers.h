@@ -1,12 +1,16 @@
 // Helpers shared by the CPU kernels of every RoI op: vector types over
-// channels, the multi-versioning attribute for hot loops, channel-blocked
-// copies of a feature map and tile transposes.
+// channels, the multi-versioning attribute for hot loops, tile transposes, and
+// the layout the channel-vector loops read: RoIs grouped by image with the
+// box of the map they read, copied a chunk of channels at a time into
+// channels-last buffers (or read in place from a channels-last map).
 #pragma once
 
 #include <algorithm>
 #include <cstdint>
+#include <numeric>
+#include <vector>
 
-#include <ATen/core/Tensor.h>
+#include "../roi_common.h"
 
 // Builds a hot loop for AVX-512, AVX2 and baseline x86-64; the loader picks the
 // best one the machine supports.
@@ -130,34 +134,90 @@ __attribute__((always_inline)) inline void transpose_planes(
   }
 }
 
-// Channels of a feature map processed together by the channel-vector loops:
-// their data stay in L1/L2 while an RoI's cells are visited.
-constexpr int64_t kChannelBlock = 128;
+// The cells of rows [y0, y1] and columns [x0, x1] of a map (none when y1 < y0
+// or x1 < x0).
+struct Box {
+  int32_t y0, y1, x0, x1;
 
-// Where channel c of cell (y, x) of image n lies in a feature map whose cells
-// hold their channels next to each other, in blocks of `block` channels:
-//   n * image + (c / block) * block_stride + y * row + x * cell + c % block.
-// NHWC is one block of all channels; channel-blocked copies and RoI tiles use
-// blocks of kChannelBlock.
-struct CellLayout {
-  int64_t image, block_stride, block, row, cell;
-
-  // Offset of channel c of cell (0, 0) of image n.
-  int64_t channel(int64_t n, int64_t c) const {
-    return n * image + (c / block) * block_stride + c % block;
+  static Box none() { return {INT32_MAX, -1, INT32_MAX, -1}; }
+  static Box map(const RoiShape& s) {
+    return {0, static_cast<int32_t>(s.height - 1), 0, static_cast<int32_t>(s.width - 1)};
+  }
+  bool empty() const { return y1 < y0 || x1 < x0; }
+  int64_t rows() const { return y1 - y0 + 1; }
+  int64_t cols() const { return x1 - x0 + 1; }
+  int64_t area() const { return empty() ? 0 : rows() * cols(); }
+  // The smallest box holding both (an empty box holds nothing).
+  Box join(const Box& b) const {
+    if (b.empty()) return *this;
+    if (empty()) return b;
+    return {std::min(y0, b.y0), std::max(y1, b.y1), std::min(x0, b.x0), std::max(x1, b.x1)};
   }
 };
 
-// The layout of a channels-last (NHWC) [n, c, h, w] map.
-CellLayout nhwc_layout(int64_t c, int64_t h, int64_t w);
+// Where an RoI reads: its image and the cells its bins or samples read (its
+// footprint; none when it reads nothing).
+struct RoiFootprint {
+  int64_t batch;
+  Box footprint;
+};
 
-// Channel-blocked maps, which the channel-vector loops read well: blocks of
-// kChannelBlock channels, [N, C / kChannelBlock, H, W, kChannelBlock], when the
-// blocks divide C, else NHWC. blocked_layout says where their cells lie.
-CellLayout blocked_layout(int64_t c, int64_t h, int64_t w);
+// RoI indices sorted by image (stably): the loops visit an image's RoIs one
+// after another, so the part of the map they read stays in cache.
+std::vector<int64_t> order_by_image(const std::vector<RoiFootprint>& rois);
 
-// A channel-blocked copy of NCHW `input`.
-at::Tensor channel_blocked(const at::Tensor& input);
+// RoIs of one image (by_image[first, last)) that read the same part of the
+// map, `box`.
+struct Group {
+  int64_t batch, first, last;
+  Box box;
+};
+
+// The groups of every image, in by_image order. For a channels-last map, read
+// in place, an image's RoIs form one group. A contiguous map is copied group by
+// group into channels-last buffers: the RoIs of an image share one copy of
+// the box around all their footprints when that copies fewer cells than a copy
+// per RoI, else each RoI is a group of its own.
+std::vector<Group> group_rois(
+    const std::vector<RoiFootprint>& rois, const std::vector<int64_t>& by_image,
+    const RoiShape& s, bool in_place);
+
+// Channels per work item: a power of two from one vector (`width` channels) to
+// `most`, the largest that still gives every thread two items or more when the
+// items are (chunk of channels, one of `units`).
+constexpr int64_t kItemChannels = 32;
+int64_t item_channels(int64_t channels, int64_t units, int64_t width,
+                      int64_t most = kItemChannels);
+
+// Where a work item's channels lie: cells whose channels are next to each other
+// (channels-last), `row` and `cell` elements apart; `cells` is the item's first
+// channel of cell (origin_y, origin_x).
+template <typename T>
+struct Region {
+  T* cells;
+  int64_t row, cell;
+  int32_t origin_y, origin_x;
+
+  T* at(int32_t y, int32_t x) const { return cells + (y - origin_y) * row + (x - origin_x) * cell; }
+};
+
+// Where channel c0 of a group's cells lies: in the map itself (channels-last,
+// when `buffer` is null) or in the buffer it was copied to (`count` channels).
+template <typename T>
+Region<T> group_region(T* map, T* buffer, const RoiShape& s, const Group& g, int64_t c0,
+                       int64_t count) {
+  if (buffer == nullptr) {
+    return {map + g.batch * s.plane() * s.channels + c0, s.width * s.channels, s.channels, 0, 0};
+  }
+  return {buffer, g.box.cols() * count, count, g.box.y0, g.box.x0};
+}
+
+// Copies channels [c0, c0 + count) of `box` of image n from NCHW `planes` into
+// the channels-last `buffer` ([rows, cols, count]), or back when `back`.
+void copy_box(float* planes, const RoiShape& s, int64_t n, const Box& box, int64_t c0,
+              int64_t count, float* buffer, bool back);
+void copy_box(double* planes, const RoiShape& s, int64_t n, const Box& box, int64_t c0,
+              int64_t count, double* buffer, bool back);
 
 // Writes the [rows, cols] tile transposed to out[cols, rows].
 template <typename V>

@@ -8,7 +8,8 @@
 //  * channels-last (NHWC) input is read as it is;
 //  * a contiguous (NCHW) input is copied, a chunk of channels at a time, into
 //    a small channels-last buffer: for each image the box around all its RoIs'
-//    footprints, or each RoI's own footprint when that copies fewer cells.
+//    footprints, or each RoI's own footprint when that copies fewer cells
+//    (cpu_helpers.h; RoIPool's vector loops read the same layout).
 // Both passes parallelise over independent work: forward over (chunk of
 // channels, group of RoIs), backward over (chunk, image), each adding the
 // contributions of the image's RoIs in turn, so no two threads write the same
@@ -18,7 +19,6 @@
 // serial loop and to torchvision.ops.roi_align for float32 and float64.
 #include <algorithm>
 #include <cstdint>
-#include <numeric>
 #include <vector>
 
 #include <ATen/Dispatch.h>
@@ -38,49 +38,27 @@ namespace {
 
 constexpr const char* kOp = "roi_align";
 
+using cpu::Box;
+using cpu::Group;
 using cpu::kRegisterChannels;
+using cpu::Region;
 using cpu::Vector;
-
-// The most channels of one work item: four vectors of float32.
-constexpr int64_t kItemChannels = 32;
-
-// The cells of rows [y0, y1] and columns [x0, x1] of a map (none when y1 < y0
-// or x1 < x0).
-struct Box {
-  int32_t y0, y1, x0, x1;
-
-  static Box none() { return {INT32_MAX, -1, INT32_MAX, -1}; }
-  static Box map(const RoiShape& s) {
-    return {0, static_cast<int32_t>(s.height - 1), 0, static_cast<int32_t>(s.width - 1)};
-  }
-  bool empty() const { return y1 < y0 || x1 < x0; }
-  int64_t rows() const { return y1 - y0 + 1; }
-  int64_t cols() const { return x1 - x0 + 1; }
-  int64_t area() const { return empty() ? 0 : rows() * cols(); }
-  // The smallest box holding both (an empty box holds nothing).
-  Box join(const Box& b) const {
-    if (b.empty()) return *this;
-    if (empty()) return b;
-    return {std::min(y0, b.y0), std::max(y1, b.y1), std::min(x0, b.x0), std::max(x1, b.x1)};
-  }
-};
 
 // One RoI's sampling grid and where its taps lie in the shared tables.
 template <typename T>
 struct RoiSamples {
-  int64_t batch;
   int32_t grid_h, grid_w;
   T count;
   int64_t y_taps, x_taps;  // index of the RoI's first sample row / column in the tables
-  Box footprint;  // the cells its samples read (none when all lie outside the map)
 };
 
 template <typename T>
 struct SampleTables {
   std::vector<RoiSamples<T>> rois;
   std::vector<AxisTaps<T>> y_taps, x_taps;
-  // RoI indices sorted by image (stably): the loops visit an image's RoIs one
-  // after another, so the part of the map they read stays in cache.
+  // Each RoI's image and the cells its samples read (none when all lie
+  // outside the map), and the RoIs in image order (cpu::order_by_image).
+  std::vector<cpu::RoiFootprint> reads;
   std::vector<int64_t> by_image;
 };
 
@@ -114,6 +92,7 @@ SampleTables<T> build_tables(
   const T scale = static_cast<T>(spatial_scale);
   SampleTables<T> tables;
   tables.rois.reserve(s.num_rois);
+  tables.reads.reserve(s.num_rois);
   for (int64_t k = 0; k < s.num_rois; ++k) {
     const T* roi = r + 5 * k;
     check_roi_row(kOp, roi, k, s.num_images);
@@ -125,35 +104,19 @@ SampleTables<T> build_tables(
         ", ", roi[4], ") at spatial_scale ", spatial_scale, " with sampling_ratio ",
         sampling_ratio, " needs a sampling grid of more than ", kMaxGrid,
         " samples per bin and axis (or has a size that is not finite)");
-    RoiSamples<T> samples{static_cast<int64_t>(roi[0]), g.grid_h, g.grid_w, g.count,
-                          static_cast<int64_t>(tables.y_taps.size()),
-                          static_cast<int64_t>(tables.x_taps.size()), Box::none()};
-    Box& f = samples.footprint;
+    tables.rois.push_back({g.grid_h, g.grid_w, g.count,
+                           static_cast<int64_t>(tables.y_taps.size()),
+                           static_cast<int64_t>(tables.x_taps.size())});
+    Box f = Box::none();
     std::tie(f.y0, f.y1) =
         add_axis_taps(g.start_h, g.bin_h, s.pooled_height, g.grid_h, s.height, tables.y_taps);
     std::tie(f.x0, f.x1) =
         add_axis_taps(g.start_w, g.bin_w, s.pooled_width, g.grid_w, s.width, tables.x_taps);
-    tables.rois.push_back(samples);
+    tables.reads.push_back({static_cast<int64_t>(roi[0]), f});
   }
-  tables.by_image.resize(s.num_rois);
-  std::iota(tables.by_image.begin(), tables.by_image.end(), int64_t(0));
-  std::stable_sort(tables.by_image.begin(), tables.by_image.end(), [&](int64_t a, int64_t b) {
-    return tables.rois[a].batch < tables.rois[b].batch;
-  });
+  tables.by_image = cpu::order_by_image(tables.reads);
   return tables;
 }
-
-// Where a work item's channels lie: cells whose channels are next to each other
-// (channels-last), `row` and `cell` elements apart; `cells` is the item's first
-// channel of cell (origin_y, origin_x).
-template <typename T>
-struct Region {
-  T* cells;
-  int64_t row, cell;
-  int32_t origin_y, origin_x;
-
-  T* at(int32_t y, int32_t x) const { return cells + (y - origin_y) * row + (x - origin_x) * cell; }
-};
 
 // A run of channels: L is T (one channel) or Vector<T>::Values, kGroup of them.
 template <typename T, typename L>
@@ -287,82 +250,6 @@ DETKIT_DEFINE_SAMPLE(float)
 DETKIT_DEFINE_SAMPLE(double)
 #undef DETKIT_DEFINE_SAMPLE
 
-// Copies channels [c0, c0 + count) of `box` of image n from NCHW `planes` into
-// the channels-last `buffer` ([rows, cols, count]), or back when `back`.
-#define DETKIT_DEFINE_COPY(T)                                                                   \
-  DETKIT_CPU_CLONES void copy_box(                                                              \
-      T* planes, const RoiShape& s, int64_t n, const Box& box, int64_t c0, int64_t count,       \
-      T* buffer, bool back) {                                                                   \
-    T* first = planes + (n * s.channels + c0) * s.plane() + box.y0 * s.width + box.x0;          \
-    if (back) {                                                                                 \
-      cpu::transpose_planes<T, true>(first, s.plane(), s.width, box.rows(), box.cols(), count,  \
-                                     buffer);                                                   \
-    } else {                                                                                    \
-      cpu::transpose_planes<T, false>(first, s.plane(), s.width, box.rows(), box.cols(), count, \
-                                      buffer);                                                  \
-    }                                                                                           \
-  }
-DETKIT_DEFINE_COPY(float)
-DETKIT_DEFINE_COPY(double)
-#undef DETKIT_DEFINE_COPY
-
-// RoIs of one image (tables.by_image[first, last)) that read the same part of
-// the map, `box`.
-struct Group {
-  int64_t batch, first, last;
-  Box box;
-};
-
-// The groups of every image, in by_image order. For a channels-last map, read
-// in place, an image's RoIs form one group. A contiguous map is copied group by
-// group into channels-last buffers: the RoIs of an image share one copy of
-// the box around all their footprints when that copies fewer cells than a copy
-// per RoI, else each RoI is a group of its own.
-template <typename T>
-std::vector<Group> group_rois(const SampleTables<T>& tables, const RoiShape& s, bool in_place) {
-  std::vector<Group> groups;
-  for (int64_t first = 0; first < s.num_rois;) {
-    const int64_t batch = tables.rois[tables.by_image[first]].batch;
-    int64_t last = first;
-    Box around = Box::none();
-    int64_t footprints = 0;
-    for (; last < s.num_rois && tables.rois[tables.by_image[last]].batch == batch; ++last) {
-      const Box& b = tables.rois[tables.by_image[last]].footprint;
-      around = around.join(b);
-      footprints += b.area();
-    }
-    if (in_place || around.area() <= footprints) {
-      groups.push_back({batch, first, last, in_place ? Box::map(s) : around});
-    } else {
-      for (int64_t i = first; i < last; ++i) {
-        groups.push_back({batch, i, i + 1, tables.rois[tables.by_image[i]].footprint});
-      }
-    }
-    first = last;
-  }
-  return groups;
-}
-
-// Channels per work item: a power of two from one vector to kItemChannels,
-// the largest that still gives every thread two items or more.
-int64_t item_channels(int64_t channels, int64_t units, int64_t width) {
-  const int64_t wanted = 2 * at::get_num_threads();
-  int64_t chunk = kItemChannels;
-  while (chunk > width && (channels + chunk - 1) / chunk * units < wanted) chunk /= 2;
-  return chunk;
-}
-
-// Where channel c0 of a group's cells lies: in the map itself (channels-last)
-// or in the buffer it was copied to.
-template <typename T>
-Region<T> group_region(T* map, T* buffer, const RoiShape& s, const Group& g, int64_t c0,
-                       int64_t count) {
-  if (buffer == nullptr) {
-    return {map + g.batch * s.plane() * s.channels + c0, s.width * s.channels, s.channels, 0, 0};
-  }
-  return {buffer, g.box.cols() * count, count, g.box.y0, g.box.x0};
-}
-
 template <typename T>
 void forward(
     const at::Tensor& input, const SampleTables<T>& tables, const RoiShape& s, bool channels_last,
@@ -371,9 +258,10 @@ void forward(
   const at::Tensor map = input.contiguous(
       channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
   T* data = const_cast<T*>(map.const_data_ptr<T>());
-  const std::vector<Group> groups = group_rois(tables, s, channels_last);
+  const std::vector<Group> groups =
+      cpu::group_rois(tables.reads, tables.by_image, s, channels_last);
   const int64_t num_groups = static_cast<int64_t>(groups.size());
-  const int64_t chunk = item_channels(s.channels, num_groups, Vector<T>::kWidth);
+  const int64_t chunk = cpu::item_channels(s.channels, num_groups, Vector<T>::kWidth);
   const int64_t chunks = (s.channels + chunk - 1) / chunk;
   // Items go through the channels chunk by chunk, and each chunk through the
   // groups image by image: the planes of a chunk of one image stay in cache.
@@ -384,10 +272,10 @@ void forward(
       const int64_t c0 = (item / num_groups) * chunk, count = std::min(chunk, s.channels - c0);
       if (!channels_last && !g.box.empty()) {
         buffer.resize(g.box.area() * count);
-        copy_box(data, s, g.batch, g.box, c0, count, buffer.data(), false);
+        cpu::copy_box(data, s, g.batch, g.box, c0, count, buffer.data(), false);
       }
       const Region<T> region =
-          group_region<T>(data, channels_last ? nullptr : buffer.data(), s, g, c0, count);
+          cpu::group_region<T>(data, channels_last ? nullptr : buffer.data(), s, g, c0, count);
       for (int64_t i = g.first; i < g.last; ++i) {
         const int64_t k = tables.by_image[i];
         const RoiSamples<T>& r = tables.rois[k];
@@ -395,7 +283,7 @@ void forward(
         // goes through a [bins, count] tile.
         T* out = channels_last ? output + k * bins * s.channels + c0 : out_tile.data();
         const int64_t stride = channels_last ? s.channels : count;
-        if (r.footprint.empty()) {
+        if (tables.reads[k].footprint.empty()) {
           for (int64_t b = 0; b < bins; ++b) std::fill_n(out + b * stride, count, T(0));
         } else {
           sample_channels({region.cells, region.row, region.cell, region.origin_y, region.origin_x},
@@ -423,7 +311,8 @@ at::Tensor backward(
       at::empty({s.num_images, s.channels, s.height, s.width}, grad.options().memory_format(format))
           .zero_();
   T* gi = grad_input.mutable_data_ptr<T>();
-  const std::vector<Group> groups = group_rois(tables, s, channels_last);
+  const std::vector<Group> groups =
+      cpu::group_rois(tables.reads, tables.by_image, s, channels_last);
   // Items: (chunk of channels, image). Each adds the image's RoIs group by
   // group in by_image order, so every element gets its shares in RoI order.
   std::vector<int64_t> image_groups{0};  // groups of the i-th image present: [image_groups[i], [i + 1])
@@ -432,7 +321,7 @@ at::Tensor backward(
   }
   image_groups.push_back(static_cast<int64_t>(groups.size()));
   const int64_t images = static_cast<int64_t>(image_groups.size()) - 1;
-  const int64_t chunk = item_channels(s.channels, images, Vector<T>::kWidth);
+  const int64_t chunk = cpu::item_channels(s.channels, images, Vector<T>::kWidth);
   const int64_t chunks = (s.channels + chunk - 1) / chunk;
   at::parallel_for(0, chunks * images, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> buffer, grad_tile(channels_last ? 0 : bins * chunk);
@@ -444,14 +333,14 @@ at::Tensor backward(
         if (group.box.empty()) continue;
         if (!channels_last) {
           buffer.resize(group.box.area() * count);
-          copy_box(gi, s, group.batch, group.box, c0, count, buffer.data(), false);
+          cpu::copy_box(gi, s, group.batch, group.box, c0, count, buffer.data(), false);
         }
         const Region<T> region =
-            group_region<T>(gi, channels_last ? nullptr : buffer.data(), s, group, c0, count);
+            cpu::group_region<T>(gi, channels_last ? nullptr : buffer.data(), s, group, c0, count);
         for (int64_t i = group.first; i < group.last; ++i) {
           const int64_t k = tables.by_image[i];
           const RoiSamples<T>& r = tables.rois[k];
-          if (r.footprint.empty()) continue;
+          if (tables.reads[k].footprint.empty()) continue;
           // The gradient of the RoI's outputs as [bins, count] rows.
           const T* grad_rows = g + k * s.channels * bins + c0;
           int64_t grad_stride = s.channels;
@@ -465,7 +354,7 @@ at::Tensor backward(
                            count, grad_rows, grad_stride);
         }
         if (!channels_last) {
-          copy_box(gi, s, group.batch, group.box, c0, count, buffer.data(), true);
+          cpu::copy_box(gi, s, group.batch, group.box, c0, count, buffer.data(), true);
         }
       }
     }

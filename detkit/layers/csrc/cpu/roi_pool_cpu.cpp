@@ -3,10 +3,12 @@
 // Forward has two loops over the same geometry table (one row per RoI):
 //  * pool_planes walks one (RoI, channel) plane at a time: cheapest when the
 //    RoIs cover little of a contiguous (NCHW) map;
-//  * pool_channel_blocks walks each bin's cells once and takes the max of a
-//    block of channels at a time in vector registers. It reads channels-last
-//    (NHWC) memory; a contiguous input is first copied into channel blocks
-//    when the RoIs cover enough of the map to pay for the copy.
+//  * pool_groups walks each bin's cells once and takes the max of a vector of
+//    channels at a time in registers. It reads cells whose channels lie next to
+//    each other, in RoIAlign's layout (cpu_helpers.h): a channels-last (NHWC)
+//    map in place; a contiguous one copied, a chunk of channels at a time, into
+//    channels-last buffers of the box its RoIs read, when the RoIs cover
+//    enough of it to pay for the copy.
 // Both parallelise over independent outputs. Backward parallelises over
 // channels, so no two threads touch the same input element, and adds every
 // element's contributions in (RoI, bin) order: deterministic and bitwise
@@ -33,10 +35,16 @@ namespace detkit {
 namespace roi_pool {
 namespace {
 
-using cpu::CellLayout;
-using cpu::kChannelBlock;
+using cpu::Box;
+using cpu::Group;
 using cpu::kRegisterChannels;
+using cpu::Region;
+using cpu::RoiFootprint;
 using cpu::Vector;
+
+// The most channels of one forward work item: four times RoIAlign's, so that
+// each RoI's results are written in longer runs.
+constexpr int64_t kItemChannels = 4 * cpu::kItemChannels;
 
 // Bytes of input gradient that backward accumulates into at a time.
 constexpr int64_t kScatterBytes = 256 * 1024;
@@ -74,6 +82,33 @@ std::vector<int64_t> batch_indices(const at::Tensor& rois, int64_t num_images) {
     batch[k] = static_cast<int64_t>(r[5 * k]);
   }
   return batch;
+}
+
+// Each RoI's image and the cells its bins read: the rows of its bins that have
+// rows by the columns of its bins that have columns (none when no bin has a
+// cell, as for an RoI outside the map).
+std::vector<RoiFootprint> footprints(const std::vector<int32_t>& table, const RoiShape& s) {
+  std::vector<RoiFootprint> reads(s.num_rois);
+  for (int64_t k = 0; k < s.num_rois; ++k) {
+    const int32_t* geo = table.data() + k * row_size(s);
+    const int32_t* hb = geo + 1;
+    const int32_t* wb = hb + 2 * s.pooled_height;
+    Box f = Box::none();
+    for (int64_t b = 0; b < s.pooled_height; ++b) {
+      if (hb[2 * b + 1] > hb[2 * b]) {
+        f.y0 = std::min(f.y0, hb[2 * b]);
+        f.y1 = std::max(f.y1, hb[2 * b + 1] - 1);
+      }
+    }
+    for (int64_t b = 0; b < s.pooled_width; ++b) {
+      if (wb[2 * b + 1] > wb[2 * b]) {
+        f.x0 = std::min(f.x0, wb[2 * b]);
+        f.x1 = std::max(f.x1, wb[2 * b + 1] - 1);
+      }
+    }
+    reads[k] = {geo[0], f};
+  }
+  return reads;
 }
 
 // Number of feature-map cells the RoIs' bins cover, counted per channel.
@@ -128,30 +163,29 @@ void pool_planes(
   });
 }
 
-// Max (and argmax) over the cells [h0, h1) x [w0, w1) of kRegisterChannels
-// consecutive channels of an NHWC image, starting at `image`; the running
-// max and argmax stay in vector registers. Channel i's result is stored at
-// best_out[i * out_stride] (and index_out[i * out_stride]).
-template <typename T, bool kArgmax>
-__attribute__((always_inline)) inline void scan_channels_vector(
-    const T* image, int32_t width, int64_t channels, int32_t h0, int32_t h1, int32_t w0,
-    int32_t w1, T init, T* best_out, int32_t* index_out, int64_t out_stride) {
+// Max (and argmax) over the cells [h0, h1) x [w0, w1) of kGroup vectors of
+// channels from channel c of `region`; the running max and argmax stay in
+// vector registers. The argmax is the cell's index in the map (h * width + w),
+// wherever the region lies. Results go to best_out[i] (and index_out[i]).
+template <typename T, bool kArgmax, int kGroup>
+__attribute__((always_inline)) inline void scan_lanes(
+    const Region<const T>& region, int64_t c, int32_t width, int32_t h0, int32_t h1, int32_t w0,
+    int32_t w1, T init, T* best_out, int32_t* index_out) {
   using V = typename Vector<T>::Values;
   using I = typename Vector<T>::Indices;
   constexpr int kWidth = Vector<T>::kWidth;
-  V best[4];
-  I index[4];
-  for (int j = 0; j < 4; ++j) {
+  V best[kGroup];
+  I index[kGroup];
+  for (int j = 0; j < kGroup; ++j) {
     best[j] = V{} + init;
     index[j] = I{} - 1;
   }
   for (int32_t h = h0; h < h1; ++h) {
-    for (int32_t w = w0; w < w1; ++w) {
-      const int32_t cell = h * width + w;
-      const T* src = image + cell * channels;
-      for (int j = 0; j < 4; ++j) {
-        V v;
-        __builtin_memcpy(&v, src + j * kWidth, sizeof(V));
+    const T* src = region.at(h, w0) + c;
+    int32_t cell = h * width + w0;
+    for (int32_t w = w0; w < w1; ++w, ++cell, src += region.cell) {
+      for (int j = 0; j < kGroup; ++j) {
+        const V v = cpu::load<T>(src + j * kWidth);
         const I greater = v > best[j];
         best[j] = greater ? v : best[j];
         if (kArgmax) {
@@ -160,56 +194,51 @@ __attribute__((always_inline)) inline void scan_channels_vector(
       }
     }
   }
-  for (int j = 0; j < 4; ++j) {
-    if (out_stride == 1) {
-      __builtin_memcpy(best_out + j * kWidth, &best[j], sizeof(V));
-    } else {
-      for (int i = 0; i < kWidth; ++i) best_out[(j * kWidth + i) * out_stride] = best[j][i];
-    }
-    if (kArgmax && out_stride == 1 && sizeof(I) == sizeof(int32_t) * kWidth) {
+  for (int j = 0; j < kGroup; ++j) {
+    cpu::store<T>(best_out + j * kWidth, best[j]);
+    if (kArgmax && sizeof(I) == sizeof(int32_t) * kWidth) {
       __builtin_memcpy(index_out + j * kWidth, &index[j], sizeof(I));
     } else if (kArgmax) {
       for (int i = 0; i < kWidth; ++i) {
-        index_out[(j * kWidth + i) * out_stride] = static_cast<int32_t>(index[j][i]);
+        index_out[j * kWidth + i] = static_cast<int32_t>(index[j][i]);
       }
     }
   }
 }
 
-// Scalar version of scan_channels_vector for the last `count` channels.
+// Scalar version of scan_lanes for `count` channels from channel c.
 template <typename T, bool kArgmax>
-inline void scan_channels_scalar(
-    const T* image, int32_t width, int64_t channels, int32_t h0, int32_t h1, int32_t w0,
-    int32_t w1, int64_t count, T init, T* best_out, int32_t* index_out, int64_t out_stride) {
+inline void scan_scalar(
+    const Region<const T>& region, int64_t c, int64_t count, int32_t width, int32_t h0,
+    int32_t h1, int32_t w0, int32_t w1, T init, T* best_out, int32_t* index_out) {
   for (int64_t i = 0; i < count; ++i) {
     T best = init;
     int32_t best_index = -1;
     for (int32_t h = h0; h < h1; ++h) {
-      for (int32_t w = w0; w < w1; ++w) {
-        const int32_t cell = h * width + w;
-        if (image[cell * channels + i] > best) {
-          best = image[cell * channels + i];
-          best_index = cell;
+      const T* src = region.at(h, w0) + c + i;
+      for (int32_t w = w0; w < w1; ++w, src += region.cell) {
+        if (*src > best) {
+          best = *src;
+          best_index = h * width + w;
         }
       }
     }
-    best_out[i * out_stride] = best;
+    best_out[i] = best;
     if (kArgmax) {
-      index_out[i * out_stride] = best_index;
+      index_out[i] = best_index;
     }
   }
 }
 
-// Pools channels [c0, c0 + count) of one RoI from an NHWC image. The result
-// of bin b and channel c0 + i goes to best[b * bin_stride + i * channel_stride]
-// (and best_index[...]): channels-last output has channel stride 1, NCHW
-// output bin stride 1.
+// Pools channels [0, count) of `region` for every bin of one RoI (bin bounds
+// hb, wb in map cells). The result of bin b and channel i goes to
+// best[b * bin_stride + i] (and best_index[...]).
 template <typename T, bool kArgmax>
-__attribute__((always_inline)) inline void pool_block(
-    const T* image, int64_t width, int64_t channels, const int32_t* hb, const int32_t* wb,
-    int64_t pooled_height, int64_t pooled_width, int64_t c0, int64_t count, T* best,
-    int32_t* best_index, int64_t bin_stride, int64_t channel_stride) {
-  const int32_t w = static_cast<int32_t>(width);
+__attribute__((always_inline)) inline void pool_roi_lanes(
+    const Region<const T>& region, const int32_t* hb, const int32_t* wb, int64_t pooled_height,
+    int64_t pooled_width, int32_t width, int64_t count, T* best, int32_t* best_index,
+    int64_t bin_stride) {
+  constexpr int64_t kWidth = Vector<T>::kWidth;
   for (int64_t ph = 0; ph < pooled_height; ++ph) {
     for (int64_t pw = 0; pw < pooled_width; ++pw) {
       const int64_t bin = ph * pooled_width + pw;
@@ -217,88 +246,99 @@ __attribute__((always_inline)) inline void pool_block(
       const T init = (h1 <= h0 || w1 <= w0) ? T(0) : T(-FLT_MAX);
       T* m = best + bin * bin_stride;
       int32_t* a = kArgmax ? best_index + bin * bin_stride : nullptr;
-      int64_t i = 0;
-      for (; i + kRegisterChannels<T> <= count; i += kRegisterChannels<T>) {
-        scan_channels_vector<T, kArgmax>(
-            image + c0 + i, w, channels, h0, h1, w0, w1, init, m + i * channel_stride,
-            kArgmax ? a + i * channel_stride : nullptr, channel_stride);
+      int64_t c = 0;
+      for (; c + kRegisterChannels<T> <= count; c += kRegisterChannels<T>) {
+        scan_lanes<T, kArgmax, 4>(region, c, width, h0, h1, w0, w1, init, m + c,
+                                  kArgmax ? a + c : nullptr);
       }
-      scan_channels_scalar<T, kArgmax>(
-          image + c0 + i, w, channels, h0, h1, w0, w1, count - i, init, m + i * channel_stride,
-          kArgmax ? a + i * channel_stride : nullptr, channel_stride);
+      for (; c + kWidth <= count; c += kWidth) {
+        scan_lanes<T, kArgmax, 1>(region, c, width, h0, h1, w0, w1, init, m + c,
+                                  kArgmax ? a + c : nullptr);
+      }
+      scan_scalar<T, kArgmax>(region, c, count - c, width, h0, h1, w0, w1, init, m + c,
+                              kArgmax ? a + c : nullptr);
     }
   }
 }
 
-#define DETKIT_DEFINE_POOL_BLOCK(T)                                                            \
-  DETKIT_CPU_CLONES void pool_block_cloned(                                                   \
-      const T* image, int64_t width, int64_t channels, const int32_t* hb, const int32_t* wb,  \
-      int64_t pooled_height, int64_t pooled_width, int64_t c0, int64_t count, T* best,        \
-      int32_t* best_index, int64_t bin_stride, int64_t channel_stride) {                      \
+#define DETKIT_DEFINE_POOL_ROI(T)                                                              \
+  DETKIT_CPU_CLONES void pool_roi(                                                            \
+      const Region<const T>& region, const int32_t* hb, const int32_t* wb,                    \
+      int64_t pooled_height, int64_t pooled_width, int32_t width, int64_t count, T* best,     \
+      int32_t* best_index, int64_t bin_stride) {                                              \
     if (best_index != nullptr) {                                                              \
-      pool_block<T, true>(image, width, channels, hb, wb, pooled_height, pooled_width, c0,    \
-                          count, best, best_index, bin_stride, channel_stride);               \
+      pool_roi_lanes<T, true>(region, hb, wb, pooled_height, pooled_width, width, count,      \
+                              best, best_index, bin_stride);                                  \
     } else {                                                                                  \
-      pool_block<T, false>(image, width, channels, hb, wb, pooled_height, pooled_width, c0,   \
-                           count, best, best_index, bin_stride, channel_stride);              \
+      pool_roi_lanes<T, false>(region, hb, wb, pooled_height, pooled_width, width, count,     \
+                               best, best_index, bin_stride);                                 \
     }                                                                                         \
   }
-DETKIT_DEFINE_POOL_BLOCK(float)
-DETKIT_DEFINE_POOL_BLOCK(double)
-#undef DETKIT_DEFINE_POOL_BLOCK
+DETKIT_DEFINE_POOL_ROI(float)
+DETKIT_DEFINE_POOL_ROI(double)
+#undef DETKIT_DEFINE_POOL_ROI
 
-// Max pooling over blocks of channels into channels-last ([K, bins, C]) or
-// NCHW ([K, C, bins]) output. The input's cells hold their channels next to
-// each other (NHWC or channel-blocked, as `layout` says). `argmax` may be null.
+// Max pooling over vectors of channels into channels-last ([K, bins, C]) or
+// NCHW ([K, C, bins]) output, group by group (cpu::group_rois) and a chunk of
+// channels at a time, as RoIAlign's forward goes: `map` is channels-last (read
+// in place) or NCHW (each group's box copied into a channels-last buffer).
+// `argmax` may be null.
 template <typename T>
-void pool_channel_blocks(
-    const T* input, const CellLayout& layout, const std::vector<int32_t>& table,
-    const RoiShape& s, bool channels_last_output, T* output, int32_t* argmax) {
-  const int64_t blocks = (s.channels + kChannelBlock - 1) / kChannelBlock;
+void pool_groups(
+    const T* map, const std::vector<int32_t>& table, const std::vector<int64_t>& by_image,
+    const std::vector<Group>& groups, const RoiShape& s, bool channels_last, T* output,
+    int32_t* argmax) {
   const int64_t bins = s.bins();
-  const int64_t bin_stride = channels_last_output ? s.channels : 1;
-  const int64_t channel_stride = channels_last_output ? 1 : bins;
-  at::parallel_for(0, s.num_rois * blocks, 1, [&](int64_t begin, int64_t end) {
-    // NCHW output: pool into a channels-last tile, then write it out transposed.
-    std::vector<T> tile(channels_last_output ? 0 : bins * kChannelBlock);
+  const int64_t num_groups = static_cast<int64_t>(groups.size());
+  const int64_t chunk =
+      cpu::item_channels(s.channels, num_groups, Vector<T>::kWidth, kItemChannels);
+  const int64_t chunks = (s.channels + chunk - 1) / chunk;
+  const int32_t width = static_cast<int32_t>(s.width);
+  at::parallel_for(0, chunks * num_groups, 1, [&](int64_t begin, int64_t end) {
+    // NCHW output: pool into a [bins, count] tile, then write it out transposed.
+    std::vector<T> buffer, tile(channels_last ? 0 : bins * chunk);
     std::vector<int32_t> tile_index(argmax == nullptr ? 0 : tile.size());
     for (int64_t item = begin; item < end; ++item) {
-      const int64_t k = item / blocks;
-      const int64_t c0 = (item % blocks) * kChannelBlock;
-      const int32_t* geo = table.data() + k * row_size(s);
-      const int32_t* hb = geo + 1;
-      const int32_t* wb = hb + 2 * s.pooled_height;
-      const int64_t offset = k * bins * s.channels + c0 * channel_stride;
-      // Where the block's first channel lies, and the distance between cells.
-      const T* block_image = input + layout.channel(geo[0], c0);
-      const int64_t cell_stride = layout.cell;
-      const int64_t count = std::min(kChannelBlock, s.channels - c0);
-      if (channels_last_output) {
-        pool_block_cloned(block_image, s.width, cell_stride, hb, wb, s.pooled_height,
-                          s.pooled_width, 0, count, output + offset,
-                          argmax == nullptr ? nullptr : argmax + offset, bin_stride, 1);
-        continue;
+      const Group& g = groups[item % num_groups];
+      const int64_t c0 = (item / num_groups) * chunk, count = std::min(chunk, s.channels - c0);
+      if (!channels_last && !g.box.empty()) {
+        buffer.resize(g.box.area() * count);
+        cpu::copy_box(const_cast<T*>(map), s, g.batch, g.box, c0, count, buffer.data(), false);
       }
-      pool_block_cloned(block_image, s.width, cell_stride, hb, wb, s.pooled_height,
-                        s.pooled_width, 0, count, tile.data(),
-                        argmax == nullptr ? nullptr : tile_index.data(), count, 1);
-      cpu::transpose_tile(tile.data(), bins, count, output + offset);
-      if (argmax != nullptr) {
-        cpu::transpose_tile(tile_index.data(), bins, count, argmax + offset);
+      const Region<const T> region = cpu::group_region<const T>(
+          map, channels_last ? nullptr : buffer.data(), s, g, c0, count);
+      for (int64_t i = g.first; i < g.last; ++i) {
+        const int64_t k = by_image[i];
+        const int32_t* hb = table.data() + k * row_size(s) + 1;
+        const int32_t* wb = hb + 2 * s.pooled_height;
+        const int64_t offset = k * bins * s.channels + c0;  // channels-last output
+        T* out = channels_last ? output + offset : tile.data();
+        int32_t* arg = argmax == nullptr ? nullptr
+                                         : (channels_last ? argmax + offset : tile_index.data());
+        pool_roi(region, hb, wb, s.pooled_height, s.pooled_width, width, count, out, arg,
+                 channels_last ? s.channels : count);
+        if (!channels_last) {
+          const int64_t planes = (k * s.channels + c0) * bins;
+          cpu::transpose_tile(tile.data(), bins, count, output + planes);
+          if (argmax != nullptr) {
+            cpu::transpose_tile(tile_index.data(), bins, count, argmax + planes);
+          }
+        }
       }
     }
   });
 }
 
-// Whether transposing a contiguous input to NHWC and pooling channel blocks
-// beats pooling plane by plane. Plane pooling costs a scalar comparison per
-// visited cell plus loop overhead per bin; channel blocks compare a vector of
-// channels at once but pay for the transposing copy and the output scatter.
-bool prefer_channel_blocks(int64_t visited, const RoiShape& s) {
+// Whether copying the groups' boxes into channels-last buffers and pooling
+// vectors of channels beats pooling plane by plane. Plane pooling costs a
+// scalar comparison per visited cell plus loop overhead per bin; channel
+// vectors compare a vector of channels at once but pay for the transposing
+// copy of `copied` cells and the output transpose.
+bool prefer_channel_vectors(int64_t visited, int64_t copied, const RoiShape& s) {
   const int64_t bin_visits = s.num_rois * s.bins();
   const int64_t plane_cost = visited + 4 * bin_visits;
-  const int64_t block_cost = 2 * s.num_images * s.plane() + visited / 4 + 2 * bin_visits;
-  return block_cost < plane_cost;
+  const int64_t vector_cost = 2 * copied + visited / 4 + 2 * bin_visits;
+  return vector_cost < plane_cost;
 }
 
 std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
@@ -320,15 +360,17 @@ std::tuple<at::Tensor, at::Tensor> roi_pool_forward_cpu(
     }
     scalar_t* out = output.mutable_data_ptr<scalar_t>();
     int32_t* arg = with_argmax ? argmax.mutable_data_ptr<int32_t>() : nullptr;
-    if (format == at::MemoryFormat::ChannelsLast) {
-      const at::Tensor nhwc = input.contiguous(at::MemoryFormat::ChannelsLast);
-      pool_channel_blocks(nhwc.const_data_ptr<scalar_t>(),
-                          cpu::nhwc_layout(s.channels, s.height, s.width), table, s, true, out, arg);
-    } else if (prefer_channel_blocks(cells_visited(table, s), s)) {
-      const at::Tensor copy = cpu::channel_blocked(input);
-      pool_channel_blocks(copy.const_data_ptr<scalar_t>(),
-                          cpu::blocked_layout(s.channels, s.height, s.width), table, s, false, out,
-                          arg);
+    const bool channels_last = format == at::MemoryFormat::ChannelsLast;
+    const std::vector<RoiFootprint> reads = footprints(table, s);
+    const std::vector<int64_t> by_image = cpu::order_by_image(reads);
+    const std::vector<Group> groups = cpu::group_rois(reads, by_image, s, channels_last);
+    int64_t copied = 0;
+    for (const Group& g : groups) copied += g.box.area();
+    if (channels_last || prefer_channel_vectors(cells_visited(table, s), copied, s)) {
+      const at::Tensor map = input.contiguous(
+          channels_last ? at::MemoryFormat::ChannelsLast : at::MemoryFormat::Contiguous);
+      pool_groups(map.const_data_ptr<scalar_t>(), table, by_image, groups, s, channels_last, out,
+                  arg);
     } else if (with_argmax) {
       pool_planes<scalar_t, true>(input.contiguous().const_data_ptr<scalar_t>(), table, s, out, arg);
     } else {
