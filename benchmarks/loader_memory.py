@@ -75,7 +75,7 @@ class MemoryProbe:
     def __init__(self, every: int = 1000) -> None:
         self.every, self.count = every, 0
 
-    def __call__(self, record: dict) -> tuple[int, float] | None:
+    def __call__(self, record: dict, rng: object = None) -> tuple[int, float] | None:
         self.count += 1
         float(record["proposal_boxes"].sum())  # a mapper reads them
         if self.count == 1 or self.count % self.every == 0:

@@ -19,41 +19,36 @@ import warnings
 
 import torch
 
-from detkit.config import ConfigError, load_config
-from detkit.engine import parse_overrides
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.export import random_boxes
 from detkit.modeling import build_model
 from detkit.utils.analysis import flop_count_analysis
 from detkit.utils.arguments import positive_int
-from detkit.utils.tool_help import tool_description
 
 TASKS = ("flop", "parameter")
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser = tool_argument_parser(__doc__, "the detector's config")
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--image-size", nargs=2, type=positive_int, metavar=("H", "W"))
     parser.add_argument("--num-proposals", type=positive_int, default=2000)
     parser.add_argument("--depth", type=int, default=3, help="module depth of the tables")
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_tool("analyze_model", argument_parser(), analyze, argv)
+
+
+def analyze(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():  # importing fvcore.nn scripts functions, which torch deprecates
         warnings.simplefilter("ignore", FutureWarning)
         from fvcore.nn import flop_count_table, parameter_count_table
 
-    args = argument_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config_file, parse_overrides(args.opts))
-    except ConfigError as error:
-        print(f"analyze_model: {error}", file=sys.stderr)
-        return 2
-    cfg.MODEL.DEVICE = "cpu"
-    cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST = 0.0
+    # on the CPU, with every proposal scored: set before set-up, after which cfg is read-only
+    args.opts = [*args.opts, "MODEL.DEVICE=cpu", "MODEL.ROI_HEADS.SCORE_THRESH_TEST=0.0"]
+    cfg = setup_config(args)
     model = build_model(cfg)
     if "parameter" in args.tasks:
         print(parameter_count_table(model, max_depth=args.depth))

@@ -27,6 +27,10 @@ truncated SVD of the fc layers (``--svd-ranks``, factored from the same weights 
 tools/compress_fc.py does), and the peak memory of each. It prints one table with the ratios to
 the peer and, with ``--json``, writes every figure. Each phase is logged on stderr, the timed
 ones with a progress bar and the time they have left.
+
+The peer, the random inputs, the calibration and the equal-work check are the package
+``tools/torchvision_peer`` beside this script, tested on their own
+(tests/tools/test_torchvision_peer.py); this script times and reports.
 """
 
 from __future__ import annotations
@@ -37,302 +41,22 @@ import json
 import statistics
 import sys
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 
 import torch
+import torchvision_peer
 from torch import Tensor, nn
-from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
-from torchvision.models.detection.roi_heads import RoIHeads
-from torchvision.ops import MultiScaleRoIAlign, roi_align, roi_pool
-from torchvision.ops.poolers import LevelMapper
 from tqdm import tqdm
 
-from detkit.config import ConfigError, load_config
-from detkit.engine import parse_overrides
-from detkit.export import random_boxes
+from detkit.config import ConfigError
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.modeling import build_model
 from detkit.modeling.roi_heads.box_head import svd_ranks_by_layer
 from detkit.modeling.roi_heads.svd import compress_fc_layers
-from detkit.structures import Boxes, Instances
 from detkit.utils.arguments import output_file, positive_int
 from detkit.utils.file_io import write_bytes_atomically
 from detkit.utils.timing import clock, describe_machine, peak_memory_mb
-from detkit.utils.tool_help import tool_description
-
-GT_PER_IMAGE = 5
-LOGIT_STD = 2.0  # spread of each class logit over the RoIs after calibration
-
-
-@dataclass
-class Sample:
-    """One benchmark image: uint8 ``image [3, H, W]``, ``proposals [P, 4]``, ground truth."""
-
-    image: Tensor
-    proposals: Tensor
-    gt_boxes: Tensor
-    gt_classes: Tensor
-
-
-def make_sample(height: int, width: int, num_proposals: int, num_classes: int, seed: int) -> Sample:
-    """A random image with ``GT_PER_IMAGE`` objects; a quarter of the proposals are the
-    objects' boxes jittered by up to 15 % of their size (so some are foreground in training),
-    the rest random boxes."""
-    generator = torch.Generator().manual_seed(seed)
-    image = torch.randint(0, 256, (3, height, width), dtype=torch.uint8, generator=generator)
-    gt_boxes = random_boxes(GT_PER_IMAGE, height, width, seed=seed + 1)
-    gt_classes = torch.randint(0, num_classes, (GT_PER_IMAGE,), generator=generator)
-    jittered_count = num_proposals // 4
-    source = gt_boxes[torch.randint(0, GT_PER_IMAGE, (jittered_count,), generator=generator)]
-    sizes = (source[:, 2:] - source[:, :2]).repeat(1, 2)
-    jitter = (torch.rand(jittered_count, 4, generator=generator) - 0.5) * 0.3 * sizes
-    jittered = source + jitter
-    jittered[:, 0::2] = jittered[:, 0::2].clamp(0, width - 1)
-    jittered[:, 1::2] = jittered[:, 1::2].clamp(0, height - 1)
-    jittered[:, 2:] = torch.maximum(jittered[:, 2:], jittered[:, :2] + 1)
-    others = random_boxes(num_proposals - jittered_count, height, width, seed=seed + 2)
-    return Sample(image, torch.cat([jittered, others]), gt_boxes, gt_classes)
-
-
-class SingleMapPooler(nn.Module):
-    """torchvision's ``roi_pool`` or ``roi_align`` over one named map, in ``RoIHeads``'
-    ``box_roi_pool`` interface ``(features, proposals, image_shapes)``."""
-
-    def __init__(self, name: str, op: Callable[..., Tensor]) -> None:
-        super().__init__()
-        self.name = name
-        self.op = op
-
-    def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes) -> Tensor:
-        return self.op(features[self.name], proposals)
-
-
-class AlignedMultiScaleRoIAlign(nn.Module):
-    """``roi_align(aligned=True)`` per level, levels by torchvision's ``LevelMapper``: what
-    ``MultiScaleRoIAlign`` does, with the half-pixel offset it lacks."""
-
-    def __init__(self, names: list[str], scales: list[float], output_size, sampling_ratio: int):
-        super().__init__()
-        self.names, self.scales = names, scales
-        self.output_size, self.sampling_ratio = output_size, sampling_ratio
-        levels = [round(-torch.log2(torch.tensor(s)).item()) for s in scales]
-        self.mapper = LevelMapper(levels[0], levels[-1])
-
-    def forward(self, features: dict[str, Tensor], proposals: list[Tensor], image_shapes) -> Tensor:
-        levels = self.mapper(proposals)
-        rois = torch.cat(
-            [torch.cat([torch.full_like(b[:, :1], i), b], dim=1) for i, b in enumerate(proposals)]
-        )
-        first = features[self.names[0]]
-        output = first.new_zeros((len(rois), first.shape[1], *self.output_size))
-        for level, (name, scale) in enumerate(zip(self.names, self.scales, strict=True)):
-            index = torch.nonzero(levels == level).flatten()
-            output[index] = roi_align(
-                features[name],
-                rois[index],
-                self.output_size,
-                scale,
-                self.sampling_ratio,
-                aligned=True,
-            )
-        return output
-
-
-class TorchvisionFastRCNN(nn.Module):
-    """Fast R-CNN from torchvision's parts: a backbone returning named maps, then ``RoIHeads``.
-    Images are normalised and padded as detkit does; labels are 1..K (0 is background)."""
-
-    def __init__(self, backbone: nn.Module, roi_heads: RoIHeads, mean: Tensor, std: Tensor):
-        super().__init__()
-        self.backbone = backbone
-        self.roi_heads = roi_heads
-        self.register_buffer("pixel_mean", mean.clone())
-        self.register_buffer("pixel_std", std.clone())
-
-    def forward(self, images: list[Tensor], proposals: list[Tensor], targets=None):
-        normalised = [(image.float() - self.pixel_mean) / self.pixel_std for image in images]
-        divisor = max(getattr(self.backbone, "size_divisibility", 0), 1)
-        height = -(-max(i.shape[1] for i in normalised) // divisor) * divisor
-        width = -(-max(i.shape[2] for i in normalised) // divisor) * divisor
-        batch = normalised[0].new_zeros((len(images), 3, height, width))
-        for slot, image in zip(batch, normalised, strict=True):
-            slot[:, : image.shape[1], : image.shape[2]].copy_(image)
-        features = OrderedDict(self.backbone(batch))
-        sizes = [tuple(image.shape[1:]) for image in images]
-        detections, losses = self.roi_heads(features, proposals, sizes, targets)
-        return losses if self.training else detections
-
-
-def peer_pooler(cfg, heads) -> nn.Module:
-    """torchvision's pooling matching ``heads.pooler`` (detkit's)."""
-    box = cfg.MODEL.ROI_BOX_HEAD
-    names, scales = heads.in_features, list(heads.pooler.scales)
-    size, ratio = heads.pooler.output_size, box.POOLER_SAMPLING_RATIO
-    kind = box.POOLER_TYPE
-    if kind not in ("ROIPool", "ROIAlign", "ROIAlignV2"):
-        raise ValueError(f"no torchvision counterpart of POOLER_TYPE {kind!r}")
-    if len(names) == 1:
-        scale = scales[0]
-        if kind == "ROIPool":
-            return SingleMapPooler(names[0], lambda x, b: roi_pool(x, b, size, scale))
-        aligned = kind == "ROIAlignV2"
-        return SingleMapPooler(
-            names[0], lambda x, b: roi_align(x, b, size, scale, ratio, aligned=aligned)
-        )
-    if kind == "ROIAlign":
-        return MultiScaleRoIAlign(names, size, ratio)
-    if kind == "ROIAlignV2":
-        return AlignedMultiScaleRoIAlign(names, scales, size, ratio)
-    raise ValueError("torchvision pools several maps with RoIAlign only, not ROIPool")
-
-
-def build_peer(cfg, model: nn.Module) -> TorchvisionFastRCNN:
-    """The torchvision-built counterpart of ``model`` (a detkit FastRCNN with an unfactored
-    ``FastRCNNFCHead``), holding copies of its weights."""
-    heads, box = model.roi_heads, cfg.MODEL.ROI_BOX_HEAD
-    head = heads.box_head
-    if box.NAME != "FastRCNNFCHead" or len(head.fc_names) != 2 or head.svd_ranks:
-        raise ValueError("the peer is built for an unfactored two-layer FastRCNNFCHead only")
-    mlp = TwoMLPHead(head.fc6.in_features, head.output_size)
-    num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
-    predictor = FastRCNNPredictor(head.output_size, num_classes + 1)
-    iou = cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS
-    roi_heads = RoIHeads(
-        peer_pooler(cfg, heads),
-        mlp,
-        predictor,
-        fg_iou_thresh=iou[-1],
-        bg_iou_thresh=iou[-1],  # torchvision has no lower background bound (see the docs)
-        batch_size_per_image=cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE,
-        positive_fraction=cfg.MODEL.ROI_HEADS.POSITIVE_FRACTION,
-        bbox_reg_weights=tuple(box.BBOX_REG_WEIGHTS),
-        score_thresh=cfg.MODEL.ROI_HEADS.SCORE_THRESH_TEST,
-        nms_thresh=cfg.MODEL.ROI_HEADS.NMS_THRESH_TEST,
-        detections_per_img=cfg.TEST.DETECTIONS_PER_IMAGE,
-    )
-    backbone = copy.deepcopy(model.backbone).to(memory_format=torch.contiguous_format)
-    peer = TorchvisionFastRCNN(backbone, roi_heads, model.pixel_mean, model.pixel_std)
-    copy_head_weights(model, peer)
-    return peer.to(model.device)
-
-
-@torch.no_grad()
-def copy_head_weights(model: nn.Module, peer: TorchvisionFastRCNN) -> None:
-    """detkit's fc6, fc7 and predictor into the peer: torchvision puts background first in the
-    class scores and has a (never used) box for it, detkit puts background last."""
-    head, predictor = model.roi_heads.box_head, model.roi_heads.box_predictor
-    peer.roi_heads.box_head.fc6.load_state_dict(head.fc6.state_dict())
-    peer.roi_heads.box_head.fc7.load_state_dict(head.fc7.state_dict())
-    cls_score, bbox_pred = (
-        peer.roi_heads.box_predictor.cls_score,
-        peer.roi_heads.box_predictor.bbox_pred,
-    )
-    order = [predictor.num_classes, *range(predictor.num_classes)]
-    cls_score.weight.copy_(predictor.cls_score.weight[order])
-    cls_score.bias.copy_(predictor.cls_score.bias[order])
-    bbox_pred.weight.zero_()
-    bbox_pred.bias.zero_()
-    bbox_pred.weight[4:].copy_(predictor.bbox_pred.weight)
-    bbox_pred.bias[4:].copy_(predictor.bbox_pred.bias)
-
-
-def detkit_inputs(samples: list[Sample], device: torch.device) -> list[dict]:
-    inputs = []
-    for s in samples:
-        size = tuple(s.image.shape[1:])
-        proposals = Instances(
-            size,
-            proposal_boxes=Boxes(s.proposals),
-            objectness_logits=torch.zeros(len(s.proposals)),
-        )
-        instances = Instances(size, gt_boxes=Boxes(s.gt_boxes), gt_classes=s.gt_classes)
-        inputs.append({"image": s.image.to(device), "proposals": proposals, "instances": instances})
-    return inputs
-
-
-def peer_inputs(samples: list[Sample], device: torch.device):
-    images = [s.image.to(device) for s in samples]
-    proposals = [s.proposals.to(device) for s in samples]
-    targets = [
-        {"boxes": s.gt_boxes.to(device), "labels": (s.gt_classes + 1).to(device)} for s in samples
-    ]
-    return images, proposals, targets
-
-
-def distinct_proposals(model: nn.Module, sample: Sample) -> Sample:
-    """``sample`` with only the proposals detkit's deduplication keeps, so that both models
-    pool the same RoIs."""
-    heads = model.roi_heads
-    if not heads.dedup_proposals:
-        return sample
-    keep = heads.distinct_on_grid(sample.proposals)
-    return Sample(sample.image, sample.proposals[keep], sample.gt_boxes, sample.gt_classes)
-
-
-def input_of(module: nn.Module, run: Callable[[], object]) -> Tensor:
-    """The first input ``module`` is called with while ``run()`` runs."""
-    seen: list[Tensor] = []
-    hook = module.register_forward_hook(lambda _, args, output: seen.append(args[0]))
-    try:
-        run()
-    finally:
-        hook.remove()
-    return seen[0]
-
-
-@torch.no_grad()
-def standardise_outputs(layer: nn.Linear, inputs: Tensor, spread: float) -> None:
-    """Scales and shifts ``layer``'s weights so that its outputs on ``inputs`` have, per
-    output, zero mean and standard deviation ``spread``."""
-    outputs = layer(inputs)
-    scale = spread / outputs.std(dim=0).clamp(min=1e-12)
-    layer.weight.mul_(scale[:, None])
-    if layer.bias is not None:
-        layer.bias.sub_(outputs.mean(dim=0)).mul_(scale)
-
-
-@torch.no_grad()
-def calibrate_head(model: nn.Module, inputs: list[dict]) -> None:
-    """Calibrates the box head's fc layers and the class scores on these inputs (a
-    data-dependent initialisation): each fc layer's outputs get zero mean and unit spread over
-    the RoIs, so about half of each layer's units are active and RoIs differ as in a trained
-    head, and each class logit gets a spread of ``LOGIT_STD``. Random initial weights give every
-    RoI nearly the same features and every class about the same probability, below the score
-    threshold: nothing for the post-processing to do, nothing for the equal-work check to
-    compare."""
-    heads = model.roi_heads
-    head = heads.box_head
-    pooled = input_of(head, lambda: model.eval()(inputs))
-    for name in getattr(head, "fc_names", ()):  # another head has no peer: refused later
-        layer = getattr(head, name)
-        if isinstance(layer, nn.Linear):  # nor has a factored layer
-            standardise_outputs(layer, input_of(layer, lambda: head(pooled)), 1.0)
-    cls_score = heads.box_predictor.cls_score
-    features = input_of(cls_score, lambda: heads.box_predictor(head(pooled)))
-    standardise_outputs(cls_score, features, LOGIT_STD)
-
-
-def detection_mismatch(mine: Instances, theirs: dict[str, Tensor]) -> str | None:
-    """Why two detection sets differ, or ``None`` when each detection of one has its own
-    counterpart in the other: the same class, score and box to float tolerance (matched as
-    sets, since detections of equal score may come in either order)."""
-    if len(mine) != len(theirs["scores"]):
-        return f"{len(mine)} detections against torchvision's {len(theirs['scores'])}"
-    same_class = mine.pred_classes[:, None] == (theirs["labels"] - 1)[None, :]
-    close_score = torch.isclose(
-        mine.scores[:, None], theirs["scores"][None, :], rtol=1e-4, atol=1e-6
-    )
-    box_error = (mine.pred_boxes.tensor[:, None] - theirs["boxes"][None, :]).abs().amax(dim=2)
-    scale = theirs["boxes"].abs().amax(dim=1).clamp(min=1.0)[None, :]
-    candidates = same_class & close_score & (box_error <= 1e-2 + 1e-4 * scale)
-    taken = torch.zeros(len(mine), dtype=torch.bool)
-    for row in candidates:
-        free = torch.nonzero(row & ~taken).flatten()
-        if free.numel() == 0:
-            return "some detections have no counterpart of the same class, score and box"
-        taken[free[0]] = True
-    return None
 
 
 class StageTimer:
@@ -502,16 +226,15 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
     model = build_model(cfg).to(device).eval()
     num_classes = cfg.MODEL.ROI_HEADS.NUM_CLASSES
     samples = [
-        distinct_proposals(
-            model, make_sample(height, width, args.num_proposals, num_classes, args.seed + i)
-        )
+        torchvision_peer.make_sample(height, width, args.num_proposals, num_classes, args.seed + i)
         for i in range(2)
     ]
-    test_inputs = detkit_inputs(samples[:1], device)
+    samples = [torchvision_peer.distinct_proposals(model, sample) for sample in samples]
+    test_inputs = torchvision_peer.detkit_inputs(samples[:1], device)
     log_phase("calibrating the box head on the image")
-    calibrate_head(model, test_inputs)
+    torchvision_peer.calibrate_head(model, test_inputs)
     try:
-        peer = build_peer(cfg, model).eval()
+        peer = torchvision_peer.build_peer(cfg, model).eval()
     except ValueError as error:
         raise BenchmarkError(f"no torchvision-built counterpart of this config: {error}") from error
     models = {"detkit": model}
@@ -527,12 +250,12 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
         models["detkit + SVD (" + ", ".join(f"{k} {v}" for k, v in ranks.items()) + ")"] = (
             compressed
         )
-    images, proposals, targets = peer_inputs(samples, device)
+    images, proposals, targets = torchvision_peer.peer_inputs(samples, device)
     log_phase("checking that both models detect the same")
     with torch.no_grad():
         mine = model(test_inputs)[0]["instances"]
         theirs = peer(images[:1], proposals[:1])[0]
-    problem = detection_mismatch(mine, theirs)
+    problem = torchvision_peer.detection_mismatch(mine, theirs)
     if problem:
         raise BenchmarkError(
             f"detkit and the torchvision-built model detect differently with the same weights "
@@ -576,7 +299,7 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
     if "training" in args.tasks:
         trained_peer = copy.deepcopy(peer).train()
         trained = copy.deepcopy(model).train()
-        train_inputs = detkit_inputs(samples, device)
+        train_inputs = torchvision_peer.detkit_inputs(samples, device)
         steps = {
             peer_name: training_step(
                 lambda: trained_peer(images, proposals, targets), trained_peer
@@ -637,8 +360,7 @@ def markdown_tables(setting: dict, results: list[ModelResult]) -> str:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser = tool_argument_parser(__doc__, "the detector's config")
     parser.add_argument(
         "--device", choices=["cpu", "cuda"], help="default: cuda when available, else cpu"
     )
@@ -667,30 +389,23 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", type=output_file, metavar="FILE", help="also write every figure here"
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config_file, parse_overrides(args.opts))
-    except ConfigError as error:
-        print(f"benchmark: {error}", file=sys.stderr)
-        return 2
+    return run_tool("benchmark", argument_parser(), run_benchmark, argv)
+
+
+def run_benchmark(args: argparse.Namespace) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
-        print(
-            "benchmark: --device cuda asked for, but no CUDA device is available", file=sys.stderr
-        )
-        return 2
+        raise ConfigError("--device cuda asked for, but no CUDA device is available")
     device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    cfg.MODEL.DEVICE = device.type
+    # set before set-up, after which cfg is read-only
+    args.opts = [*args.opts, f"MODEL.DEVICE={device.type}"]
+    cfg = setup_config(args)
     args.repeat = args.repeat or (20 if device.type == "cuda" else 5)
     try:
         setting, results = benchmark(cfg, args, device)
-    except ConfigError as error:
-        print(f"benchmark: {error}", file=sys.stderr)
-        return 2
     except BenchmarkError as error:
         print(f"benchmark: {error}", file=sys.stderr)
         return 1

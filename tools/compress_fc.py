@@ -22,14 +22,12 @@ import sys
 import torch
 
 from detkit.checkpoint import DetectionCheckpointer
-from detkit.config import ConfigError, load_config
-from detkit.engine import parse_overrides
+from detkit.config import ConfigError
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.modeling import build_model
 from detkit.modeling.roi_heads.svd import compress_fc_layers
 from detkit.utils.arguments import output_file
-from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_atomically
-from detkit.utils.tool_help import tool_description
 
 
 def parse_ranks(words: list[str]) -> dict[str, int]:
@@ -44,8 +42,7 @@ def parse_ranks(words: list[str]) -> dict[str, int]:
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
-    parser.add_argument("--config-file", required=True, metavar="FILE", help="the model's config")
+    parser = tool_argument_parser(__doc__, "the model's config")
     parser.add_argument(
         "--ranks", nargs="+", required=True, metavar="LAYER=RANK", help="e.g. fc6=1024 fc7=256"
     )
@@ -57,31 +54,32 @@ def argument_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="compress weights that leave part of the model uninitialised (refused by default)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser().parse_args(argv)
+    return run_tool("compress_fc", argument_parser(), compress, argv)
+
+
+def compress(args: argparse.Namespace) -> int:
+    ranks = parse_ranks(args.ranks)
+    args.opts = [*args.opts, "MODEL.DEVICE=cpu"]  # set before set-up, after which cfg is read-only
+    cfg = setup_config(args)
+    if not cfg.MODEL.WEIGHTS:
+        raise ConfigError("give the trained weights as MODEL.WEIGHTS=FILE")
+    if list(cfg.MODEL.ROI_BOX_HEAD.SVD_RANKS):
+        raise ConfigError(
+            "MODEL.ROI_BOX_HEAD.SVD_RANKS must be empty: the tool starts from the uncompressed "
+            "model"
+        )
+    model = build_model(cfg)
+    checkpointer = DetectionCheckpointer(model, allow_partial=args.allow_partial_weights)
+    checkpointer.load(cfg.MODEL.WEIGHTS)
+    head = model.roi_heads.box_head
     try:
-        ranks = parse_ranks(args.ranks)
-        cfg = load_config(args.config_file, parse_overrides(args.opts))
-        if not cfg.MODEL.WEIGHTS:
-            raise ConfigError("give the trained weights as MODEL.WEIGHTS=FILE")
-        if list(cfg.MODEL.ROI_BOX_HEAD.SVD_RANKS):
-            raise ConfigError(
-                "MODEL.ROI_BOX_HEAD.SVD_RANKS must be empty: the tool starts from the "
-                "uncompressed model"
-            )
-        cfg.MODEL.DEVICE = "cpu"
-        model = build_model(cfg)
-        checkpointer = DetectionCheckpointer(model, allow_partial=args.allow_partial_weights)
-        checkpointer.load(cfg.MODEL.WEIGHTS)
-        head = model.roi_heads.box_head
         errors = compress_fc_layers(head, ranks)
-    except (ConfigError, UserError, ValueError, FileNotFoundError) as error:
-        print(f"compress_fc: {error}", file=sys.stderr)
-        return 2
+    except ValueError as error:  # a layer the head does not have, a rank it cannot take
+        raise ConfigError(f"--ranks: {error}") from None
     state = {"model": model.state_dict()}
     write_atomically(args.output, lambda file: torch.save(state, file))
     for name, error in errors.items():

@@ -19,19 +19,18 @@ import argparse
 import os
 import sys
 
-from detkit.config import ConfigError, load_config
 from detkit.data import DatasetCatalog
 from detkit.data.mapper import MAX_IMAGE_PIXELS
 from detkit.data.selective_search import MODES, compute_proposal_file
-from detkit.engine import parse_overrides
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.utils.arguments import output_file, positive_int
-from detkit.utils.errors import UserError
 from detkit.utils.logger import setup_logger
-from detkit.utils.tool_help import tool_description
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
+    parser = tool_argument_parser(
+        __doc__, "a config whose DATASETS.REGISTER to register", required=False
+    )
     parser.add_argument("--dataset", required=True, help="a registered dataset name")
     parser.add_argument(
         "--out", type=output_file, required=True, help="the proposal file to write (.pkl)"
@@ -44,40 +43,30 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--max-proposals", type=positive_int, default=2000, help="at most this many per image"
     )
-    parser.add_argument(
-        "--config-file", metavar="FILE", help="a config whose DATASETS.REGISTER to register"
-    )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser().parse_args(argv)
+    return run_tool("compute_proposals", argument_parser(), compute, argv)
+
+
+def compute(args: argparse.Namespace) -> int:
+    """Writes the proposal file of ``args.dataset``; a user error (an unreadable image) stops
+    it, the images done kept for the next run."""
     setup_logger()
     max_image_pixels = MAX_IMAGE_PIXELS
-    try:
-        if args.config_file:
-            cfg = load_config(args.config_file, parse_overrides(args.opts))
-            max_image_pixels = cfg.INPUT.MAX_IMAGE_PIXELS
-        elif args.opts:
-            raise ConfigError(f"config overrides {args.opts} need --config-file")
-        dicts = DatasetCatalog.get(args.dataset)
-    except (KeyError, FileNotFoundError, ConfigError, UserError) as error:
-        print(f"compute_proposals: {error}", file=sys.stderr)
-        return 2
-    try:
-        path = compute_proposal_file(
-            dicts,
-            args.out,
-            args.mode,
-            args.workers,
-            args.max_proposals,
-            max_image_pixels,
-            dataset_name=args.dataset,
-        )
-    except UserError as error:  # e.g. an unreadable image; the images done are kept
-        print(f"compute_proposals: {error}", file=sys.stderr)
-        return 2
+    if args.config_file:
+        max_image_pixels = setup_config(args).INPUT.MAX_IMAGE_PIXELS
+    dicts = DatasetCatalog.get(args.dataset)
+    path = compute_proposal_file(
+        dicts,
+        args.out,
+        args.mode,
+        args.workers,
+        args.max_proposals,
+        max_image_pixels,
+        dataset_name=args.dataset,
+    )
     print(f"wrote proposals of {len(dicts)} images to {path}")
     return 0
 

@@ -21,23 +21,22 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from detkit.config import ConfigError, get_default_config, load_config, looks_like_override
+from detkit.config import ConfigError
 from detkit.data import MetadataCatalog
 from detkit.data.mapper import read_image
-from detkit.engine import DefaultPredictor, parse_overrides
+from detkit.engine import DefaultPredictor
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.modeling.meta_arch.fast_rcnn import rescale_detections
 from detkit.utils.arguments import output_folder, probability
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
-from detkit.utils.tool_help import tool_description
 from detkit.utils.visualizer import add_min_size_argument, draw_detections, enlarge
 
 IMAGE_SUFFIXES = (".bmp", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
-    parser.add_argument("--config-file", required=True, help="the model's config (YAML)")
+    parser = tool_argument_parser(__doc__, "the model's config (YAML)")
     parser.add_argument(
         "--input", nargs="+", required=True, help="images, or folders of images, to draw on"
     )
@@ -54,31 +53,24 @@ def argument_parser() -> argparse.ArgumentParser:
         help="draw at most this many detections per image, the best ones",
     )
     add_min_size_argument(parser)
-    parser.add_argument(
-        "overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE or KEY VALUE pairs"
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser().parse_args(argv)
-    inputs, overrides = split_overrides(args.input)
-    try:
-        if args.max_detections <= 0:
-            raise UserError(f"--max-detections must be positive, got {args.max_detections}")
-        images = image_files(inputs)
-        cfg = load_config(args.config_file, parse_overrides(overrides + args.overrides))
-        class_names = _class_names(cfg)
-        predictor = DefaultPredictor(cfg)
-    except (ConfigError, UserError, FileNotFoundError) as error:
-        return _fail(error)
+    return run_tool("demo", argument_parser(), draw, argv)
+
+
+def draw(args: argparse.Namespace) -> int:
+    if args.max_detections <= 0:
+        raise UserError(f"--max-detections must be positive, got {args.max_detections}")
+    images = image_files(args.input)
+    cfg = setup_config(args)
+    class_names = _class_names(cfg)
+    predictor = DefaultPredictor(cfg)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     for path in tqdm(images, desc="demo", unit="image"):
-        try:
-            image = read_image(path, cfg.INPUT.MAX_IMAGE_PIXELS)
-        except UserError as error:
-            return _fail(error)
+        image = read_image(path, cfg.INPUT.MAX_IMAGE_PIXELS)
         instances = predictor(image)["instances"]
         image, instances = _enlarged(image, instances, args.min_size)
         drawing = draw_detections(
@@ -91,17 +83,6 @@ def main(argv: list[str] | None = None) -> int:
             f"{path}: {min(found, args.max_detections)} of {found} detections drawn -> {target}"
         )
     return 0
-
-
-def split_overrides(words: list[str]) -> tuple[list[str], list[str]]:
-    """The words of ``--input`` up to the first config override (``KEY=VALUE``, or a config key
-    such as ``MODEL.WEIGHTS`` that is not a file), and the overrides from there on."""
-    sections = set(get_default_config())
-    for index, word in enumerate(words):
-        is_key = word.split(".")[0] in sections and not Path(word).exists()
-        if looks_like_override(word) or is_key:
-            return words[:index], words[index:]
-    return words, []
 
 
 def image_files(inputs: list[str]) -> list[str]:
@@ -125,8 +106,6 @@ def image_files(inputs: list[str]) -> list[str]:
     problems = [f"no such image or folder: {', '.join(missing)}"] if missing else []
     if empty:
         problems.append(f"no image files ({', '.join(IMAGE_SUFFIXES)}) in {', '.join(empty)}")
-    if not inputs:
-        problems.append("--input names no image before the config overrides")
     clash = [stem for stem, count in Counter(Path(p).stem for p in images).items() if count > 1]
     if clash:
         problems.append(f"several inputs would be written to {clash[0]}.png; rename them")
@@ -160,12 +139,6 @@ def _class_names(cfg) -> list[str]:
             f"MODEL.ROI_HEADS.NUM_CLASSES is {num_classes}"
         )
     return list(names)
-
-
-def _fail(error: Exception | str) -> int:
-    """Prints ``error`` as one line and returns 2, the status of a user error."""
-    tqdm.write(f"demo: {error}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

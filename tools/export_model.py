@@ -12,7 +12,9 @@ INPUT.MAX_SIZE_TEST) and float proposals ``[N, 4]`` (XYXY in its pixels; any N) 
 with ``detkit.export.load(path).module()``, which refuses archives holding anything torch would
 unpickle or run (the file this tool writes holds none). The program is written, loaded back that
 way and run on the example inputs and on a second proposal count against the eager model; any
-difference ends with exit status 1 and nothing written.
+difference ends with exit status 1 and nothing written. The model is the one inference runs
+(``DefaultPredictor``, ``--eval-only``); a config with a test image pyramid (``TEST.MIN_SIZES``),
+which resizes outside any traceable graph, is refused in one line (exit status 2).
 """
 
 from __future__ import annotations
@@ -22,45 +24,42 @@ import os
 import sys
 
 from detkit.checkpoint import DetectionCheckpointer
-from detkit.config import ConfigError, load_config
-from detkit.engine import parse_overrides
+from detkit.config import ConfigError
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.export import (
     ExportedProgramError,
+    check_traceable,
     export_detector,
     load,
     mismatch,
     random_boxes,
     save,
 )
-from detkit.modeling import build_model
+from detkit.modeling import build_inference_model, build_model
 from detkit.utils.arguments import output_file, positive_int
-from detkit.utils.errors import UserError
-from detkit.utils.tool_help import tool_description
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser = tool_argument_parser(__doc__, "the detector's config")
     parser.add_argument(
         "--output", required=True, type=output_file, metavar="FILE", help="the .pt2 file to write"
     )
     parser.add_argument("--image-size", nargs=2, type=positive_int, metavar=("H", "W"))
     parser.add_argument("--num-proposals", type=positive_int, default=2000)
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY VALUE)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser().parse_args(argv)
-    try:
-        cfg = load_config(args.config_file, parse_overrides(args.opts))
-        if not cfg.MODEL.WEIGHTS:
-            raise ConfigError("MODEL.WEIGHTS is empty: give the trained checkpoint to export")
-        model = build_model(cfg)
-        DetectionCheckpointer(model, allow_partial=False).load(cfg.MODEL.WEIGHTS)
-    except (ConfigError, UserError, FileNotFoundError) as error:
-        print(f"export_model: {error}", file=sys.stderr)
-        return 2
+    return run_tool("export_model", argument_parser(), export, argv)
+
+
+def export(args: argparse.Namespace) -> int:
+    cfg = setup_config(args)
+    if not cfg.MODEL.WEIGHTS:
+        raise ConfigError("MODEL.WEIGHTS is empty: give the trained checkpoint to export")
+    model = build_inference_model(cfg, build_model(cfg))
+    check_traceable(model)  # a test pyramid is refused before the weights are read
+    DetectionCheckpointer(model, allow_partial=False).load(cfg.MODEL.WEIGHTS)
     height, width = args.image_size or (cfg.INPUT.MIN_SIZE_TEST, cfg.INPUT.MAX_SIZE_TEST)
     program, (image, boxes) = export_detector(model, height, width, args.num_proposals)
     other = random_boxes(max(args.num_proposals // 2, 1), height, width, seed=1).to(boxes)

@@ -16,20 +16,16 @@ import logging
 import sys
 import time
 
-from detkit.config import ConfigError, load_config
 from detkit.data.cache import cache_root
 from detkit.data.loaders import evaluation_dataset_dicts, train_dataset_dicts
-from detkit.engine import parse_overrides
-from detkit.utils.errors import UserError
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.utils.logger import setup_logger
-from detkit.utils.tool_help import tool_description
 
 logger = logging.getLogger("detkit.tools")
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
-    parser.add_argument("--config-file", required=True, metavar="FILE")
+    parser = tool_argument_parser(__doc__, "the config whose datasets to prepare")
     parser.add_argument(
         "--sets",
         nargs="+",
@@ -37,25 +33,23 @@ def argument_parser() -> argparse.ArgumentParser:
         default=["train", "test"],
         help="which of DATASETS.TRAIN and DATASETS.TEST to prepare (default: both)",
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="config overrides (KEY=VALUE)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser().parse_args(argv)
+    return run_tool("prepare_data", argument_parser(), prepare, argv)
+
+
+def prepare(args: argparse.Namespace) -> int:
     setup_logger()
-    try:
-        cfg = load_config(args.config_file, parse_overrides(args.opts))
-        started = time.perf_counter()
-        logger.info(f"converted forms live under {cache_root()} (DETKIT_CACHE_DIR moves them)")
-        if "train" in args.sets and cfg.DATASETS.TRAIN:
-            train_dataset_dicts(cfg)
-        if "test" in args.sets:
-            for name in cfg.DATASETS.TEST:
-                evaluation_dataset_dicts(cfg, name)
-    except (ConfigError, UserError) as error:
-        print(f"prepare_data: {error}", file=sys.stderr)
-        return 2
+    cfg = setup_config(args)
+    started = time.perf_counter()
+    logger.info(f"converted forms live under {cache_root()} (DETKIT_CACHE_DIR moves them)")
+    if "train" in args.sets and cfg.DATASETS.TRAIN:
+        train_dataset_dicts(cfg)
+    if "test" in args.sets:
+        for name in cfg.DATASETS.TEST:
+            evaluation_dataset_dicts(cfg, name)
     logger.info(f"prepared in {time.perf_counter() - started:.1f} s")
     return 0
 

@@ -23,16 +23,14 @@ import numpy as np
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from detkit.config import ConfigError, load_config
 from detkit.data import DatasetMapper, MetadataCatalog, get_detection_dataset_dicts
 from detkit.data.loaders import filter_images_without_objects
 from detkit.data.mapper import read_record_image
 from detkit.data.proposal_store import record_proposals
-from detkit.engine import parse_overrides
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.utils.arguments import output_folder, positive_int
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
-from detkit.utils.tool_help import tool_description
 from detkit.utils.visualizer import (
     add_min_size_argument,
     draw_ground_truth,
@@ -40,10 +38,11 @@ from detkit.utils.visualizer import (
     enlarge,
 )
 
+ALL_PROPOSALS = 0  # --show-proposals without N (an N given must be positive)
+
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
-    parser.add_argument("--config-file", required=True, help="a config naming DATASETS.TRAIN")
+    parser = tool_argument_parser(__doc__, "a config naming DATASETS.TRAIN")
     parser.add_argument(
         "--source",
         required=True,
@@ -56,7 +55,8 @@ def argument_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--show-proposals",
         nargs="?",
-        const="all",
+        type=positive_int,
+        const=ALL_PROPOSALS,
         metavar="N",
         help="draw the proposals of DATASETS.PROPOSAL_FILES_TRAIN too (the N best; all without N)",
     )
@@ -64,29 +64,23 @@ def argument_parser() -> argparse.ArgumentParser:
         "--num-images", type=positive_int, help="draw the first N images only (default: all)"
     )
     add_min_size_argument(parser)
-    parser.add_argument(
-        "overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE or KEY VALUE pairs"
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser().parse_args(argv)
-    try:
-        max_proposals = _settle_proposals(args)
-        cfg = load_config(args.config_file, parse_overrides(args.overrides))
-        records = list(_records(cfg, args.source, args.show_proposals is not None))
-    except (ConfigError, UserError, FileNotFoundError, KeyError) as error:
-        return _fail(error.args[0] if isinstance(error, KeyError) else error)
+    return run_tool("visualize_data", argument_parser(), visualize, argv)
+
+
+def visualize(args: argparse.Namespace) -> int:
+    cfg = setup_config(args)
+    records = list(_records(cfg, args.source, args.show_proposals is not None))
     records = records[: args.num_images]
+    max_proposals = args.show_proposals or None  # None: all of them
     mapper = DatasetMapper.from_config(cfg, is_train=True)
     output = Path(args.output)
     for dataset, name, index, record in tqdm(records, desc="visualize_data", unit="image"):
-        mapper.rng = np.random.default_rng(None if cfg.SEED < 0 else [cfg.SEED, index])
-        try:
-            image, boxes, classes, proposals = _scene(record, args.source, mapper)
-        except UserError as error:
-            return _fail(error)
+        rng = np.random.default_rng(None if cfg.SEED < 0 else [cfg.SEED, index])
+        image, boxes, classes, proposals = _scene(record, args.source, mapper, rng)
         image, factors = enlarge(image, args.min_size)
         if args.show_proposals is not None:
             image = draw_proposals(image, proposals * factors, max_proposals)
@@ -97,21 +91,6 @@ def main(argv: list[str] | None = None) -> int:
         write_bytes_atomically(target, cv2.imencode(".png", drawing)[1].tobytes())
     print(f"wrote {len(records)} pictures to {output}")
     return 0
-
-
-def _settle_proposals(args: argparse.Namespace) -> int | None:
-    """How many proposals ``--show-proposals`` asks for (``None``: all of them). A config
-    override that argparse took for its ``N`` goes back to the overrides."""
-    value = args.show_proposals
-    if value is None or value == "all":
-        return None
-    if not value.isdigit():
-        args.overrides.insert(0, value)
-        args.show_proposals = "all"
-        return None
-    if int(value) == 0:
-        raise UserError("--show-proposals N: N must be positive (no N: all proposals)")
-    return int(value)
 
 
 def _records(cfg: DictConfig, source: str, with_proposals: bool) -> Iterator[tuple]:
@@ -147,10 +126,10 @@ def _output_names(dicts: list[dict]) -> list[str]:
 
 
 def _scene(
-    record: dict, source: str, mapper: DatasetMapper
+    record: dict, source: str, mapper: DatasetMapper, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The BGR image, ground-truth boxes and classes, and proposal boxes of ``record``: as
-    loaded, or as ``mapper`` maps it for training."""
+    loaded, or as ``mapper`` maps it for training, drawing from ``rng``."""
     if source == "annotation":
         annotations = record["annotations"]
         boxes = np.array([a["bbox"] for a in annotations], np.float64).reshape(-1, 4)
@@ -158,7 +137,7 @@ def _scene(
         stored = record_proposals(record)
         proposals = np.zeros((0, 4)) if stored is None else stored[0].astype(np.float64)
         return read_record_image(record, mapper.max_image_pixels), boxes, classes, proposals
-    mapped = mapper(record)
+    mapped = mapper(record, rng)
     image = mapped["image"].numpy().transpose(1, 2, 0)
     if mapper.input_format == "RGB":
         image = image[:, :, ::-1]
@@ -178,12 +157,6 @@ def _class_names(dataset: str, classes: np.ndarray) -> list[str]:
     if names is not None:
         return list(names)
     return [str(index) for index in range(int(classes.max(initial=-1)) + 1)]
-
-
-def _fail(error: Exception | str) -> int:
-    """Prints ``error`` as one line and returns 2, the status of a user error."""
-    tqdm.write(f"visualize_data: {error}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

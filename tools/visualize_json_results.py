@@ -26,15 +26,13 @@ import torch
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from detkit.config import ConfigError, load_config
 from detkit.data import DatasetCatalog, MetadataCatalog
 from detkit.data.mapper import MAX_IMAGE_PIXELS, read_record_image
-from detkit.engine import parse_overrides
+from detkit.engine.tool_setup import run_tool, setup_config, tool_argument_parser
 from detkit.structures import Boxes, Instances
 from detkit.utils.arguments import output_folder, probability
 from detkit.utils.errors import UserError
 from detkit.utils.file_io import write_bytes_atomically
-from detkit.utils.tool_help import tool_description
 from detkit.utils.visualizer import (
     add_min_size_argument,
     draw_detections,
@@ -47,7 +45,9 @@ RESULT_KEYS = ("image_id", "category_id", "bbox", "score")
 
 
 def argument_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(description=tool_description(__doc__))
+    parser = tool_argument_parser(
+        __doc__, "a config; --dataset defaults to its DATASETS.TEST[0]", required=False
+    )
     parser.add_argument("--input", required=True, help="a coco_instances_results.json file")
     parser.add_argument("--dataset", help="the registered dataset the results are of")
     parser.add_argument(
@@ -57,34 +57,25 @@ def argument_parser() -> argparse.ArgumentParser:
         "--conf-threshold", type=probability, default=0.5, help="draw scores above it (0-1)"
     )
     add_min_size_argument(parser)
-    parser.add_argument(
-        "--config-file", help="a config; --dataset defaults to its DATASETS.TEST[0]"
-    )
-    parser.add_argument(
-        "overrides", nargs=argparse.REMAINDER, help="config KEY=VALUE or KEY VALUE pairs"
-    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = argument_parser().parse_args(argv)
-    try:
-        cfg = _config(args)
-        dataset = _dataset_name(args, cfg)
-        records = DatasetCatalog.get(dataset)
-        metadata = MetadataCatalog.get(dataset)
-        predictions = read_results(args.input, records, _to_contiguous_id(metadata, records))
-    except (ConfigError, UserError, FileNotFoundError, KeyError) as error:
-        return _fail(error.args[0] if isinstance(error, KeyError) else error)
+    return run_tool("visualize_json_results", argument_parser(), visualize, argv)
+
+
+def visualize(args: argparse.Namespace) -> int:
+    cfg = setup_config(args) if args.config_file else None
+    dataset = _dataset_name(args, cfg)
+    records = DatasetCatalog.get(dataset)
+    metadata = MetadataCatalog.get(dataset)
+    predictions = read_results(args.input, records, _to_contiguous_id(metadata, records))
     class_names = _class_names(metadata, records)
     output = Path(args.output)
     output.mkdir(parents=True, exist_ok=True)
     max_pixels = MAX_IMAGE_PIXELS if cfg is None else cfg.INPUT.MAX_IMAGE_PIXELS
     for record in tqdm(records, desc="visualize_json_results", unit="image"):
-        try:
-            image = read_record_image(record, max_pixels)
-        except UserError as error:
-            return _fail(error)
+        image = read_record_image(record, max_pixels)
         drawing = _panels(image, record, predictions[record["image_id"]], class_names, args)
         target = output / f"{Path(record['file_name']).stem}.png"
         write_bytes_atomically(target, cv2.imencode(".png", drawing)[1].tobytes())
@@ -165,17 +156,6 @@ def _mismatches(results: list[dict], image_ids: set, to_contiguous: dict[int, in
     return problems
 
 
-def _config(args: argparse.Namespace) -> DictConfig | None:
-    """``--config-file`` loaded with the overrides (so a broken config or override is
-    reported); None without one."""
-    cfg = (
-        load_config(args.config_file, parse_overrides(args.overrides)) if args.config_file else None
-    )
-    if args.overrides and cfg is None:
-        raise UserError(f"config overrides {' '.join(args.overrides)} need a --config-file")
-    return cfg
-
-
 def _dataset_name(args: argparse.Namespace, cfg: DictConfig | None) -> str:
     """``--dataset``, else ``DATASETS.TEST[0]`` of the config."""
     if args.dataset:
@@ -233,12 +213,6 @@ def _panels(
             (f"ground truth: {len(annotations)} objects", truth),
         ]
     )
-
-
-def _fail(error: Exception | str) -> int:
-    """Prints ``error`` as one line and returns 2, the status of a user error."""
-    tqdm.write(f"visualize_json_results: {error}", file=sys.stderr)
-    return 2
 
 
 if __name__ == "__main__":

@@ -16,8 +16,10 @@ from .files import (
     CHECKPOINT_NAME,
     CheckpointFileError,
     CheckpointNotFoundError,
+    ResumePoint,
     last_checkpoint,
     load_checkpoint_file,
+    read_resume_point,
     resumable_checkpoint,
 )
 from .weights_report import WeightsReport, non_finite_weights
@@ -154,12 +156,21 @@ class DetectionCheckpointer(Checkpointer):
 
     def resume_or_load(self, path: str, *, resume: bool = True) -> dict[str, Any]:
         """With ``resume``: everything from the newest intact checkpoint of ``save_dir`` when
-        there is one (:func:`resumable_checkpoint`). Otherwise the model's weights from
-        ``path``."""
-        found = resumable_checkpoint(self.save_dir) if resume else None
-        if found is not None:
-            return self.load(found)
+        there is one (:func:`read_resume_point`, which reads it once). Otherwise the model's
+        weights from ``path``."""
+        point = read_resume_point(self.save_dir) if resume else None
+        if point is not None:
+            return self.load_resume_point(point)
         return self.load(path, checkpointables=[])
+
+    def load_resume_point(self, point: ResumePoint) -> dict[str, Any]:
+        """Loads everything from the checkpoint ``point`` names, from the content read with it
+        (:meth:`ResumePoint.take_content`: the file is not read again); warns naming the newer
+        checkpoints skipped as broken. Returns what else the checkpoint holds."""
+        point.warn_skipped()
+        self.logger.info(f"Loading {point.path}")
+        checkpoint = self._as_checkpoint(point.take_content(), point.path)
+        return self._load_checkpoint(point.path, checkpoint, None)
 
     def load(self, path: str, checkpointables: list[str] | None = None) -> dict[str, Any]:
         """Loads the model's weights from ``path`` and then ``checkpointables`` (all when None);
@@ -169,7 +180,12 @@ class DetectionCheckpointer(Checkpointer):
             return {}
         local = self._local_file(path)
         self.logger.info(f"Loading {path}" + (f" (local copy {local})" if local != path else ""))
-        checkpoint = self._load_file(local)
+        return self._load_checkpoint(path, self._load_file(local), checkpointables)
+
+    def _load_checkpoint(
+        self, path: str, checkpoint: dict[str, Any], checkpointables: list[str] | None
+    ) -> dict[str, Any]:
+        """Loads ``checkpoint``, read from ``path``, as :meth:`load` describes."""
         self._load_weights(path, checkpoint)
         checks = [
             obj.register_load_state_dict_pre_hook(check_optimizer_state)
@@ -217,6 +233,11 @@ class DetectionCheckpointer(Checkpointer):
 
     def _load_file(self, filename: str) -> dict[str, Any]:
         data = load_checkpoint_file(filename, weights_only=not self.allow_unsafe_pickle)
+        return self._as_checkpoint(data, filename)
+
+    def _as_checkpoint(self, data: Any, filename: str) -> dict[str, Any]:
+        """``data`` read from ``filename`` as a detkit checkpoint, ``{"model": state_dict,
+        ...}``: itself, or torchvision weights mapped by name."""
         if not isinstance(data, dict):
             raise CheckpointFileError(
                 filename,

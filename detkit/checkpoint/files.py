@@ -1,5 +1,5 @@
 """Checkpoint files: reading one safely, and finding a run's checkpoints and the newest intact
-one, which ``--resume`` continues."""
+one, which ``--resume`` continues, read once (:class:`ResumePoint`)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -158,9 +159,92 @@ def read_training_state(path: str) -> dict[str, Any]:
     can settle where it starts before it builds anything.
     """
     data = load_checkpoint_file(path, mmap=os.path.isfile(path) and zipfile.is_zipfile(path))
+    return _training_state(data)
+
+
+def _training_state(data: Any) -> dict[str, Any]:
     if not isinstance(data, dict):
         return {}
     return {key: data[key] for key in ("iteration", "seed") if key in data}
+
+
+def read_intact_checkpoint(path: str) -> Any:
+    """The content of the local checkpoint file ``path`` (:func:`load_checkpoint_file`), once
+    every record of it has passed its checksum: torch does not check them, so a flipped byte in
+    a tensor would load silently. One read to check, one to load; the errors of
+    :func:`load_checkpoint_file`, and :class:`CheckpointFileError` naming a record that fails."""
+    _check_checksums(path)
+    return load_checkpoint_file(path)
+
+
+def _check_checksums(path: str) -> None:
+    """Raises :class:`CheckpointFileError` when a record of the zip file ``path`` fails its
+    checksum (reads the whole file); a file that is not a zip file is left to the loader."""
+    if not zipfile.is_zipfile(path):
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            broken = archive.testzip()
+    except zipfile.BadZipFile as error:
+        raise _unreadable(path, error) from None
+    if broken is not None:
+        raise CheckpointFileError(
+            path, f"is corrupt (its record {broken} fails its checksum)", "use another checkpoint"
+        )
+
+
+class ResumePoint:
+    """The checkpoint ``--resume`` continues, as :func:`read_resume_point` read it: its
+    ``path``, the ``iteration`` and ``seed`` it records (``training_state``), the newer
+    checkpoints skipped as broken (``skipped``) and, when it was read in full, its content.
+
+    The checkpointer takes that content once (:meth:`take_content`), so that the file settling
+    where a run starts is the file loaded, read once, and its tensors are not kept for the
+    length of the run.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        training_state: dict[str, Any] | None = None,
+        skipped: Sequence[str] = (),
+        content: Any = None,
+    ) -> None:
+        self.path = path
+        self.training_state = dict(training_state or {})
+        self.skipped = tuple(skipped)
+        self._content = content
+
+    def take_content(self) -> Any:
+        """The checkpoint's content: the one read with this point, handed over once; read in
+        full again (:func:`read_intact_checkpoint`) when it was taken before or never read."""
+        content, self._content = self._content, None
+        return read_intact_checkpoint(self.path) if content is None else content
+
+    def warn_skipped(self) -> None:
+        """Logs the newer checkpoints skipped as broken, if any (a warning)."""
+        if self.skipped:
+            logger.warning(_skipped_message(self.skipped, self.path))
+
+
+def read_resume_point(save_dir: str, *, full: bool = True) -> ResumePoint | None:
+    """The checkpoint ``--resume`` continues (the one :func:`resumable_checkpoint` names), read
+    once; None when ``save_dir`` holds no checkpoint.
+
+    ``full``: read in full (:func:`read_intact_checkpoint`), every record's checksum verified,
+    the content kept in the point for the checkpointer. Otherwise only its index is read (the
+    zip directory and the pickled iteration and seed, :func:`read_training_state`): a cheap look
+    that finds a missing, empty, truncated or unreadable checkpoint, not a record failing its
+    checksum. The newer checkpoints skipped are not logged here, as this may run before logging
+    is set up, but kept in the point (:meth:`ResumePoint.warn_skipped`).
+    """
+    found = _newest_readable(save_dir, read_intact_checkpoint if full else read_training_state)
+    if found is None:
+        return None
+    path, data, skipped = found
+    if full:
+        return ResumePoint(path, _training_state(data), skipped, data)
+    return ResumePoint(path, data, skipped)
 
 
 def last_checkpoint(save_dir: str) -> str | None:
@@ -220,22 +304,33 @@ def saved_checkpoints(save_dir: str) -> list[str]:
 def resumable_checkpoint(save_dir: str, *, warn: bool = True) -> str | None:
     """The checkpoint ``--resume`` continues: the one ``last_checkpoint`` names or, when that
     one is missing, empty, truncated or corrupt, the newest intact ``model_XXXXXXX.pth`` (with a
-    warning naming what was skipped); None when ``save_dir`` holds no checkpoint.
+    warning naming what was skipped); None when ``save_dir`` holds no checkpoint. Checks each
+    candidate as :func:`checkpoint_problem` does; :func:`read_resume_point` also loads it.
 
     Raises :class:`CheckpointFileError` when it holds checkpoints but none is intact: starting
     afresh instead would silently throw the run away.
     """
+    found = _newest_readable(save_dir, _check_intact)
+    if found is None:
+        return None
+    path, _, skipped = found
+    if skipped and warn:
+        logger.warning(_skipped_message(skipped, path))
+    return path
+
+
+def _newest_readable(
+    save_dir: str, read: Callable[[str], Any]
+) -> tuple[str, Any, list[str]] | None:
+    """The newest checkpoint of ``save_dir`` that ``read`` reads without a problem: its path,
+    what ``read`` returned, and why each newer one was skipped; None when there is none to
+    resume. Raises :class:`CheckpointFileError` when there are some but none can be read."""
     skipped = []
     for path in _resume_candidates(save_dir):
-        problem = checkpoint_problem(path)
-        if problem is None:
-            if skipped and warn:
-                logger.warning(
-                    f"--resume: {'; '.join(skipped)}; resuming from {path}, the newest intact "
-                    "checkpoint"
-                )
-            return path
-        skipped.append(f"skipped {path}, {problem}")
+        try:
+            return path, read(path), skipped
+        except _UNUSABLE as error:
+            skipped.append(f"skipped {path}, which {_problem(error)}")
     if skipped:
         raise CheckpointFileError(
             save_dir,
@@ -243,6 +338,20 @@ def resumable_checkpoint(save_dir: str, *, warn: bool = True) -> str | None:
             "put an intact one back, or start a new run in another OUTPUT_DIR",
         )
     return None
+
+
+# what makes a checkpoint file unusable (as opposed to, say, memory running out)
+_UNUSABLE = (CheckpointFileError, UnsafeCheckpointError, zipfile.BadZipFile, OSError)
+
+
+def _problem(error: Exception) -> str:
+    if isinstance(error, CheckpointNotFoundError):
+        return "does not exist"
+    return getattr(error, "problem", str(error))
+
+
+def _skipped_message(skipped: Sequence[str], path: str) -> str:
+    return f"--resume: {'; '.join(skipped)}; resuming from {path}, the newest intact checkpoint"
 
 
 def _resume_candidates(save_dir: str) -> list[str]:
@@ -260,18 +369,16 @@ def _resume_candidates(save_dir: str) -> list[str]:
 def checkpoint_problem(path: str) -> str | None:
     """Why the checkpoint ``path`` cannot be resumed (missing, empty, truncated, a record whose
     checksum fails), or None when it is intact. Reads the whole file once, loads no tensor."""
-    if not os.path.isfile(path):
-        return "which does not exist"
     try:
-        if zipfile.is_zipfile(path):
-            with zipfile.ZipFile(path) as archive:
-                broken = archive.testzip()
-            if broken is not None:
-                return f"which is corrupt (its record {broken} fails its checksum)"
-        read_training_state(path)
-    except (CheckpointFileError, UnsafeCheckpointError, zipfile.BadZipFile, OSError) as error:
-        return f"which {getattr(error, 'problem', str(error))}"
+        _check_intact(path)
+    except _UNUSABLE as error:
+        return f"which {_problem(error)}"
     return None
+
+
+def _check_intact(path: str) -> None:
+    _check_checksums(path)
+    read_training_state(path)
 
 
 def remove_interrupted_saves(save_dir: str) -> list[Path]:

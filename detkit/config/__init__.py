@@ -3,13 +3,8 @@
 from .checks import check_config, register_config_check
 from .defaults import key, section
 from .errors import ConfigError
-from .loading import (
-    add_config,
-    dump_config,
-    get_default_config,
-    load_config,
-    looks_like_override,
-)
+from .loading import add_config, dump_config, get_default_config, load_config
+from .overrides import looks_like_override, parse_overrides, split_overrides
 
 __all__ = [
     "ConfigError",
@@ -20,6 +15,8 @@ __all__ = [
     "key",
     "load_config",
     "looks_like_override",
+    "parse_overrides",
     "register_config_check",
     "section",
+    "split_overrides",
 ]

@@ -1,71 +1,78 @@
-"""Checks across config keys: settings that are each valid but do not fit together, and names
-that no registry knows. :func:`check_config` runs them all before any work starts and reports
-every problem at once."""
+"""Checks of a whole config before any work starts: :func:`check_config` reports every problem
+at once, one line each naming the key.
+
+The checks here know keys and values only: sizes, counts and periods out of range, the batch
+split, the pixel normalisation, the weights file, the device and the classes. A rule about a
+part (a matcher's bands, a sampler's sizes, a registered name, a dataset) lives with the code
+that builds the part, and its package adds the check through :func:`register_config_check`:
+``detkit/data/config_checks.py``, ``detkit/modeling/config_checks.py``,
+``detkit/evaluation/config_checks.py``, ``detkit/solver/config_checks.py``. ``detkit``'s own
+``__init__`` imports those packages, so ``from detkit.config import check_config`` runs them
+all; this package imports none of them.
+"""
 
 from __future__ import annotations
 
-import difflib
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
+from ..utils.device import device_problem
+from ..utils.registry import Registry
 from .errors import ConfigError
 
 ConfigCheck = Callable[[DictConfig], list[str]]
-_PROJECT_CHECKS: list[ConfigCheck] = []
+_CHECKS: list[ConfigCheck] = []
 
 
 def register_config_check(check: ConfigCheck) -> ConfigCheck:
     """Adds ``check(cfg) -> problems`` (one message per problem, naming the key; empty when
-    fine) to what :func:`check_config` runs: how a project checks its own keys and settings
-    before any work starts. Usable as a decorator; a check registered twice runs once."""
-    if check not in _PROJECT_CHECKS:
-        _PROJECT_CHECKS.append(check)
+    fine) to what :func:`check_config` runs: how a package or a project checks its own keys
+    and settings before any work starts. Usable as a decorator; a check registered twice runs
+    once."""
+    if check not in _CHECKS:
+        _CHECKS.append(check)
     return check
 
 
 def check_config(cfg: DictConfig, world_size: int = 1) -> None:
-    """Raises :class:`ConfigError` listing every problem of ``cfg`` for a run of
-    ``world_size`` processes: sizes, counts and periods out of range, the lr schedule, the
-    batch split, the matcher's bands and the sampler's sizes, every key that names a registry
-    entry (components, evaluators, transforms) or a registered dataset, the weights file, and
-    the checks projects added with :func:`register_config_check`."""
-    problems = [
-        *_range_problems(cfg),
-        *_schedule_problems(cfg),
-        *_batch_problems(cfg, world_size),
-        *_matcher_problems(cfg),
-        *_sampling_problems(cfg),
-        *_box_head_problems(cfg),
-        *_pixel_problems(cfg),
-        *_test_pyramid_problems(cfg),
-        *_registry_name_problems(cfg),
-        *_dataset_problems(cfg),
-        *_weights_problems(cfg),
-        *_device_problems(cfg),
-        *_class_problems(cfg),
-    ]
-    for check in _PROJECT_CHECKS:
-        problems += check(cfg)
+    """Raises :class:`ConfigError` listing every problem :func:`config_problems` finds, one
+    per line; returns when there is none."""
+    problems = config_problems(cfg, world_size)
     if len(problems) == 1:
         raise ConfigError(problems[0])
     if problems:
         raise ConfigError(f"{len(problems)} problems:\n" + "\n".join(f"  {p}" for p in problems))
 
 
-def _schedule_problems(cfg: DictConfig) -> list[str]:
-    from ..solver import fitted_schedule, warmup_multistep_schedule
+def config_problems(cfg: DictConfig, world_size: int = 1) -> list[str]:
+    """Every problem of ``cfg`` for a run of ``world_size`` processes, one message each naming
+    the key: sizes, counts and periods out of range, the batch split, the pixel normalisation,
+    the weights file, the device, the classes, and what every check registered with
+    :func:`register_config_check` finds (detkit's packages': the lr schedule, the matcher's
+    bands, the sampler's sizes, every key that names a registry entry or a dataset, …; and the
+    projects')."""
+    problems = [
+        *_range_problems(cfg),
+        *_batch_problems(cfg, world_size),
+        *_pixel_problems(cfg),
+        *_weights_problems(cfg),
+        *_device_problems(cfg),
+        *_class_problems(cfg),
+    ]
+    for check in _CHECKS:
+        problems += check(cfg)
+    return problems
 
-    solver, fitted = cfg.SOLVER, fitted_schedule(cfg)
-    try:
-        warmup_multistep_schedule(
-            solver.MAX_ITER, fitted.steps, solver.GAMMA, fitted.warmup_iters, solver.WARMUP_FACTOR
-        )
-    except ValueError as error:
-        return [str(error)]
-    return []
+
+def unknown_name_problems(key: str, names: Iterable[str], registry: Registry) -> list[str]:
+    """One problem per name of ``names`` (the value of ``key``) that ``registry`` does not
+    hold, saying what it holds and the closest name."""
+    return [
+        f"{key}: {registry.unknown_name_message(name)}" for name in names if name not in registry
+    ]
 
 
 # Keys that must be positive (a zero or negative value has no meaning, or would divide by
@@ -75,15 +82,12 @@ POSITIVE_KEYS = (
     "SOLVER.BASE_LR",
     "SOLVER.CHECKPOINT_PERIOD",
     "SOLVER.LOG_PERIOD",
-    "INPUT.MAX_SIZE_TRAIN",
     "INPUT.MIN_SIZE_TEST",
     "INPUT.MAX_SIZE_TEST",
     "TEST.DETECTIONS_PER_IMAGE",
     "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TRAIN",
     "DATASETS.PRECOMPUTED_PROPOSAL_TOPK_TEST",
     "MODEL.ROI_BOX_HEAD.POOLER_RESOLUTION",
-    "MODEL.ROI_BOX_HEAD.NUM_FC",
-    "MODEL.ROI_BOX_HEAD.FC_DIM",
 )
 NON_NEGATIVE_KEYS = (
     "TEST.EVAL_PERIOD",
@@ -115,9 +119,6 @@ def _range_problems(cfg: DictConfig) -> list[str]:
         for key, choices in CHOICE_KEYS.items()
         if (value := OmegaConf.select(cfg, key)) is not None and value not in choices
     ]
-    sizes = list(cfg.INPUT.MIN_SIZE_TRAIN)
-    if not sizes or any(size <= 0 for size in sizes):
-        problems.append(f"INPUT.MIN_SIZE_TRAIN must list positive shortest-edge sizes, got {sizes}")
     return problems
 
 
@@ -130,59 +131,6 @@ def _batch_problems(cfg: DictConfig, world_size: int) -> list[str]:
         return [
             f"SOLVER.IMS_PER_BATCH={cfg.SOLVER.IMS_PER_BATCH} images do not divide among "
             f"{world_size} processes"
-        ]
-    return []
-
-
-def _matcher_problems(cfg: DictConfig) -> list[str]:
-    heads = cfg.MODEL.ROI_HEADS
-    thresholds, labels = list(heads.IOU_THRESHOLDS), list(heads.IOU_LABELS)
-    problems = []
-    if len(labels) != len(thresholds) + 1:
-        problems.append(
-            f"MODEL.ROI_HEADS.IOU_THRESHOLDS {thresholds} make {len(thresholds) + 1} IoU bands "
-            f"but MODEL.ROI_HEADS.IOU_LABELS {labels} name {len(labels)}; give one label per "
-            "band (e.g. IOU_THRESHOLDS: [0.1, 0.5] with IOU_LABELS: [-1, 0, 1])"
-        )
-    if thresholds != sorted(thresholds) or not all(0.0 <= t <= 1.0 for t in thresholds):
-        problems.append(f"MODEL.ROI_HEADS.IOU_THRESHOLDS must rise within [0, 1], got {thresholds}")
-    if not set(labels) <= {-1, 0, 1}:
-        problems.append(
-            f"MODEL.ROI_HEADS.IOU_LABELS must be -1 (ignored), 0 (background) or 1 "
-            f"(foreground), got {labels}"
-        )
-    return problems
-
-
-def _sampling_problems(cfg: DictConfig) -> list[str]:
-    heads = cfg.MODEL.ROI_HEADS
-    problems = []
-    if heads.BATCH_SIZE_PER_IMAGE <= 0:
-        problems.append(
-            "MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE must be positive, got "
-            f"{heads.BATCH_SIZE_PER_IMAGE}"
-        )
-    if not 0.0 <= heads.POSITIVE_FRACTION <= 1.0:
-        problems.append(
-            f"MODEL.ROI_HEADS.POSITIVE_FRACTION must be in [0, 1], got {heads.POSITIVE_FRACTION}"
-        )
-    return problems
-
-
-def _test_pyramid_problems(cfg: DictConfig) -> list[str]:
-    sizes = list(cfg.TEST.MIN_SIZES)
-    if any(size <= 0 for size in sizes):
-        return [f"TEST.MIN_SIZES must hold positive shortest-edge sizes, got {sizes}"]
-    return []
-
-
-def _box_head_problems(cfg: DictConfig) -> list[str]:
-    box = cfg.MODEL.ROI_BOX_HEAD
-    ranks = list(box.SVD_RANKS)
-    if len(ranks) > box.NUM_FC or any(rank < 0 for rank in ranks):
-        return [
-            f"MODEL.ROI_BOX_HEAD.SVD_RANKS {ranks}: at most one rank per fully connected layer "
-            f"(NUM_FC={box.NUM_FC}), each 0 (whole) or positive"
         ]
     return []
 
@@ -207,75 +155,6 @@ def _pixel_problems(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def _registry_name_problems(cfg: DictConfig) -> list[str]:
-    from ..data import PROPOSAL_LOADER_REGISTRY
-    from ..data.transforms import TRANSFORM_REGISTRY
-    from ..evaluation import EVALUATOR_REGISTRY
-    from ..modeling import (
-        BACKBONE_REGISTRY,
-        META_ARCH_REGISTRY,
-        ROI_BOX_HEAD_REGISTRY,
-        ROI_HEADS_REGISTRY,
-        ROI_POOLER_REGISTRY,
-        SAMPLER_REGISTRY,
-    )
-
-    model = cfg.MODEL
-    named = [
-        ("MODEL.META_ARCHITECTURE", [model.META_ARCHITECTURE], META_ARCH_REGISTRY),
-        ("MODEL.BACKBONE.NAME", [model.BACKBONE.NAME], BACKBONE_REGISTRY),
-        ("MODEL.ROI_HEADS.NAME", [model.ROI_HEADS.NAME], ROI_HEADS_REGISTRY),
-        ("MODEL.ROI_HEADS.SAMPLER", [model.ROI_HEADS.SAMPLER], SAMPLER_REGISTRY),
-        ("MODEL.ROI_BOX_HEAD.NAME", [model.ROI_BOX_HEAD.NAME], ROI_BOX_HEAD_REGISTRY),
-        ("MODEL.ROI_BOX_HEAD.POOLER_TYPE", [model.ROI_BOX_HEAD.POOLER_TYPE], ROI_POOLER_REGISTRY),
-        ("INPUT.TRANSFORMS_TRAIN", list(cfg.INPUT.TRANSFORMS_TRAIN), TRANSFORM_REGISTRY),
-        ("INPUT.TRANSFORMS_TEST", list(cfg.INPUT.TRANSFORMS_TEST), TRANSFORM_REGISTRY),
-        ("TEST.EVALUATORS", list(cfg.TEST.EVALUATORS), EVALUATOR_REGISTRY),
-    ]
-    if cfg.DATASETS.PROPOSAL_LOADER != "auto":
-        named.append(
-            ("DATASETS.PROPOSAL_LOADER", [cfg.DATASETS.PROPOSAL_LOADER], PROPOSAL_LOADER_REGISTRY)
-        )
-    return [
-        f"{key}: {registry.unknown_name_message(name)}"
-        for key, names, registry in named
-        for name in names
-        if name not in registry
-    ]
-
-
-def _dataset_problems(cfg: DictConfig) -> list[str]:
-    """Every dataset named must be registered (checked now, not after training), with one
-    proposal file per dataset when files are given."""
-    from ..data import DatasetCatalog
-
-    registered = DatasetCatalog.list()
-    problems = []
-    for key in ("DATASETS.TRAIN", "DATASETS.TEST"):
-        for name in OmegaConf.select(cfg, key):
-            if name not in DatasetCatalog:
-                problems.append(f"{key}: {_unknown_dataset(name, registered)}")
-    for files_key, names_key in (
-        ("DATASETS.PROPOSAL_FILES_TRAIN", "DATASETS.TRAIN"),
-        ("DATASETS.PROPOSAL_FILES_TEST", "DATASETS.TEST"),
-    ):
-        files, names = OmegaConf.select(cfg, files_key), OmegaConf.select(cfg, names_key)
-        if files and len(files) != len(names):
-            problems.append(
-                f"{files_key} gives {len(files)} files for the {len(names)} datasets of "
-                f"{names_key} {list(names)}; give one per dataset, in the same order"
-            )
-    return problems
-
-
-def _unknown_dataset(name: str, registered: list[str]) -> str:
-    message = f"no dataset named {name!r} is registered"
-    match = difflib.get_close_matches(name, registered, n=1, cutoff=0.6)
-    if match:
-        return f"{message}; did you mean {match[0]!r}?"
-    return f"{message} (registered: {', '.join(sorted(registered)) or 'none'})"
-
-
 def _weights_problems(cfg: DictConfig) -> list[str]:
     """A local ``MODEL.WEIGHTS`` must be a non-empty file (paths with a ``scheme://`` go to
     their iopath handler when loaded)."""
@@ -293,8 +172,6 @@ def _weights_problems(cfg: DictConfig) -> list[str]:
 
 
 def _device_problems(cfg: DictConfig) -> list[str]:
-    from ..utils.device import device_problem
-
     problem = device_problem(cfg.MODEL.DEVICE)
     return [problem] if problem else []
 

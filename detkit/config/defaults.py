@@ -109,9 +109,10 @@ class ROIHeadsConfig:
     CLASS_NAMES: list[str] = key(
         [],
         "the names of the K classes, in order; when empty, filled from the first "
-        "`DATASETS.TRAIN` dataset's classes as the config is loaded (a COCO file's categories "
-        "are read without its annotations), so a run's `config.yaml` carries them to the "
-        "demo and the predictor",
+        "`DATASETS.TRAIN` dataset's classes by the set-up step after loading "
+        "(`detkit.data.setup_datasets`, which every tool runs; a COCO file's categories are "
+        "read without its annotations), so a run's `config.yaml` carries them to the demo and "
+        "the predictor",
     )
     BATCH_SIZE_PER_IMAGE: int = key(
         64, "RoIs sampled per image (R/N: 128 / 2), read by `FastRCNNSampler`"

@@ -6,6 +6,10 @@ values); anything else raises :class:`ConfigError` naming the key, where it came
 a typo, the closest valid key. YAML is read by :func:`~detkit.config.yaml_reader.read_yaml`,
 and ``${oc.env:VAR}`` interpolations are replaced by their values as they are read
 (:mod:`detkit.config.interpolation`).
+
+Loading reads no file but the YAML chain and changes nothing outside the config: the datasets a
+config declares (``DATASETS.REGISTER``, whose entries it checks) are registered, and the class
+names filled, by the set-up step after it, :func:`detkit.data.setup_datasets`.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ import contextlib
 import copy
 import dataclasses
 import difflib
-import re
 import types
 import typing
 from collections.abc import Iterable, Mapping
@@ -26,9 +29,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from omegaconf.errors import OmegaConfBaseException
 
 from .compat import upgrade_deprecated_keys
+from .dataset_entries import config_dataset_entries
 from .defaults import DetkitConfig
 from .errors import ConfigError
 from .interpolation import resolve_interpolations
+from .overrides import parse_override
 from .yaml_reader import read_yaml
 
 BASE_KEY = "_BASE_"
@@ -82,6 +87,7 @@ def load_config(
     path: str | Path, overrides: Iterable[str] = (), defaults: DictConfig | None = None
 ) -> DictConfig:
     """Loads ``path`` (following its ``_BASE_`` chain) over the defaults, then the overrides.
+    Reads no other file and registers nothing (:func:`detkit.data.setup_datasets` does, after).
 
     Args:
         path: a YAML config file.
@@ -95,19 +101,11 @@ def load_config(
     for file, data in _read_chain(Path(path), []):
         _merge(cfg, data, prefix="", source=str(file))
     for text in overrides:
-        key, value = _parse_override(text)
+        key, value = parse_override(text)
         _assign(cfg, key, value, source=f"override {text!r}")
     upgrade_deprecated_keys(cfg, str(path))
-    _apply_datasets(cfg, str(path))
+    config_dataset_entries(cfg, f"{path}: DATASETS.REGISTER")  # their fields, checked now
     return cfg
-
-
-def _apply_datasets(cfg: DictConfig, path: str) -> None:
-    """Registers the config's ``DATASETS.REGISTER`` and fills ``MODEL.ROI_HEADS.CLASS_NAMES``
-    and ``NUM_CLASSES`` from the training data (:mod:`detkit.data.config_datasets`)."""
-    from ..data.config_datasets import apply_config_datasets
-
-    apply_config_datasets(cfg, source=f"{path}: DATASETS.REGISTER")
 
 
 def dump_config(cfg: DictConfig) -> str:
@@ -285,23 +283,3 @@ def _unknown_key_message(cfg: DictConfig, key: str, source: str, is_section: boo
             "defaults=...))"
         )
     return message
-
-
-# "KEY=VALUE" with an upper-case dotted key, as config keys are written.
-_OVERRIDE = re.compile(r"^[A-Z][A-Z0-9_]*(\.[A-Z0-9_]+)*=")
-
-
-def looks_like_override(text: str) -> bool:
-    """Whether a command-line word is a ``KEY=VALUE`` override (and not, say, a file name or a
-    value that merely contains ``=``)."""
-    return bool(_OVERRIDE.match(text))
-
-
-def _parse_override(text: str) -> tuple[str, Any]:
-    key, sep, raw = text.partition("=")
-    key = key.strip()
-    if not sep or not key or " " in key:
-        raise ConfigError(f"override {text!r} is not KEY=VALUE (e.g. SOLVER.BASE_LR=0.01)")
-    if not raw.strip():  # KEY= is the empty string (MODEL.WEIGHTS=), not YAML's null
-        return key, ""
-    return key, read_yaml(raw, f"override {text!r}", lines=False)

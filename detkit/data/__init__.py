@@ -1,8 +1,11 @@
 """Datasets: catalogs, loaders for COCO and PASCAL VOC, the built-in registrations."""
 
+from . import config_checks  # noqa: F401  (registers the package's config checks)
 from .build import get_detection_dataset_dicts
 from .catalog import DatasetCatalog, Metadata, MetadataCatalog
+from .config_datasets import setup_datasets
 from .datasets import (
+    COCO_CLASSES,
     VOC_CLASSES,
     cached_coco_records,
     datasets_root,
@@ -27,6 +30,7 @@ from .transforms import TRANSFORM_REGISTRY
 register_builtin_datasets(datasets_root())
 
 __all__ = [
+    "COCO_CLASSES",
     "PROPOSAL_LOADER_REGISTRY",
     "TRANSFORM_REGISTRY",
     "VOC_CLASSES",
@@ -47,5 +51,6 @@ __all__ = [
     "load_voc_instances",
     "register_coco_instances",
     "register_pascal_voc",
+    "setup_datasets",
     "train_dataset_dicts",
 ]

@@ -44,8 +44,8 @@ from ..utils.file_io import write_bytes_atomically
 logger = logging.getLogger(__name__)
 
 # The version of the rules by which sources are checked and converted; raising it makes every
-# converted form be made again.
-RULES_VERSION = 1
+# converted form be made again. 2: COCO records keep each annotation's id.
+RULES_VERSION = 2
 CACHE_VARIABLE = "DETKIT_CACHE_DIR"
 MANIFEST = "manifest.json"
 _HASH_CHUNK = 8 << 20

@@ -6,7 +6,15 @@ import difflib
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from ..utils.errors import UserError
 from .validation import DatasetError, check_dataset_dicts
+
+
+class UnknownDatasetError(UserError, KeyError):
+    """A dataset name that is not registered (a ``KeyError``, as detectron2's catalog raises)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # the message, not KeyError's quoted repr of it
 
 
 class _DatasetCatalog:
@@ -40,7 +48,9 @@ class _DatasetCatalog:
             close = difflib.get_close_matches(name, self._loaders, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
             known = ", ".join(sorted(self._loaders))
-            raise KeyError(f"dataset {name!r} is not registered{hint} Registered: {known}")
+            raise UnknownDatasetError(
+                f"dataset {name!r} is not registered{hint} Registered: {known}"
+            )
         dicts = self._loaders[name]()
         if name in self._checked:
             return dicts
@@ -71,8 +81,8 @@ class Metadata:
     def set(self, **facts: Any) -> Metadata:
         for key, value in facts.items():
             existing = getattr(self, key, None)
-            if existing is not None and existing != value:
-                raise ValueError(
+            if existing is not None and existing != value:  # e.g. a file's other classes
+                raise DatasetError(
                     f"metadata {key!r} of dataset {self.name!r} is already {existing!r}; "
                     f"refusing to change it to {value!r}"
                 )

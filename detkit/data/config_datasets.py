@@ -1,41 +1,41 @@
-"""Datasets declared in a config (``DATASETS.REGISTER``) and the classes a model takes from its
-training data: what :func:`detkit.config.load_config` applies to every config it loads, so
-that every tool knows a user's datasets and class names without a line of Python.
+"""The set-up step of a loaded config's data: the datasets it declares (``DATASETS.REGISTER``)
+registered, and the classes the model takes from its training data filled in, so that every
+tool knows a user's datasets and class names without a line of Python.
 
-An entry's field names are read in any case and so is its ``FORMAT``; each field is checked for
-its type as the entry is read. Relative paths are read from the working directory
-(:mod:`detkit.config.paths`). The files of the datasets a run names (``DATASETS.TRAIN`` and
-``DATASETS.TEST``) are checked by :func:`detkit.config.check_config`, before any work."""
+:func:`detkit.config.load_config` only reads the config (and checks the entries' fields,
+:mod:`detkit.config.dataset_entries`); :func:`setup_datasets` is the step after it that every
+tool runs (through :func:`detkit.engine.tool_setup.setup_config`), and that
+:class:`~detkit.engine.DefaultTrainer` runs itself for a config set up in Python. Relative
+paths are read from the working directory (:mod:`detkit.config.paths`). The files of the
+datasets a run names (``DATASETS.TRAIN`` and ``DATASETS.TEST``) are checked by
+:func:`detkit.config.check_config`, before any work."""
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from ..config import ConfigError, register_config_check
+from ..config.dataset_entries import PATH_FIELDS, config_dataset_entries
 from ..config.paths import path_problem
 from .catalog import DatasetCatalog, MetadataCatalog
 from .classes import dataset_class_names
 from .datasets.coco import register_coco_instances
 from .datasets.pascal_voc import register_pascal_voc
 
-# The fields of each format's entry: required, then optional.
-FORMATS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "coco": (("NAME", "FORMAT", "JSON_FILE", "IMAGE_ROOT"), ()),
-    "pascal_voc": (("NAME", "FORMAT", "DIRNAME", "SPLIT"), ("YEAR", "CLASS_NAMES")),
-}
-# The fields that name a file or a folder (True) to read.
-PATH_FIELDS = {"JSON_FILE": False, "IMAGE_ROOT": True, "DIRNAME": True}
 _REGISTERED: dict[str, dict[str, Any]] = {}  # name -> the entry that registered it
 
 
-def apply_config_datasets(cfg: DictConfig, source: str = "DATASETS.REGISTER") -> None:
-    """Registers ``DATASETS.REGISTER`` (:func:`register_config_datasets`) and fills the class
-    names (:func:`fill_classes`); when they cannot be filled, the datasets this call registered
-    are unregistered again, so that a corrected config can be loaded in the same process."""
+def setup_datasets(cfg: DictConfig, config_file: str | Path | None = None) -> DictConfig:
+    """Sets up the data of ``cfg`` (loaded from ``config_file``, which errors name) and returns
+    it: registers ``DATASETS.REGISTER`` (:func:`register_config_datasets`) and fills the class
+    names (:func:`fill_classes`). Running it again does nothing new. When the class names
+    cannot be filled, the datasets this call registered are unregistered again, so that a
+    corrected config can be set up in the same process."""
+    source = f"{config_file}: DATASETS.REGISTER" if config_file else "DATASETS.REGISTER"
     before = set(DatasetCatalog.list())
     names = register_config_datasets(cfg, source)
     try:
@@ -43,6 +43,7 @@ def apply_config_datasets(cfg: DictConfig, source: str = "DATASETS.REGISTER") ->
     except ConfigError:
         unregister_config_datasets(name for name in names if name not in before)
         raise
+    return cfg
 
 
 def register_config_datasets(cfg: DictConfig, source: str = "DATASETS.REGISTER") -> list[str]:
@@ -52,14 +53,13 @@ def register_config_datasets(cfg: DictConfig, source: str = "DATASETS.REGISTER")
     entries = config_dataset_entries(cfg, source)
     for index, entry in enumerate(entries):
         name = entry["NAME"]
-        taken = name in DatasetCatalog and _REGISTERED.get(name) != entry
-        if taken or name in [other["NAME"] for other in entries[:index]]:
+        if name in DatasetCatalog and _REGISTERED.get(name) != entry:
             raise ConfigError(
                 f"{source}[{index}]: a dataset named {name!r} is already registered; choose "
                 "another NAME"
             )
     for entry in entries:
-        if _REGISTERED.get(entry["NAME"]) != entry:
+        if _REGISTERED.get(entry["NAME"]) != entry or entry["NAME"] not in DatasetCatalog:
             _register(entry)
             _REGISTERED[entry["NAME"]] = entry
     return [entry["NAME"] for entry in entries]
@@ -68,61 +68,9 @@ def register_config_datasets(cfg: DictConfig, source: str = "DATASETS.REGISTER")
 def unregister_config_datasets(names: Iterable[str]) -> None:
     """Removes the datasets ``names`` that a config registered from the catalogs."""
     for name in names:
-        if _REGISTERED.pop(name, None) is not None:
+        if _REGISTERED.pop(name, None) is not None and name in DatasetCatalog:
             DatasetCatalog.remove(name)
             MetadataCatalog.remove(name)
-
-
-def config_dataset_entries(cfg: DictConfig, source: str = "DATASETS.REGISTER") -> list[dict]:
-    """The checked entries of ``DATASETS.REGISTER``: field names in capitals, ``FORMAT`` in
-    lower case, ``YEAR`` an int; raises :class:`ConfigError` naming the entry and field."""
-    raw_entries = OmegaConf.to_container(cfg.DATASETS.REGISTER, resolve=False)
-    return [_checked_entry(raw, f"{source}[{index}]") for index, raw in enumerate(raw_entries)]
-
-
-def _checked_entry(raw: dict, where: str) -> dict[str, Any]:
-    entry = {str(k).upper(): v for k, v in raw.items()}
-    kind = entry.get("FORMAT")
-    kind = kind.lower() if isinstance(kind, str) else kind
-    if kind not in FORMATS:
-        raise ConfigError(f"{where}: FORMAT must be one of {sorted(FORMATS)}, got {kind!r}")
-    entry["FORMAT"] = kind
-    required, optional = FORMATS[kind]
-    missing = [f for f in required if entry.get(f) in (None, "")]
-    unknown = [f for f in entry if f not in required + optional]
-    problems = [f"needs {', '.join(missing)}"] if missing else []
-    for field in unknown:
-        close = difflib.get_close_matches(field, required + optional, n=1)
-        hint = f" (did you mean {close[0]}?)" if close else ""
-        problems.append(f"has no field {field}{hint}")
-    if problems:
-        fields = ", ".join(required + optional)
-        raise ConfigError(f"{where} ({kind}): {'; '.join(problems)}; its fields: {fields}")
-    problems = [problem for field in entry if (problem := _type_problem(field, entry[field]))]
-    if problems:
-        raise ConfigError(f"{where}: {'; '.join(problems)}")
-    if entry.get("YEAR") is not None:
-        entry["YEAR"] = int(entry["YEAR"])
-    return entry
-
-
-def _type_problem(field: str, value: Any) -> str | None:
-    """What is wrong with the type of ``value`` for ``field``, or None."""
-    if field == "YEAR":
-        if value is None or (isinstance(value, int) and not isinstance(value, bool)):
-            return None
-        if isinstance(value, str) and value.isdecimal():
-            return None
-        return f"YEAR takes a year (an integer such as 2007), got {value!r}"
-    if field == "CLASS_NAMES":
-        if value is None or (isinstance(value, list) and all(isinstance(v, str) for v in value)):
-            return None
-        example = f", e.g. [{value}]" if isinstance(value, str) else ""
-        return f"CLASS_NAMES takes a list of names{example}, got {value!r}"
-    if isinstance(value, str):
-        return None
-    what = "a path" if field in PATH_FIELDS else "text"
-    return f"{field} takes {what}, got {value!r} ({type(value).__name__})"
 
 
 def _register(entry: dict[str, Any]) -> None:

@@ -8,6 +8,7 @@ the paper's hierarchical sampling: N images per step, R/N RoIs from each.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import logging
 from collections.abc import Callable, Iterator, Sequence
@@ -22,8 +23,8 @@ from ..utils.stop_signals import leave_stop_signals_to_the_main_process
 from .build import get_detection_dataset_dicts
 from .classes import check_num_classes, log_class_histograms
 from .mapper import BadImageError, DatasetMapper
-from .pyramid import PyramidMapper
 from .records import DatasetRecords
+from .transforms import build_transforms
 from .validation import BadImages
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ def index_batches(
 class TrainingBatches(IterableDataset):
     """Mapped batches of :func:`index_batches`, from ``start_iter`` on, split across workers.
 
-    Batch b is mapped by worker ``b % num_workers`` with a random generator seeded by
-    ``(seed, rank, b)``, so resizing and flipping do not depend on the number of workers.
+    Batch b is mapped by worker ``b % num_workers``, each record as ``mapper(record, rng)``
+    with one ``numpy.random.Generator`` for the batch, seeded by ``(seed, rank, b)``, which the
+    batch's images draw from in turn; so resizing and flipping do not depend on the number of
+    workers, and a resumed run draws what a straight one does.
     The records are held as :class:`~detkit.data.records.DatasetRecords` (serialized, or
     memory-mapped from the cache), which the workers share instead of each copying them, and
     the mapper gets a fresh copy of each.
@@ -67,7 +70,7 @@ class TrainingBatches(IterableDataset):
     def __init__(
         self,
         dataset_dicts: Sequence[dict],
-        mapper: Callable[[dict], dict],
+        mapper: Callable[[dict, np.random.Generator], object],
         batch_size: int,
         seed: int,
         rank: int = 0,
@@ -93,24 +96,23 @@ class TrainingBatches(IterableDataset):
         ):
             if number % workers != worker_id:
                 continue
-            if hasattr(self.mapper, "rng"):
-                self.mapper.rng = np.random.default_rng([self.seed, self.rank, number])
-            yield [self._map(index, number) for index in indices]
+            rng = np.random.default_rng([self.seed, self.rank, number])
+            yield [self._map(index, number, rng) for index in indices]
 
-    def _map(self, index: int, number: int) -> dict:
-        """Record ``index`` mapped, or under the skip policy a replacement for it."""
+    def _map(self, index: int, number: int, rng: np.random.Generator) -> object:
+        """Record ``index`` mapped with ``rng``, or under the skip policy a replacement for it."""
         if index not in self.bad_images:
             try:
-                return self.mapper(self.dataset_dicts[index])
+                return self.mapper(self.dataset_dicts[index], rng)
             except BadImageError as error:
                 self.bad_images.found(index, self.dataset_dicts[index]["file_name"], error)
         same = np.flatnonzero(self.landscape == self.landscape[index])
-        rng = np.random.default_rng([self.seed, self.rank, number, index])
-        for candidate in rng.permutation(same).tolist():
+        replacements = np.random.default_rng([self.seed, self.rank, number, index])
+        for candidate in replacements.permutation(same).tolist():
             if candidate in self.bad_images:
                 continue
             try:
-                return self.mapper(self.dataset_dicts[candidate])
+                return self.mapper(self.dataset_dicts[candidate], rng)
             except BadImageError as error:
                 self.bad_images.found(candidate, self.dataset_dicts[candidate]["file_name"], error)
         raise BadImageError(
@@ -140,9 +142,28 @@ def filter_images_without_objects(dicts: Sequence[dict]) -> DatasetRecords:
     return kept
 
 
+def check_training_mapper(mapper: Callable) -> None:
+    """Refuses a mapper that cannot be called as ``mapper(record, rng)``, saying how the
+    training loader calls it (a callable without a readable signature is found out when
+    called)."""
+    try:
+        signature = inspect.signature(mapper)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, None)
+    except TypeError:
+        name = getattr(mapper, "__qualname__", type(mapper).__qualname__)
+        raise TypeError(
+            "the training loader calls its mapper as mapper(record, rng), rng being the "
+            f"batch's numpy.random.Generator to draw augmentations from, but {name} takes "
+            f"{signature}; add an rng parameter (a mapper that draws nothing ignores it)"
+        ) from None
+
+
 def build_detection_train_loader(
     cfg_or_dataset: DictConfig | Sequence[dict],
-    mapper: Callable[[dict], dict] | None = None,
+    mapper: Callable[[dict, np.random.Generator], object] | None = None,
     start_iter: int = 0,
     *,
     total_batch_size: int | None = None,
@@ -158,10 +179,13 @@ def build_detection_train_loader(
     and ``DATALOADER.*``, and maps with ``DatasetMapper.from_config(cfg)`` unless given a
     ``mapper``; with plain arguments, ``(dataset_dicts, mapper, start_iter, total_batch_size=,
     seed=, num_workers=, bad_image_policy=, max_bad_images=)`` loads any list of dataset dicts
-    (``seed=None``: one drawn at random and shared by all processes). A bad image stops the
-    loader, or with ``bad_image_policy="skip"`` is replaced, up to ``max_bad_images``
-    (:class:`~detkit.data.validation.BadImages`).
+    (``seed=None``: one drawn at random and shared by all processes). The mapper is called as
+    ``mapper(record, rng)`` (:class:`TrainingBatches`); one that cannot be is refused first.
+    A bad image stops the loader, or with ``bad_image_policy="skip"`` is replaced, up to
+    ``max_bad_images`` (:class:`~detkit.data.validation.BadImages`).
     """
+    if mapper is not None:
+        check_training_mapper(mapper)
     if isinstance(cfg_or_dataset, DictConfig):
         cfg = cfg_or_dataset
         return build_detection_train_loader(
@@ -267,12 +291,23 @@ def _as_list(batch: list[dict]) -> list[dict]:
     return batch
 
 
-def evaluation_mapper(cfg: DictConfig) -> Callable[[dict], dict]:
-    """The test-time mapper of ``cfg``: a :class:`~detkit.data.pyramid.PyramidMapper` when
-    ``TEST.MIN_SIZES`` lists a pyramid, else ``DatasetMapper.from_config(cfg, is_train=False)``."""
-    if list(cfg.TEST.MIN_SIZES):
-        return PyramidMapper.from_config(cfg)
-    return DatasetMapper.from_config(cfg, is_train=False)
+def evaluation_transforms(cfg: DictConfig) -> list:
+    """The transforms of test images: those of ``INPUT.TRANSFORMS_TEST``; none when
+    ``TEST.MIN_SIZES`` lists a test pyramid, which the inference model makes from the image as
+    read (:class:`~detkit.modeling.PyramidInference`, chosen by
+    :func:`~detkit.modeling.build_inference_model`)."""
+    return [] if list(cfg.TEST.MIN_SIZES) else build_transforms(cfg, is_train=False)
+
+
+def evaluation_mapper(cfg: DictConfig) -> DatasetMapper:
+    """The test-time mapper of ``cfg``, with :func:`evaluation_transforms`;
+    :class:`~detkit.engine.DefaultPredictor` prepares an image with the same transforms."""
+    return DatasetMapper(
+        False,
+        evaluation_transforms(cfg),
+        cfg.MODEL.INPUT_FORMAT,
+        max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
+    )
 
 
 def build_detection_test_loader(
@@ -285,10 +320,10 @@ def build_detection_test_loader(
     """The images of a dataset in order, one per batch (a list of one mapped dict).
 
     With a config, ``(cfg, dataset_name, mapper=None)`` loads the registered ``dataset_name``
-    (:func:`evaluation_dataset_dicts`) and maps with ``DatasetMapper.from_config(cfg,
-    is_train=False)`` unless given a ``mapper``; with plain arguments, ``(dataset_dicts,
-    mapper=mapper, num_workers=)`` loads any list of dataset dicts. In a distributed run each
-    process gets a contiguous share of the images (the evaluators gather the results).
+    (:func:`evaluation_dataset_dicts`) and maps with :func:`evaluation_mapper` unless given a
+    ``mapper``; with plain arguments, ``(dataset_dicts, mapper=mapper, num_workers=)`` loads any
+    list of dataset dicts. In a distributed run each process gets a contiguous share of the
+    images (the evaluators gather the results).
     """
     if isinstance(cfg_or_dataset, DictConfig):
         cfg = cfg_or_dataset

@@ -30,8 +30,10 @@ class DatasetMapper:
     boxes and proposals with it. Boxes left without area are dropped.
 
     ``transforms`` are called as ``transform(image, rng) -> (image, box_map)``
-    (:mod:`detkit.data.transforms`); ``rng`` is this mapper's ``numpy`` generator, reseeded by
-    the training loader for every batch.
+    (:mod:`detkit.data.transforms`), ``rng`` being the ``numpy`` generator the mapper is called
+    with: ``mapper(record, rng)``, as the training loader calls it with one seeded for every
+    batch. Called as ``mapper(record)`` (test loaders, a one-off call), it draws from its own,
+    ``self.rng``, seeded by ``seed``.
 
     Images over ``max_image_pixels`` are refused (:func:`read_image`).
 
@@ -65,11 +67,14 @@ class DatasetMapper:
             max_image_pixels=cfg.INPUT.MAX_IMAGE_PIXELS,
         )
 
-    def __call__(self, record: dict) -> dict:
+    def __call__(self, record: dict, rng: np.random.Generator | None = None) -> dict:
+        """The model's input dict of ``record``, the transforms drawing from ``rng`` (None:
+        ``self.rng``)."""
+        rng = self.rng if rng is None else rng
         image = read_record_image(record, self.max_image_pixels)
         maps = []
         for transform in self.transforms:
-            image, box_map = transform(image, self.rng)
+            image, box_map = transform(image, rng)
             maps.append(box_map)
         size = image.shape[:2]
         output = {

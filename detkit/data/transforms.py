@@ -65,19 +65,33 @@ def choose_short_edge(sizes: Sequence[int], rng: np.random.Generator) -> int:
     return int(sizes[rng.integers(len(sizes))])
 
 
+def resize_problems(
+    short_edges: Sequence[int],
+    max_size: int,
+    names: tuple[str, str] = ("short_edges", "max_size"),
+) -> list[str]:
+    """Why :class:`ResizeShortestEdge` cannot resize to ``short_edges`` capped at
+    ``max_size``, one message per problem naming each as ``names`` gives (the arguments;
+    ``check_config`` gives the config keys); empty when it can."""
+    sizes = [int(size) for size in short_edges]
+    problems = []
+    if not sizes or min(sizes) <= 0:
+        problems.append(f"{names[0]} must list positive shortest-edge sizes, got {sizes}")
+    if max_size <= 0:
+        problems.append(f"{names[1]} must be positive, got {max_size}")
+    return problems
+
+
 @TRANSFORM_REGISTRY.register()
 class ResizeShortestEdge:
     """Resizes the shorter edge to one of ``short_edges`` (drawn at random; several sizes are
     multi-scale training) with the longer edge capped at ``max_size``."""
 
     def __init__(self, short_edges: Sequence[int], max_size: int) -> None:
-        short_edges = [int(size) for size in short_edges]
-        if not short_edges or min(short_edges) <= 0 or max_size <= 0:
-            raise ValueError(
-                f"ResizeShortestEdge: needs positive sizes, got short_edges={short_edges} and "
-                f"max_size={max_size}"
-            )
-        self.short_edges = short_edges
+        problems = resize_problems(short_edges, max_size)
+        if problems:
+            raise ValueError("ResizeShortestEdge: " + "; ".join(problems))
+        self.short_edges = [int(size) for size in short_edges]
         self.max_size = max_size
 
     @classmethod

@@ -94,11 +94,11 @@ def check_image_size(value: object, what: str, where: str) -> int:
     return int(value)
 
 
-def check_box(
-    box: list[float], width: int, height: int, where: str, summary: LoadSummary
-) -> list[float] | None:
-    """An XYXY box by the rules above: the box (clipped if it passes the border a little), or
-    None when it has no area; a :class:`DatasetError` naming ``where`` when it is refused."""
+def box_has_area(box: list[float], where: str) -> bool:
+    """Whether an XYXY box has area, which decides if loaders keep it (a box of width or
+    height 0 is dropped, and the COCO evaluator leaves it out of the ground truth); a
+    :class:`DatasetError` naming ``where`` when it is refused (a coordinate that is not finite,
+    a negative width or height)."""
     if not all(math.isfinite(v) for v in box):
         raise DatasetError(f"{where}: box {box} has a coordinate that is not a finite number")
     x1, y1, x2, y2 = box
@@ -106,9 +106,19 @@ def check_box(
         raise DatasetError(
             f"{where}: box {box} has a negative width or height (x2 < x1 or y2 < y1)"
         )
-    if x2 == x1 or y2 == y1:
+    return x2 > x1 and y2 > y1
+
+
+def check_box(
+    box: list[float], width: int, height: int, where: str, summary: LoadSummary
+) -> list[float] | None:
+    """An XYXY box by the rules above: the box (clipped if it passes the border a little), or
+    None when it has no area (:func:`box_has_area`); a :class:`DatasetError` naming ``where``
+    when it is refused."""
+    if not box_has_area(box, where):
         summary.dropped.append(where)
         return None
+    x1, y1, x2, y2 = box
     slack_x = max(CLIP_PIXELS, CLIP_FRACTION * width)
     slack_y = max(CLIP_PIXELS, CLIP_FRACTION * height)
     if x1 < -slack_x or y1 < -slack_y or x2 > width + slack_x or y2 > height + slack_y:

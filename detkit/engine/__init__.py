@@ -1,12 +1,11 @@
 """Training and running detkit: the trainer and its hooks, the default set-up, launching."""
 
 from ..config import check_config
-from .cli import load_command_line_config, run_train_net, train_net_main
+from .cli import run_train_net, train_net_main
 from .defaults import (
     DefaultTrainer,
     default_argument_parser,
     default_setup,
-    parse_overrides,
     seed_all,
     write_config,
 )
@@ -21,6 +20,7 @@ from .hooks import (
 from .launch import launch
 from .predictor import DefaultPredictor
 from .run_state import RunState, resolve_run_state
+from .tool_setup import setup_config
 from .train_loop import AMPTrainer, HookBase, SimpleTrainer, TrainerBase
 
 __all__ = [
@@ -41,11 +41,10 @@ __all__ = [
     "default_argument_parser",
     "default_setup",
     "launch",
-    "load_command_line_config",
-    "parse_overrides",
     "resolve_run_state",
     "run_train_net",
     "seed_all",
+    "setup_config",
     "train_net_main",
     "write_config",
 ]

@@ -5,7 +5,6 @@ its trainer class, and gets every option of the standard command."""
 from __future__ import annotations
 
 import argparse
-import os
 import signal
 import sys
 
@@ -17,30 +16,14 @@ from ..checkpoint import (
     last_checkpoint,
     saved_checkpoints,
 )
-from ..config import ConfigError, check_config, load_config
+from ..config import ConfigError, check_config
 from ..utils.device import chosen_device
-from ..utils.errors import UserError
 from ..utils.paths import OutputPathError, check_output_folder
-from .defaults import (
-    DefaultTrainer,
-    default_argument_parser,
-    default_setup,
-    parse_overrides,
-)
+from .defaults import DefaultTrainer, default_argument_parser, default_setup
 from .launch import launch, torchrun_process
-from .run_state import resolve_run_state
+from .run_state import check_resumable, resolve_run_state
 from .signals import StoppedBySignal, TrainingInterruptedError, raising_on_signals, stop_signal
-
-# What ends the command with one line and exit status 2: errors in what the user gave.
-USER_ERRORS = (ConfigError, UserError)
-
-
-def load_command_line_config(
-    args: argparse.Namespace, defaults: DictConfig | None = None
-) -> DictConfig:
-    """The config of ``args`` (``--config-file`` and the overrides) over ``defaults`` (detkit's
-    when None, or detkit's plus a project's keys)."""
-    return load_config(args.config_file, parse_overrides(args.opts), defaults=defaults)
+from .tool_setup import USER_ERRORS, debug_requested, parse_command_line, setup_config
 
 
 def check_eval_only(args: argparse.Namespace, cfg: DictConfig) -> None:
@@ -101,10 +84,10 @@ def train_net_main(
     defaults: DictConfig | None = None,
     trainer_class: type[DefaultTrainer] = DefaultTrainer,
 ) -> dict:
-    """One process of ``train_net``: settle the run state (seed, start), set up, then train (or
-    only evaluate with ``--eval-only``); returns ``{dataset: results}`` of the last
-    evaluation."""
-    cfg = load_command_line_config(args, defaults)
+    """One process of ``train_net``: resolve the run state (seed, start, the checkpoint to
+    resume, read once) once, set up with it, then train (or only evaluate with
+    ``--eval-only``); returns ``{dataset: results}`` of the last evaluation."""
+    cfg = setup_config(args, defaults)
     check_eval_only(args, cfg)
     check_output_dir(args, cfg)
     run_state = resolve_run_state(cfg, resume=args.resume and not args.eval_only)
@@ -143,21 +126,22 @@ def run_train_net(
     checkpoint when training (:mod:`detkit.engine.signals`); the processes this command spawns
     get the signals it receives. The config is loaded and checked here, before any process
     starts."""
-    args = default_argument_parser(description).parse_args(argv)
-    debug = args.debug or os.environ.get("DETKIT_DEBUG", "") not in ("", "0")
+    words = sys.argv[1:] if argv is None else list(argv)
+    debug = debug_requested(words)
     try:
         with raising_on_signals():  # outside training: one line, exit 128 + signal
+            args = parse_command_line(default_argument_parser(description), words, defaults)
             check_process_counts(args)
             under_torchrun = torchrun_process()
             world_size = (
                 under_torchrun.world_size if under_torchrun else args.num_gpus * args.num_machines
             )
-            cfg = load_command_line_config(args, defaults)
+            cfg = setup_config(args, defaults)
             check_config(cfg, world_size)
             check_eval_only(args, cfg)
             check_output_dir(args, cfg)
-            if world_size > 1:  # a checkpoint that cannot be resumed stops here, not in workers
-                resolve_run_state(cfg, resume=args.resume and not args.eval_only)
+            if world_size > 1 and args.resume and not args.eval_only:
+                check_resumable(cfg)  # an unusable checkpoint stops here, not in the processes
             launch(
                 train_net_main,
                 args.num_gpus,

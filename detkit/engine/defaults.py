@@ -7,6 +7,7 @@
 from __future__ import annotations
 
 import argparse
+import copy
 import logging
 import random
 from collections import OrderedDict
@@ -15,18 +16,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf, read_write
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..checkpoint import (
     DetectionCheckpointer,
-    read_training_state,
+    ResumePoint,
     remove_interrupted_saves,
     resumable_checkpoint,
 )
-from ..config import ConfigError, dump_config, looks_like_override
-from ..data import DatasetMapper, build_detection_test_loader, build_detection_train_loader
+from ..config import ConfigError, dump_config
+from ..data import (
+    DatasetMapper,
+    build_detection_test_loader,
+    build_detection_train_loader,
+    setup_datasets,
+)
 from ..data.transforms import build_transforms
 from ..evaluation import (
     DatasetEvaluator,
@@ -34,7 +40,7 @@ from ..evaluation import (
     format_results_table,
     inference_on_dataset,
 )
-from ..modeling import build_model
+from ..modeling import build_inference_model, build_model
 from ..solver import (
     build_gradient_clipper,
     build_lr_scheduler,
@@ -47,7 +53,8 @@ from ..utils.events import ConsoleWriter, JSONWriter, TensorboardWriter
 from ..utils.file_io import strict_json, write_bytes_atomically
 from ..utils.logger import setup_logger
 from . import hooks
-from .run_state import RunState, record_run_state, resolve_run_state
+from .run_state import RunState, resolve_run_state, resumed_run_state
+from .tool_setup import add_common_arguments
 from .train_loop import AMPTrainer, SimpleTrainer, TrainerBase
 
 logger = logging.getLogger("detkit.engine")
@@ -69,42 +76,14 @@ def default_argument_parser(description: str = "detkit training") -> argparse.Ar
         action="store_true",
         help="let --eval-only evaluate weights that leave part of the model uninitialised",
     )
-    parser.add_argument(
-        "--debug",
-        action="store_true",
-        help="show the traceback of a user error (also: DETKIT_DEBUG=1)",
-    )
     parser.add_argument("--num-gpus", type=int, default=1, help="processes per machine")
     parser.add_argument("--num-machines", type=int, default=1)
     parser.add_argument("--machine-rank", type=int, default=0, help="this machine's index")
     parser.add_argument(
         "--dist-url", default="auto", help="tcp://HOST:PORT of machine 0; auto: a local port"
     )
-    parser.add_argument("opts", nargs=argparse.REMAINDER, help="KEY=VALUE config overrides")
+    add_common_arguments(parser)  # --debug and the overrides, as every tool takes them
     return parser
-
-
-def parse_overrides(opts: Sequence[str]) -> list[str]:
-    """``KEY=VALUE`` strings from ``opts``, which may also hold detectron2-style ``KEY VALUE``
-    pairs (``SOLVER.BASE_LR 0.01``)."""
-    overrides, index = [], 0
-    opts = [o for o in opts if o != "--"]
-    while index < len(opts):
-        item = opts[index]
-        if item.startswith("--"):
-            raise ConfigError(f"option {item} must come before the KEY=VALUE config overrides")
-        if looks_like_override(item):
-            overrides.append(item)
-            index += 1
-        elif "=" not in item and index + 1 < len(opts) and not looks_like_override(opts[index + 1]):
-            overrides.append(f"{item}={opts[index + 1]}")
-            index += 2
-        elif "=" in item:  # e.g. a lower-case key: load_config names it and suggests the key
-            overrides.append(item)
-            index += 1
-        else:
-            raise ConfigError(f"override {item!r} has no value; write KEY=VALUE")
-    return overrides
 
 
 def seed_all(seed: int) -> None:
@@ -115,27 +94,26 @@ def seed_all(seed: int) -> None:
 
 
 def default_setup(
-    cfg: DictConfig, args: argparse.Namespace | None = None, run_state: RunState | None = None
+    cfg: DictConfig, args: argparse.Namespace | None, run_state: RunState
 ) -> DictConfig:
-    """Prepares a process to run ``cfg``; returns ``cfg`` with its seed settled.
+    """Prepares a process to run ``cfg`` from ``run_state``, the run state resolved once for the
+    process (:func:`resolve_run_state`: with ``--resume`` the checkpoint's seed, and for a
+    negative ``SEED`` otherwise a random one shared by all processes); returns the config the
+    run uses (:func:`run_config`: datasets set up, ``SEED`` that seed, read-only; ``cfg``
+    itself is not changed).
 
-    Creates ``OUTPUT_DIR``, sets up logging (``log.txt`` from the main process), settles the run
-    state (``run_state``, or :func:`resolve_run_state` with ``args.resume`` when training) and
-    records its seed as ``SEED``: with ``--resume`` the checkpoint's, and for a negative
-    ``SEED`` otherwise a random one shared by all processes. It then writes the config, with the
-    seed actually used, to ``OUTPUT_DIR/config.yaml`` and seeds every generator with
-    ``SEED + rank``. With ``args.eval_only`` the log and the config go to
+    Creates ``OUTPUT_DIR``, sets up logging (``log.txt`` from the main process), writes the
+    config, with the seed actually used, to ``OUTPUT_DIR/config.yaml`` and seeds every
+    generator with the seed + rank. With ``args.eval_only`` the log and the config go to
     ``OUTPUT_DIR/inference/`` instead, so evaluating never rewrites a training run's files.
     """
+    cfg = run_config(cfg, run_state)
     rank = comm.get_rank()
     training = not getattr(args, "eval_only", False)
     run_dir = Path(cfg.OUTPUT_DIR) / ("" if training else "inference")
     if comm.is_main_process():
         run_dir.mkdir(parents=True, exist_ok=True)
     setup_logger(run_dir, rank)
-    if run_state is None:
-        run_state = resolve_run_state(cfg, resume=training and getattr(args, "resume", False))
-    record_run_state(cfg, run_state)
     logger.info(
         f"Rank {rank} of {comm.get_world_size()}, torch {torch.__version__}, seed {cfg.SEED}"
     )
@@ -147,6 +125,28 @@ def default_setup(
         write_config(cfg, run_dir)
     seed_all(cfg.SEED + rank)
     return cfg
+
+
+def run_config(cfg: DictConfig, run_state: RunState) -> DictConfig:
+    """``cfg`` as the run uses it: its datasets set up (:func:`detkit.data.setup_datasets`,
+    which changes nothing in a config a tool has set up), ``SEED`` the run's seed (so that
+    ``config.yaml``, the data loader and every part built from it see the seed used), and
+    read-only. ``cfg`` itself when it is that already (as :func:`default_setup` returns it),
+    else a copy: ``cfg`` is not changed. A run state resolved from another ``SEED`` >= 0 is
+    refused."""
+    if cfg.SEED >= 0 and run_state.seed != cfg.SEED:
+        raise ValueError(
+            f"the run state's seed {run_state.seed} is not SEED={cfg.SEED}; resolve it from this "
+            "config: resolve_run_state(cfg, resume)"
+        )
+    if run_state.seed == cfg.SEED and OmegaConf.is_readonly(cfg):
+        return cfg
+    settled = copy.deepcopy(cfg)
+    with read_write(settled):
+        setup_datasets(settled)
+        settled.SEED = run_state.seed
+    OmegaConf.set_readonly(settled, True)
+    return settled
 
 
 def write_config(cfg: DictConfig, folder: str | Path | None = None) -> None:
@@ -167,20 +167,26 @@ class DefaultTrainer(TrainerBase):
     ``metrics.json``, TensorBoard) every ``SOLVER.LOG_PERIOD`` iterations (fitted to a short
     run: :func:`detkit.solver.fitted_schedule`).
 
-    ``run_state`` is the run's seed and start, settled before the trainer is built
-    (:func:`resolve_run_state`; ``train_net`` passes it). Without it the trainer settles the
-    seed itself (``SEED``, which :func:`default_setup` has settled, or a random one when
-    negative) and :meth:`resume_or_load` takes the start from the checkpoint it resumes.
-    Subclasses that override ``__init__`` pass ``run_state`` on.
+    ``run_state`` is the run's seed and start, resolved once before the trainer is built
+    (:func:`resolve_run_state`; ``train_net`` passes the one it gave :func:`default_setup`),
+    with the checkpoint a resumed run continues, already read. Without it the trainer resolves
+    a fresh start itself with the same function (detectron2's ``DefaultTrainer(cfg)``: ``SEED``,
+    or a random seed when negative), and :meth:`resume_or_load` the resumed state. ``cfg`` is
+    read-only for the trainer: ``self.cfg`` is the run's config (:func:`run_config`), and
+    ``cfg`` itself is not changed. Subclasses that override ``__init__`` pass ``run_state`` on.
+
+    The trainer sets up the datasets of ``cfg`` first (:func:`detkit.data.setup_datasets`:
+    ``DATASETS.REGISTER`` registered, class names filled), which every tool has done after
+    loading and which changes nothing then: a config loaded and changed in Python trains as
+    detectron2's does, on a dataset registered in Python included.
     """
 
     def __init__(self, cfg: DictConfig, run_state: RunState | None = None) -> None:
         super().__init__()
-        self._start_settled = run_state is not None
-        self.run_state = run_state or resolve_run_state(cfg, resume=False)
-        record_run_state(cfg, self.run_state)
+        self._state_given = run_state is not None
+        self.run_state = run_state if run_state is not None else resolve_run_state(cfg, False)
         self.start_iter = self.run_state.start_iter
-        self.cfg = cfg
+        self.cfg = cfg = run_config(cfg, self.run_state)
         model = self.build_model(cfg)
         self.optimizer = self.build_optimizer(cfg, model)
         self.scheduler = self.build_lr_scheduler(cfg, self.optimizer)
@@ -217,42 +223,53 @@ class DefaultTrainer(TrainerBase):
 
     def resume_or_load(self, resume: bool = True) -> None:
         """With ``resume`` and a checkpoint in ``OUTPUT_DIR``: restores model, optimizer,
-        schedule and gradient scaler from the newest intact one (:func:`resumable_checkpoint`,
-        which warns about a corrupt newer one it skips). Otherwise loads ``MODEL.WEIGHTS``
-        (model weights only, logging what they fill; nothing when empty) and starts at
-        iteration 0.
+        schedule and gradient scaler from the newest intact one (which warns about a corrupt
+        newer one it skips). Otherwise loads ``MODEL.WEIGHTS`` (model weights only, logging
+        what they fill; nothing when empty) and starts at iteration 0.
 
-        The checkpoint must agree with the run state, or :class:`ConfigError` says how they
-        differ: it was trained with the run's seed and, when the state was settled before the
-        trainer, it is the checkpoint that state starts from.
+        A trainer given its run state loads the checkpoint that state was resolved with, as it
+        was read then (the file is not read again); ``resume`` must be the flag it was resolved
+        with, or :class:`ConfigError` says how they differ. A trainer that resolved its own
+        fresh start resolves the resumed state here (:func:`resumed_run_state`), and the
+        checkpoint must have been trained with the trainer's seed, or :class:`ConfigError` says
+        how to resolve the state before building the trainer.
         """
-        path = resumable_checkpoint(self.cfg.OUTPUT_DIR) if resume else None
-        found = RunState(self.seed)
-        if path is not None:
-            recorded = read_training_state(path)
-            start = int(recorded.get("iteration", -1)) + 1
-            found = RunState(int(recorded.get("seed", self.seed)), start, path)
-        if found.seed != self.seed:
-            raise ConfigError(
-                f"{path} was trained with seed {found.seed} but this trainer's seed is "
-                f"{self.seed}; a resumed run keeps its seed to continue exactly: set "
-                f"SEED={found.seed}, or settle the run state before building the trainer, which "
-                "takes the checkpoint's seed for SEED=-1 (default_setup(cfg, args), or "
-                "DefaultTrainer(cfg, run_state=resolve_run_state(cfg, resume=True)))"
-            )
-        if self._start_settled and found != self.run_state:
-            raise ConfigError(
-                f"the run state was settled to start at {self.run_state}, but "
-                f"resume_or_load(resume={resume}) finds {found}; settle it with the same "
-                "resume flag, after the last checkpoint is written"
-            )
-        if path is None:
+        state = self._state_to_load(resume)
+        if state.checkpoint is None:
             self.checkpointer.load(self.cfg.MODEL.WEIGHTS, checkpointables=[])
             return
-        self.checkpointer.load(path)
-        self.run_state = found
-        self.start_iter = found.start_iter
+        self.checkpointer.load_resume_point(state.resume_point or ResumePoint(state.checkpoint))
+        self.run_state, self.start_iter = state, state.start_iter
         logger.info(f"Resuming at iteration {self.start_iter} with seed {self.seed}")
+
+    def _state_to_load(self, resume: bool) -> RunState:
+        """The run state ``resume_or_load(resume)`` loads (see there)."""
+        state = self.run_state
+        if not self._state_given:
+            found = resumed_run_state(self.cfg.OUTPUT_DIR, self.seed) if resume else None
+            if found is not None and found.seed != self.seed:
+                raise ConfigError(
+                    f"{found.checkpoint} was trained with seed {found.seed} but this trainer's "
+                    f"seed is {self.seed}; a resumed run keeps its seed to continue exactly: set "
+                    f"SEED={found.seed}, or resolve the run state before building the trainer, "
+                    "which takes the checkpoint's seed for SEED=-1 "
+                    "(DefaultTrainer(cfg, resolve_run_state(cfg, resume=True)))"
+                )
+            return found or state
+        if resume and state.checkpoint is None:
+            found = resumable_checkpoint(self.cfg.OUTPUT_DIR, warn=False)
+            if found is not None:
+                raise ConfigError(
+                    f"the run state was settled to start at {state}, but "
+                    f"resume_or_load(resume=True) finds {found}; resolve it with resume=True, "
+                    "after the last checkpoint is written"
+                )
+        if not resume and state.checkpoint is not None:
+            raise ConfigError(
+                f"the run state was settled to start at {state}, but "
+                "resume_or_load(resume=False) starts afresh; resolve it with resume=False"
+            )
+        return state
 
     def build_hooks(self) -> list[hooks.HookBase | None]:
         cfg = self.cfg
@@ -376,13 +393,16 @@ class DefaultTrainer(TrainerBase):
     ) -> OrderedDict:
         """Evaluates ``model`` on every ``DATASETS.TEST`` set; returns ``{dataset: results}``.
 
-        Writes ``OUTPUT_DIR/inference/<dataset>/`` (``coco_instances_results.json``,
+        The model runs as inference runs it (:func:`~detkit.modeling.build_inference_model`:
+        over the test pyramid when ``TEST.MIN_SIZES`` lists one), as ``DefaultPredictor`` runs
+        it. Writes ``OUTPUT_DIR/inference/<dataset>/`` (``coco_instances_results.json``,
         ``evaluation.json``) and logs each dataset's results as a table.
         """
         if evaluators is not None and len(evaluators) != len(cfg.DATASETS.TEST):
             raise ValueError(
                 f"{len(evaluators)} evaluators for {len(cfg.DATASETS.TEST)} test datasets"
             )
+        model = build_inference_model(cfg, model)
         results = OrderedDict()
         for index, name in enumerate(cfg.DATASETS.TEST):
             folder = Path(cfg.OUTPUT_DIR) / "inference" / name

@@ -16,6 +16,7 @@ from fvcore.common.checkpoint import Checkpointer
 from fvcore.common.checkpoint import PeriodicCheckpointer as _FvcorePeriodicCheckpointer
 
 from ..checkpoint import DetectionCheckpointer
+from ..modeling.sampling import set_sampling_generator
 from ..utils import comm
 from ..utils.events import EventWriter
 from ..utils.stop_signals import STOP_SIGNALS
@@ -79,10 +80,14 @@ class LRScheduler(HookBase):
 
 
 class ReseedEachIteration(HookBase):
-    """Seeds torch's generators from ``(seed, rank, iteration)`` before each step.
+    """Seeds each step's randomness from ``(seed, rank, iteration)`` before the step.
 
-    The model's randomness (RoI sampling, dropout) then depends on nothing but the iteration,
-    so a run resumed from a checkpoint takes exactly the steps of a run that never stopped.
+    Two generators get the step's seed: the RoI sampler's own, a CPU ``torch.Generator`` that
+    the RoI heads hand the sampler (:func:`~detkit.modeling.sampling.set_sampling_generator`;
+    cleared after training), and torch's default generators, which dropout and any other draw
+    of the model use. The model's randomness then depends on nothing but the iteration, so a
+    run resumed from a checkpoint takes exactly the steps of a run that never stopped; the
+    sampler draws what it drew from the reseeded default generator before it had its own.
     ``seed`` is the run's seed, settled before the hooks are built.
     """
 
@@ -91,7 +96,12 @@ class ReseedEachIteration(HookBase):
 
     def before_step(self) -> None:
         entropy = [self._seed, comm.get_rank(), self.trainer.iter]
-        torch.manual_seed(int(np.random.SeedSequence(entropy).generate_state(1)[0]))
+        step_seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
+        torch.manual_seed(step_seed)
+        set_sampling_generator(torch.Generator().manual_seed(step_seed))
+
+    def after_train(self) -> None:
+        set_sampling_generator(None)
 
 
 class PeriodicCheckpointer(HookBase):

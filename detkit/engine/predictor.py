@@ -8,23 +8,26 @@ import torch
 
 from ..checkpoint import DetectionCheckpointer
 from ..config import ConfigError
+from ..data.loaders import evaluation_transforms
 from ..data.mapper import model_image
 from ..data.selective_search import selective_search_boxes
-from ..data.transforms import build_transforms
-from ..modeling import build_model
+from ..modeling import build_inference_model, build_model
 from ..structures import Boxes, Instances
 
 
 class DefaultPredictor:
-    """The model of ``cfg`` in eval mode with the weights of ``cfg.MODEL.WEIGHTS``.
+    """The model of ``cfg`` with the weights of ``cfg.MODEL.WEIGHTS``, in eval mode and as
+    ``--eval-only`` evaluates it (:func:`~detkit.modeling.build_inference_model`: the detector,
+    or the test pyramid wrapping it when ``TEST.MIN_SIZES`` lists one).
 
     Calling it on a BGR image (as OpenCV reads it; grayscale ``[H, W]`` or ``[H, W, 1]`` and
-    BGRA ``[H, W, 4]`` images are converted to BGR) prepares the image like the test-time
-    mapper (the transforms of ``INPUT.TRANSFORMS_TEST``, by default the shortest edge to
-    ``INPUT.MIN_SIZE_TEST`` with the longest at most ``INPUT.MAX_SIZE_TEST``; channels in
-    ``MODEL.INPUT_FORMAT`` order), moves the proposals with it, and returns, as detectron2's
-    predictor does, ``{"instances": Instances}`` with ``pred_boxes``, ``scores`` and
-    ``pred_classes`` in the original image's pixels.
+    BGRA ``[H, W, 4]`` images are converted to BGR) prepares the image as the evaluation
+    loader's mapper does (:func:`~detkit.data.loaders.evaluation_transforms`: by default the
+    shortest edge to ``INPUT.MIN_SIZE_TEST`` with the longest at most ``INPUT.MAX_SIZE_TEST``,
+    none for a pyramid, which resizes itself; channels in ``MODEL.INPUT_FORMAT`` order), moves
+    the proposals with it, and returns, as detectron2's predictor does, ``{"instances":
+    Instances}`` with ``pred_boxes``, ``scores`` and ``pred_classes`` in the original image's
+    pixels.
     """
 
     def __init__(self, cfg) -> None:
@@ -38,10 +41,11 @@ class DefaultPredictor:
                 f"MODEL.INPUT_FORMAT must be BGR or RGB, got {cfg.MODEL.INPUT_FORMAT!r}"
             )
         self.cfg = cfg
-        self.transforms = build_transforms(cfg, is_train=False)
-        self.model = build_model(cfg).eval()
+        self.transforms = evaluation_transforms(cfg)
+        model = build_model(cfg)
         # a demo from a partly random model would look like a bad model: refuse it
-        DetectionCheckpointer(self.model, allow_partial=False).load(cfg.MODEL.WEIGHTS)
+        DetectionCheckpointer(model, allow_partial=False).load(cfg.MODEL.WEIGHTS)
+        self.model = build_inference_model(cfg, model).eval()
 
     def __call__(
         self, image_bgr: np.ndarray, proposals: np.ndarray | None = None

@@ -1,5 +1,6 @@
 """Evaluation: the evaluator protocol, the inference loop, COCO and PASCAL VOC box AP."""
 
+from . import config_checks  # noqa: F401  (registers the package's config checks)
 from .build import EVALUATOR_REGISTRY, build_evaluator, evaluator_names
 from .coco_evaluation import COCOEvaluator, convert_to_coco_dict
 from .evaluator import DatasetEvaluator, DatasetEvaluators, inference_on_dataset

@@ -12,10 +12,10 @@ import math
 from pathlib import Path
 
 import numpy as np
-from omegaconf import DictConfig
 
-from ..config import ConfigError, register_config_check
+from ..config import ConfigError
 from ..data.catalog import DatasetCatalog, MetadataCatalog
+from ..data.datasets.coco import coco_annotation_has_area
 from ..utils import comm
 from ..utils.file_io import write_bytes_atomically
 from .evaluator import DatasetEvaluator, output_instances
@@ -43,12 +43,6 @@ def coco_eval_backend_problem(backend: str) -> str | None:
             f"installed (pip install {package})"
         )
     return None
-
-
-@register_config_check
-def _coco_eval_backend_problems(cfg: DictConfig) -> list[str]:
-    problem = coco_eval_backend_problem(cfg.TEST.COCO_EVAL_BACKEND)
-    return [problem] if problem else []
 
 
 def coco_api(backend: str) -> tuple[type, type]:
@@ -125,8 +119,9 @@ class COCOEvaluator(DatasetEvaluator):
 
     The ground truth is the dataset's ``json_file`` (metadata) when it has one, so results match
     the official evaluation of that file, else :func:`convert_to_coco_dict`; either way as the
-    dataset's loader reads it: without the boxes it dropped, a missing ``iscrowd`` 0 and a
-    missing ``area`` the box's. Results are
+    dataset's loader reads it: without the boxes it drops (those without area, by the loader's
+    own rule, whether or not the dataset was loaded), a missing ``iscrowd`` 0 and a missing
+    ``area`` the box's. Results are
     ``{"bbox": {"AP", "AP50", "AP75", "APs", "APm", "APl", "AP-<class>", …}}``; a metric with no
     ground truth to measure (e.g. ``APs`` without small objects) is NaN. A model that predicted
     nothing is scored by the same rule, with a warning: AP 0 wherever there are objects to find,
@@ -152,6 +147,7 @@ class COCOEvaluator(DatasetEvaluator):
         json_file = MetadataCatalog.get(dataset_name).get("json_file")
         if json_file is not None and Path(json_file).is_file():
             ground_truth = json.loads(Path(json_file).read_bytes())
+            self._leave_out_what_the_loader_drops(ground_truth, json_file)
         else:
             ground_truth = convert_to_coco_dict(dataset_name)
         self._image_numbers = _number_images(ground_truth)
@@ -159,7 +155,6 @@ class COCOEvaluator(DatasetEvaluator):
             self._coco_gt = self._coco()
             self._coco_gt.dataset = ground_truth
             self._coco_gt.createIndex()
-        self._drop_what_the_loader_dropped()
         self._fill_what_the_file_left_out()
         mapping = MetadataCatalog.get(dataset_name).get("thing_dataset_id_to_contiguous_id")
         if mapping is None:  # the rule load_coco_json and convert_to_coco_dict follow
@@ -167,21 +162,18 @@ class COCOEvaluator(DatasetEvaluator):
         self._to_dataset_id = {contiguous: dataset_id for dataset_id, contiguous in mapping.items()}
         self._predictions: list[dict] = []
 
-    def _drop_what_the_loader_dropped(self) -> None:
-        """Leaves out of the ground truth the boxes the dataset's loader dropped (boxes without
-        area, listed in its metadata as ``dropped_annotation_ids``): a metric must not count
-        objects the model was never shown and no detection can match."""
-        dropped = set(MetadataCatalog.get(self.dataset_name).get("dropped_annotation_ids") or ())
-        if not dropped:
-            return
-        annotations = self._coco_gt.dataset.get("annotations", [])
-        self._coco_gt.dataset["annotations"] = [a for a in annotations if a["id"] not in dropped]
-        with contextlib.redirect_stdout(io.StringIO()):
-            self._coco_gt.createIndex()
-        logger.info(
-            f"{self.dataset_name}: {len(dropped)} ground-truth boxes the loader dropped are left "
-            "out of the evaluation too"
-        )
+    def _leave_out_what_the_loader_drops(self, ground_truth: dict, json_file: str) -> None:
+        """Leaves out of the COCO file's ``ground_truth`` (in place) the boxes its loader drops,
+        by the loader's rule (:func:`~detkit.data.datasets.coco.coco_annotation_has_area`): a
+        metric must not count objects the model was never shown and no detection can match."""
+        annotations = ground_truth.get("annotations", [])
+        kept = [a for a in annotations if coco_annotation_has_area(a, json_file)]
+        if len(kept) < len(annotations):
+            ground_truth["annotations"] = kept
+            logger.info(
+                f"{self.dataset_name}: {len(annotations) - len(kept)} ground-truth boxes without "
+                "area, which the loader drops, are left out of the evaluation too"
+            )
 
     def _fill_what_the_file_left_out(self) -> None:
         """Gives every ground-truth box the fields ``COCOeval`` reads that a COCO file may leave

@@ -8,15 +8,17 @@ programs that refuses anything in the file that torch would unpickle, run or eva
 
 ``tools/export_model.py`` does the first two from a config and checks the result."""
 
-from .adapter import SingleImageDetector, random_boxes
+from .adapter import NotTraceableError, SingleImageDetector, check_traceable, random_boxes
 from .archive import ExportedProgramError, check_archive
 from .loader import load
 from .program import export_detector, mismatch, save
 
 __all__ = [
     "ExportedProgramError",
+    "NotTraceableError",
     "SingleImageDetector",
     "check_archive",
+    "check_traceable",
     "export_detector",
     "load",
     "mismatch",

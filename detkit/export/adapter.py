@@ -7,7 +7,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ..modeling import PyramidInference
 from ..structures import Boxes, Instances
+from ..utils.errors import UserError
 
 
 def random_boxes(count: int, height: int, width: int, seed: int = 0) -> Tensor:
@@ -21,15 +23,33 @@ def random_boxes(count: int, height: int, width: int, seed: int = 0) -> Tensor:
     return torch.stack([x1, y1, x1 + w, y1 + h], dim=1)
 
 
+class NotTraceableError(UserError, ValueError):
+    """A model whose inference is not one traceable forward over an image and its proposals."""
+
+
+def check_traceable(model: nn.Module) -> None:
+    """Raises :class:`NotTraceableError` for a model :class:`SingleImageDetector` cannot trace:
+    the test image pyramid (:class:`~detkit.modeling.PyramidInference`), which resizes each
+    image to its scales with OpenCV, outside any graph torch records."""
+    if isinstance(model, PyramidInference):
+        raise NotTraceableError(
+            f"the test image pyramid (TEST.MIN_SIZES={model.min_sizes}) cannot be exported or "
+            "traced: it resizes each image to its scales with OpenCV, outside the graph; export "
+            "the single-scale model (TEST.MIN_SIZES=[]), whose detections differ"
+        )
+
+
 class SingleImageDetector(nn.Module):
     """``model`` on one image and its proposals as plain tensors, returning the detections'
     boxes, scores and classes: the form fvcore's tracing counters take
     (``FlopCountAnalysis(SingleImageDetector(model), (image, boxes))``, or
     :func:`detkit.utils.analysis.flop_count_analysis` with detkit's op handles) and what
-    ``torch.export`` traces (:func:`detkit.export.export_detector`)."""
+    ``torch.export`` traces (:func:`detkit.export.export_detector`). A model that cannot be
+    traced is refused (:func:`check_traceable`)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()
+        check_traceable(model)
         self.model = model
 
     def forward(self, image: Tensor, proposal_boxes: Tensor) -> tuple[Tensor, Tensor, Tensor]:

@@ -1,16 +1,17 @@
 """The Fast R-CNN model's parts and the registries they are built from."""
 
+from . import config_checks  # noqa: F401  (registers the package's config checks)
 from .backbone import BACKBONE_REGISTRY, Backbone, ShapeSpec, build_backbone
 from .box_regression import Box2BoxTransform
-from .build import build_model
+from .build import build_inference_model, build_model
 from .matcher import Matcher
-from .meta_arch import META_ARCH_REGISTRY, FastRCNN
+from .meta_arch import META_ARCH_REGISTRY, FastRCNN, PyramidInference
 from .poolers import (
     ROI_POOLER_REGISTRY,
-    PoolerTypeFromConfig,
     ROIPooler,
     assign_boxes_to_levels,
     dedup_boxes,
+    pooler_class,
 )
 from .roi_heads import (
     ROI_BOX_HEAD_REGISTRY,
@@ -35,14 +36,16 @@ __all__ = [
     "FastRCNNOutputLayers",
     "FastRCNNSampler",
     "Matcher",
-    "PoolerTypeFromConfig",
+    "PyramidInference",
     "ROIPooler",
     "SamplingContext",
     "ShapeSpec",
     "StandardROIHeads",
     "assign_boxes_to_levels",
     "build_backbone",
+    "build_inference_model",
     "build_model",
     "build_sampler",
     "dedup_boxes",
+    "pooler_class",
 ]

@@ -8,6 +8,35 @@ import torch
 from torch import Tensor
 
 
+def band_problems(
+    thresholds: Sequence[float],
+    labels: Sequence[int],
+    names: tuple[str, str] = ("thresholds", "labels"),
+) -> list[str]:
+    """Why ``thresholds`` and ``labels`` do not make a :class:`Matcher`'s IoU bands, one message
+    per problem naming them as ``names`` gives (the arguments; ``check_config`` gives the config
+    keys); empty when they do."""
+    thresholds, labels = [float(t) for t in thresholds], list(labels)
+    (threshold_name, label_name), bands = names, len(thresholds) + 1
+    problems = []
+    if len(labels) != bands:
+        example = (  # the last part of each name: IOU_THRESHOLDS, or thresholds itself
+            f"{threshold_name.rsplit('.', 1)[-1]}: [0.1, 0.5] with "
+            f"{label_name.rsplit('.', 1)[-1]}: [-1, 0, 1]"
+        )
+        problems.append(
+            f"{threshold_name} {thresholds} make {bands} IoU bands but {label_name} {labels} "
+            f"name {len(labels)}; give one label per band (e.g. {example})"
+        )
+    if thresholds != sorted(thresholds) or not all(0.0 <= t <= 1.0 for t in thresholds):
+        problems.append(f"{threshold_name} must rise within [0, 1], got {thresholds}")
+    if not set(labels) <= {-1, 0, 1}:
+        problems.append(
+            f"{label_name} must be -1 (ignored), 0 (background) or 1 (foreground), got {labels}"
+        )
+    return problems
+
+
 class Matcher:
     """Labels proposals by their highest IoU with any ground-truth box.
 
@@ -17,15 +46,10 @@ class Matcher:
     """
 
     def __init__(self, thresholds: Sequence[float], labels: Sequence[int]) -> None:
-        thresholds = [float(t) for t in thresholds]
-        if len(labels) != len(thresholds) + 1:
-            raise ValueError(
-                f"Matcher: {len(thresholds)} thresholds make {len(thresholds) + 1} bands, "
-                f"but {len(labels)} labels were given"
-            )
-        if thresholds != sorted(thresholds) or not all(0.0 <= t <= 1.0 for t in thresholds):
-            raise ValueError(f"Matcher: thresholds must rise within [0, 1], got {thresholds}")
-        self.thresholds = [-float("inf"), *thresholds, float("inf")]
+        problems = band_problems(thresholds, labels)
+        if problems:
+            raise ValueError("Matcher: " + "; ".join(problems))
+        self.thresholds = [-float("inf"), *(float(t) for t in thresholds), float("inf")]
         self.labels = list(labels)
 
     def __call__(self, iou: Tensor) -> tuple[Tensor, Tensor]:

@@ -5,14 +5,16 @@
 * :func:`dedup_boxes`: which boxes of an image are duplicates on the grid of the map they are
   pooled from (Fast R-CNN's ``DEDUP_BOXES``, generalised from VGG16's stride 16 to any map).
 * :class:`ROIPooler`: pools every box from its map with one op per map; the op is a pooler
-  type from ``ROI_POOLER_REGISTRY`` (``ROIPool``, ``ROIAlign``, ``ROIAlignV2``).
+  type, a class registered in ``ROI_POOLER_REGISTRY`` (``ROIPool``, ``ROIAlign``,
+  ``ROIAlignV2``) or given as it is; :func:`pooler_class` is the one check of a pooler type.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -27,35 +29,64 @@ __all__ = [
     "LevelROIAlign",
     "LevelROIAlignV2",
     "LevelROIPool",
-    "PoolerTypeFromConfig",
     "ROIPooler",
     "assign_boxes_to_levels",
     "assign_boxes_to_scales",
     "dedup_boxes",
+    "pooler_class",
 ]
 
-ROI_POOLER_REGISTRY = Registry("ROI_POOLER")
-ROI_POOLER_REGISTRY.__doc__ = """Pooler types, chosen by ``MODEL.ROI_BOX_HEAD.POOLER_TYPE``.
-
-An entry builds the op that pools one feature map, a module mapping ``(features [N, C, H, W],
-rois [K, 5])`` to ``[K, C, h, w]``; :class:`ROIPooler` builds one per map. It is a class with
-``__init__(output_size, spatial_scale, sampling_ratio)`` and ``from_config(cfg,
-spatial_scale)`` (usable by name with plain arguments and from a config), or a builder
-``f(cfg, spatial_scale)`` (from a config only, through :meth:`ROIPooler.from_config`)."""
+_POOLER_TYPE_ARGUMENTS = "(output_size, spatial_scale, sampling_ratio)"
 
 
-class PoolerTypeFromConfig:
-    """``from_config(cfg, spatial_scale)`` for a pooler type taking ``(output_size,
-    spatial_scale, sampling_ratio)``: the size and ratio from ``MODEL.ROI_BOX_HEAD``."""
+def _pooler_type_problem(entry: object) -> str:
+    """Why ``entry`` is not a pooler type, or ``""`` when it is: a pooler type is an
+    ``nn.Module`` class whose constructor takes ``(output_size, spatial_scale,
+    sampling_ratio)`` (what :class:`ROIPooler` passes, once per map)."""
+    if not (isinstance(entry, type) and issubclass(entry, nn.Module)):
+        return f"{entry!r} is not a torch.nn.Module class"
+    try:
+        inspect.signature(entry).bind(None, None, None)
+    except TypeError:
+        return f"the constructor of {entry.__name__} does not take {_POOLER_TYPE_ARGUMENTS}"
+    except ValueError:  # a constructor without a signature: trust it
+        pass
+    return ""
 
-    @classmethod
-    def from_config(cls, cfg, spatial_scale: float) -> nn.Module:
-        box = cfg.MODEL.ROI_BOX_HEAD
-        return cls(box.POOLER_RESOLUTION, spatial_scale, box.POOLER_SAMPLING_RATIO)
+
+ROI_POOLER_REGISTRY = Registry(
+    "ROI_POOLER",
+    expects=f"an nn.Module class whose constructor takes {_POOLER_TYPE_ARGUMENTS}",
+    reason=_pooler_type_problem,
+)
+ROI_POOLER_REGISTRY.__doc__ = f"""Pooler types, chosen by ``MODEL.ROI_BOX_HEAD.POOLER_TYPE``.
+
+An entry is the class of the op that pools one feature map: an ``nn.Module`` built as
+``cls{_POOLER_TYPE_ARGUMENTS}``, mapping ``(features [N, C, H, W], rois [K, 5])`` to
+``[K, C, h, w]``. :class:`ROIPooler` builds one per map (from a config, with
+``POOLER_RESOLUTION`` and ``POOLER_SAMPLING_RATIO`` of ``MODEL.ROI_BOX_HEAD``)."""
+
+
+def pooler_class(pooler_type: str | type[nn.Module]) -> type[nn.Module]:
+    """The class of ``pooler_type``: the one registered under that name in
+    ``ROI_POOLER_REGISTRY``, or the class itself. ``ValueError`` for an unknown name (naming
+    the registered ones and the closest) or anything but a pooler class. The one check of a
+    pooler type: :class:`ROIPooler` and the up-front config check call it."""
+    if isinstance(pooler_type, str):
+        if pooler_type not in ROI_POOLER_REGISTRY:
+            raise ValueError(ROI_POOLER_REGISTRY.unknown_name_message(pooler_type))
+        return ROI_POOLER_REGISTRY.get(pooler_type)
+    problem = _pooler_type_problem(pooler_type)
+    if problem:
+        raise ValueError(
+            f"a pooler type is a name registered in ROI_POOLER_REGISTRY or a class built as "
+            f"cls{_POOLER_TYPE_ARGUMENTS}: {problem}"
+        )
+    return pooler_type
 
 
 @ROI_POOLER_REGISTRY.register(name="ROIPool")
-class LevelROIPool(PoolerTypeFromConfig, layers.ROIPool):
+class LevelROIPool(layers.ROIPool):
     """The paper's RoI max pooling, :class:`detkit.layers.ROIPool`; ``sampling_ratio`` is
     ignored (max pooling reads every cell of a bin)."""
 
@@ -64,7 +95,7 @@ class LevelROIPool(PoolerTypeFromConfig, layers.ROIPool):
 
 
 @ROI_POOLER_REGISTRY.register(name="ROIAlign")
-class LevelROIAlign(PoolerTypeFromConfig, layers.ROIAlign):
+class LevelROIAlign(layers.ROIAlign):
     """Mask R-CNN's RoIAlign without the half-pixel offset, :class:`detkit.layers.ROIAlign`
     with ``aligned=False`` (``sampling_ratio <= 0``: an adaptive grid of samples per bin)."""
 
@@ -73,7 +104,7 @@ class LevelROIAlign(PoolerTypeFromConfig, layers.ROIAlign):
 
 
 @ROI_POOLER_REGISTRY.register(name="ROIAlignV2")
-class LevelROIAlignV2(PoolerTypeFromConfig, layers.ROIAlign):
+class LevelROIAlignV2(layers.ROIAlign):
     """RoIAlign with the half-pixel offset, :class:`detkit.layers.ROIAlign` with
     ``aligned=True`` (detectron2's default for its FPN models)."""
 
@@ -199,24 +230,6 @@ def dedup_boxes(
     return first[first < count].sort().values
 
 
-def _level_builder(
-    pooler_type: str | Callable[[float], nn.Module], output_size, sampling_ratio: int
-) -> Callable[[float], nn.Module]:
-    """``spatial_scale -> op`` for ``pooler_type``: a registered class built with plain
-    arguments, or the given function."""
-    if callable(pooler_type):
-        return pooler_type
-    if pooler_type not in ROI_POOLER_REGISTRY:
-        raise ValueError(f"ROIPooler: {unknown_pooler_type(pooler_type)}")
-    entry = ROI_POOLER_REGISTRY.get(pooler_type)
-    if not isinstance(entry, type):
-        raise ValueError(
-            f"ROIPooler: pooler type {pooler_type!r} is registered as a builder taking the "
-            "config; build the pooler with ROIPooler.from_config(cfg, scales)"
-        )
-    return lambda scale: entry(output_size, scale, sampling_ratio)
-
-
 def assign_boxes_to_scales(
     boxes: torch.Tensor, factors: Sequence[tuple[float, float]]
 ) -> torch.Tensor:
@@ -229,12 +242,6 @@ def assign_boxes_to_scales(
     return (scaled - 224.0**2).abs().argmin(dim=1)
 
 
-def unknown_pooler_type(name: str) -> str:
-    """The message for a pooler type that is not registered, naming those that are."""
-    known = ", ".join(sorted(registered for registered, _ in ROI_POOLER_REGISTRY))
-    return f"unknown pooler type {name!r}; registered pooler types (ROI_POOLER_REGISTRY): {known}"
-
-
 class ROIPooler(nn.Module):
     """Pools a fixed-size feature for every box from one or several feature maps.
 
@@ -244,9 +251,9 @@ class ROIPooler(nn.Module):
             consecutive ``k`` (a feature pyramid such as FPN's P2-P5: 1/4, 1/8, 1/16, 1/32).
         sampling_ratio: samples per bin side for RoIAlign (``<= 0``: adaptive); unused by
             ``ROIPool``.
-        pooler_type: a class's name in ``ROI_POOLER_REGISTRY`` (``ROIPool``, ``ROIAlign``,
-            ``ROIAlignV2``), or a function ``spatial_scale -> module`` that builds the op of
-            one map (what :meth:`from_config` passes for a builder entry).
+        pooler_type: the op of one map, by its name in ``ROI_POOLER_REGISTRY`` (``ROIPool``,
+            ``ROIAlign``, ``ROIAlignV2``) or as a class built as ``cls(output_size,
+            spatial_scale, sampling_ratio)`` (:func:`pooler_class`).
         canonical_box_size, canonical_level: of the level assignment
             (:func:`assign_boxes_to_levels`), used with several maps only.
 
@@ -263,13 +270,16 @@ class ROIPooler(nn.Module):
         output_size: int | Sequence[int],
         scales: Sequence[float],
         sampling_ratio: int,
-        pooler_type: str | Callable[[float], nn.Module],
+        pooler_type: str | type[nn.Module],
         canonical_box_size: float = 224,
         canonical_level: int = 4,
     ) -> None:
         super().__init__()
         output_size = output_size_pair("ROIPooler", output_size)
-        build_level = _level_builder(pooler_type, output_size, sampling_ratio)
+        try:
+            level_type = pooler_class(pooler_type)
+        except ValueError as error:
+            raise ValueError(f"ROIPooler: pooler_type: {error}") from None
         if not canonical_box_size > 0:
             raise ValueError(
                 f"ROIPooler: canonical_box_size must be positive, got {canonical_box_size!r}"
@@ -278,26 +288,21 @@ class ROIPooler(nn.Module):
         self.output_size = output_size
         self.scales = tuple(float(s) for s in scales)
         self.sampling_ratio = sampling_ratio
-        self.pooler_type = pooler_type if isinstance(pooler_type, str) else "custom"
         self.canonical_box_size = canonical_box_size
         self.canonical_level = canonical_level
-        self.level_poolers = nn.ModuleList(build_level(scale) for scale in self.scales)
+        self.level_poolers = nn.ModuleList(
+            level_type(output_size, scale, sampling_ratio) for scale in self.scales
+        )
 
     @classmethod
     def from_config(cls, cfg, scales: Sequence[float]) -> ROIPooler:
         """The pooler of ``MODEL.ROI_BOX_HEAD`` for maps of ``scales`` (``1 / stride``)."""
         box = cfg.MODEL.ROI_BOX_HEAD
-        if box.POOLER_TYPE not in ROI_POOLER_REGISTRY:
-            raise ValueError(
-                f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: {unknown_pooler_type(box.POOLER_TYPE)}"
-            )
-        entry = ROI_POOLER_REGISTRY.get(box.POOLER_TYPE)
-        pooler_type = (
-            box.POOLER_TYPE
-            if isinstance(entry, type)
-            else lambda scale: ROI_POOLER_REGISTRY.build(box.POOLER_TYPE, cfg, scale)
-        )
-        pooler = cls(
+        try:
+            pooler_type = pooler_class(box.POOLER_TYPE)
+        except ValueError as error:
+            raise ValueError(f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: {error}") from None
+        return cls(
             box.POOLER_RESOLUTION,
             scales,
             box.POOLER_SAMPLING_RATIO,
@@ -305,8 +310,6 @@ class ROIPooler(nn.Module):
             canonical_box_size=box.POOLER_CANONICAL_BOX_SIZE,
             canonical_level=box.POOLER_CANONICAL_LEVEL,
         )
-        pooler.pooler_type = box.POOLER_TYPE
-        return pooler
 
     def forward(self, x: Sequence[Tensor], box_lists: Sequence[Boxes | Tensor]) -> Tensor:
         return _pool_boxes(
@@ -322,7 +325,7 @@ class ROIPooler(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"output_size={self.output_size}, scales={self.scales}, "
-            f"sampling_ratio={self.sampling_ratio}, pooler_type={self.pooler_type!r}"
+            f"sampling_ratio={self.sampling_ratio}"
         )
 
 

@@ -1,5 +1,6 @@
 """Optimizer and learning-rate schedule builders."""
 
+from . import config_checks  # noqa: F401  (registers the package's config checks)
 from .build import (
     build_gradient_clipper,
     build_lr_scheduler,

@@ -9,13 +9,16 @@ transforms, proposal loaders, meta-architectures) is one :class:`Registry`. An e
   backbones, ``@BACKBONE_REGISTRY.register()`` on ``def build_my_backbone(cfg, input_shape)``).
 
 Anything else is refused when it is registered, with a message saying what is expected, so
-a mistake shows at import time and not as an ``AttributeError`` deep inside a build.
+a mistake shows at import time and not as an ``AttributeError`` deep inside a build. A registry
+whose entries are built otherwise says what it admits instead (pooler types: module classes
+built with plain arguments; proposal loaders: plain functions).
 """
 
 from __future__ import annotations
 
 import difflib
 import inspect
+from collections.abc import Callable
 from typing import Any
 
 from fvcore.common.registry import Registry as _FvcoreRegistry
@@ -27,20 +30,27 @@ class Registry(_FvcoreRegistry):
     """A name → class-or-builder map; see the module docstring for what it admits.
 
     ``build(name, cfg, *args)`` builds the entry ``name``; an unknown name raises ``KeyError``
-    naming the registered ones and the closest to it. ``expects`` replaces the description of a
-    valid entry in the refusal message, for a registry of plain functions that take no config
-    (proposal loaders: ``load(path, dataset_dicts)``).
+    naming the registered ones and the closest to it. A registry of other entries gives
+    ``reason``, which says why an object cannot be an entry (``""`` when it can; default:
+    :func:`unbuildable_reason`), and ``expects``, the description of a valid entry in the
+    refusal message.
     """
 
-    def __init__(self, name: str, expects: str | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        expects: str | None = None,
+        reason: Callable[[Any], str] | None = None,
+    ) -> None:
         super().__init__(name)
         self.expects = expects or (
             "a class with a from_config(cfg, ...) classmethod or a builder function whose first "
             "argument is the config, builder(cfg, ...)"
         )
+        self.reason = reason or unbuildable_reason
 
     def _do_register(self, name: str, obj: Any) -> None:
-        problem = unbuildable_reason(obj)
+        problem = self.reason(obj)
         if problem:
             raise TypeError(
                 f"{self._name} registry: cannot register {name!r}: {problem}. An entry must be "

@@ -4,6 +4,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -102,7 +104,7 @@ def test_bg_iou_lo_is_read_as_the_bands_it_meant_with_a_warning(tmp_path, caplog
 def test_a_project_check_runs_with_the_others(monkeypatch) -> None:
     from detkit.config import checks
 
-    monkeypatch.setattr(checks, "_PROJECT_CHECKS", [])
+    monkeypatch.setattr(checks, "_CHECKS", list(checks._CHECKS))  # detkit's own, not the test's
 
     @register_config_check
     def needs_a_small_batch(cfg):
@@ -123,6 +125,40 @@ def test_a_project_check_runs_with_the_others(monkeypatch) -> None:
         "MODEL.ROI_HEADS.POSITIVE_FRACTION must be in [0, 1], got 1.5",
         "SOLVER.IMS_PER_BATCH=8: at most 4 for this project",
     ]
+
+
+def test_check_config_alone_runs_the_checks_of_every_package() -> None:
+    """`from detkit.config import check_config` in a fresh interpreter, nothing else imported:
+    the checks the data, modeling, evaluation and solver packages contribute run too
+    (detkit/__init__.py imports those packages, and each registers its checks)."""
+    program = (
+        "from detkit.config import ConfigError, check_config, get_default_config\n"
+        "cfg = get_default_config()\n"
+        "cfg.MODEL.ROI_HEADS.NUM_CLASSES = 3\n"
+        "cfg.INPUT.TRANSFORMS_TRAIN = ['RandomFlop']\n"
+        "cfg.MODEL.ROI_HEADS.IOU_THRESHOLDS = [0.1, 0.5]\n"
+        "cfg.MODEL.ROI_HEADS.IOU_LABELS = [0, 1]\n"
+        "cfg.TEST.EVALUATORS = ['lvis']\n"
+        "cfg.SOLVER.MAX_ITER, cfg.SOLVER.STEPS = 5, [4, 2]\n"
+        "cfg.DATASETS.TEST = ['shapes_vall']\n"
+        "try:\n"
+        "    check_config(cfg)\n"
+        "except ConfigError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, cwd=REPO, check=True
+    )
+    lines = result.stdout.splitlines()
+    assert lines[0] == "5 problems:", result.stdout
+    for start in (
+        "INPUT.TRANSFORMS_TRAIN: no 'RandomFlop'",  # data
+        "DATASETS.TEST: no dataset named 'shapes_vall'",  # data
+        "MODEL.ROI_HEADS.IOU_THRESHOLDS [0.1, 0.5] make 3 IoU bands",  # modeling
+        "TEST.EVALUATORS: no 'lvis'",  # evaluation
+        "SOLVER.STEPS",  # solver
+    ):
+        assert any(line.strip().startswith(start) for line in lines[1:]), (start, result.stdout)
 
 
 def test_the_voc_configs_hold_the_papers_setting() -> None:

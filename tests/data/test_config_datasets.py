@@ -1,5 +1,6 @@
 """Datasets declared in a config (DATASETS.REGISTER) and class names taken from the training
-data: registered on load, read back through the catalog, refused with the field named."""
+data: entries checked on load, registered by the set-up step after it, read back through the
+catalog, refused with the field named."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from detkit.config import ConfigError, check_config, load_config
-from detkit.data import DatasetCatalog, MetadataCatalog
+from detkit.data import DatasetCatalog, MetadataCatalog, setup_datasets
 from detkit.data.classes import coco_class_names
 from detkit.data.config_datasets import unregister_config_datasets
 
@@ -33,6 +34,11 @@ def config(tmp_path: Path, entries: str, *extra: str) -> Path:
     return path
 
 
+def set_up(path: Path):
+    """The config of ``path`` loaded and set up, as every tool does."""
+    return setup_datasets(load_config(path), path)
+
+
 @pytest.fixture
 def forget():
     names: list[str] = []
@@ -50,12 +56,12 @@ def test_a_coco_entry_registers_and_gives_its_classes(tmp_path, forget) -> None:
         f"IMAGE_ROOT: {tmp_path}}}\n",
         "  TRAIN: [cfg_coco]\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 0\n",
     )
-    cfg = load_config(path)
+    cfg = set_up(path)
     assert list(cfg.MODEL.ROI_HEADS.CLASS_NAMES) == ["cat", "dog"]  # by category id
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
     (record,) = DatasetCatalog.get("cfg_coco")
     assert record["file_name"] == str(tmp_path / "a.png")
-    load_config(path)  # the same entry again: nothing to do, no "already registered"
+    set_up(path)  # the same entry again: nothing to do, no "already registered"
 
 
 def test_a_voc_entry_takes_its_class_names(tmp_path, forget) -> None:
@@ -66,7 +72,7 @@ def test_a_voc_entry_takes_its_class_names(tmp_path, forget) -> None:
         "YEAR: 2012, CLASS_NAMES: [apple, pear]}\n",
         "  TRAIN: [cfg_voc]\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 0\n",
     )
-    cfg = load_config(path)
+    cfg = set_up(path)
     assert cfg.MODEL.ROI_HEADS.NUM_CLASSES == 2
     assert MetadataCatalog.get("cfg_voc").get("year") == 2012
 
@@ -88,7 +94,7 @@ def test_a_voc_entry_takes_its_class_names(tmp_path, forget) -> None:
 )
 def test_bad_entries_are_refused_naming_the_entry(tmp_path, entry: str, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as error:
-        load_config(config(tmp_path, f"    - {entry}\n"))
+        set_up(config(tmp_path, f"    - {entry}\n"))
     assert "DATASETS.REGISTER[0]" in str(error.value) and "c.yaml" in str(error.value)
 
 
@@ -134,7 +140,7 @@ def voc_entry(name: str, dirname: Path, extra: str = "") -> str:
 
 def test_a_year_written_as_text_is_read_as_a_number(tmp_path, forget) -> None:
     forget.append("cfg_voc_year")
-    load_config(config(tmp_path, voc_entry("cfg_voc_year", tmp_path, ", YEAR: '2012'")))
+    set_up(config(tmp_path, voc_entry("cfg_voc_year", tmp_path, ", YEAR: '2012'")))
     assert MetadataCatalog.get("cfg_voc_year").get("year") == 2012
 
 
@@ -163,7 +169,7 @@ def test_entries_register_all_or_none(tmp_path) -> None:
 def test_two_entries_of_one_name_are_refused(tmp_path) -> None:
     entries = voc_entry("cfg_twice", tmp_path) + voc_entry("cfg_twice", tmp_path, ", YEAR: 2012")
     with pytest.raises(ConfigError, match=r"REGISTER\[1\]: a dataset named 'cfg_twice'"):
-        load_config(config(tmp_path, entries))
+        load_config(config(tmp_path, entries))  # refused as the config is read
     assert "cfg_twice" not in DatasetCatalog
 
 
@@ -174,10 +180,10 @@ def test_a_config_whose_classes_cannot_be_read_registers_nothing(tmp_path, forge
     entry = "    - {{NAME: cfg_fixed, FORMAT: coco, JSON_FILE: {}, IMAGE_ROOT: {}}}\n"
     train = "  TRAIN: [cfg_fixed]\nMODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 0\n"
     with pytest.raises(ConfigError, match=r"JSON_FILE .*gone\.json: no such file"):
-        load_config(config(tmp_path, entry.format(tmp_path / "gone.json", tmp_path), train))
+        set_up(config(tmp_path, entry.format(tmp_path / "gone.json", tmp_path), train))
     assert "cfg_fixed" not in DatasetCatalog
     coco_file(tmp_path / "a.json", cats)
-    cfg = load_config(config(tmp_path, entry.format(tmp_path / "a.json", tmp_path), train))
+    cfg = set_up(config(tmp_path, entry.format(tmp_path / "a.json", tmp_path), train))
     assert list(cfg.MODEL.ROI_HEADS.CLASS_NAMES) == ["cat"]
 
 
@@ -192,7 +198,7 @@ def test_a_missing_file_is_named_by_the_checks_when_no_class_name_is_needed(
         + voc_entry("cfg_voc_gone", tmp_path / "no_voc")
     )
     sets = "  TRAIN: [cfg_given]\n  TEST: [cfg_voc_gone]\n  PROPOSAL_FILES_TRAIN: []\n"
-    cfg = load_config(config(tmp_path, entries, sets, "MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 3\n"))
+    cfg = set_up(config(tmp_path, entries, sets, "MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 3\n"))
     assert list(cfg.MODEL.ROI_HEADS.CLASS_NAMES) == []
     with pytest.raises(ConfigError) as error:
         check_config(cfg)

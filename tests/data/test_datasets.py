@@ -65,13 +65,14 @@ def test_coco_json_to_dataset_dicts(tmp_path: Path) -> None:
         first, second = dicts
         assert first["file_name"] == str(tmp_path / "images" / "a.jpg")
         assert (first["height"], first["width"]) == (50, 60)
-        # the box without area is dropped; xywh -> xyxy; ids 1, 5, 9 -> 0, 1, 2
+        # the box without area is dropped; xywh -> xyxy; ids 1, 5, 9 -> 0, 1, 2; each keeps
+        # its annotation id
         assert first["annotations"] == [
-            {"bbox": [1.0, 2.0, 4.0, 6.0], "category_id": 0, "iscrowd": 0}
+            {"id": 3, "bbox": [1.0, 2.0, 4.0, 6.0], "category_id": 0, "iscrowd": 0}
         ]
         assert second["annotations"] == [
-            {"bbox": [10.0, 20.0, 40.0, 60.0], "category_id": 1, "iscrowd": 0},
-            {"bbox": [0.0, 0.0, 5.5, 4.0], "category_id": 2, "iscrowd": 1},
+            {"id": 1, "bbox": [10.0, 20.0, 40.0, 60.0], "category_id": 1, "iscrowd": 0},
+            {"id": 2, "bbox": [0.0, 0.0, 5.5, 4.0], "category_id": 2, "iscrowd": 1},
         ]
         metadata = MetadataCatalog.get("tiny_coco")
         assert metadata.thing_classes == ["circle", "square", "triangle"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from detkit.config import load_config
@@ -25,6 +26,11 @@ def fake_dicts(count: int = 23) -> list[dict]:
         }
         for i in range(count)
     ]
+
+
+def as_given(record: dict, rng) -> dict:
+    """A training mapper that changes nothing (and draws nothing from ``rng``)."""
+    return record
 
 
 def ids_of(batches) -> list[list[int]]:
@@ -48,8 +54,8 @@ def test_batches_depend_only_on_the_seed_and_group_by_orientation() -> None:
 
 def test_resuming_at_k_gives_the_batches_of_a_straight_run() -> None:
     dicts = fake_dicts()
-    straight = take(TrainingBatches(dicts, dict, 2, seed=3), 30)
-    resumed = take(TrainingBatches(dicts, dict, 2, seed=3, start_iter=12), 18)
+    straight = take(TrainingBatches(dicts, as_given, 2, seed=3), 30)
+    resumed = take(TrainingBatches(dicts, as_given, 2, seed=3, start_iter=12), 18)
     assert resumed == straight[12:]
 
 
@@ -73,8 +79,8 @@ def test_train_loader_from_config_with_workers(workers: int) -> None:
                 "DATALOADER.FILTER_EMPTY_ANNOTATIONS=false",  # fake_dicts have no objects
             ],
         )
-        expected = take(TrainingBatches(fake_dicts(), dict, 2, seed=4), 8)
-        assert take(build_detection_train_loader(cfg, mapper=dict), 8) == expected
+        expected = take(TrainingBatches(fake_dicts(), as_given, 2, seed=4), 8)
+        assert take(build_detection_train_loader(cfg, mapper=as_given), 8) == expected
         test = build_detection_test_loader(cfg, "tiny_loader", mapper=dict)
         assert [batch[0]["image_id"] for batch in test] == list(range(23))
     finally:
@@ -97,7 +103,7 @@ def test_images_without_objects_are_dropped_from_training_only() -> None:
                 "MODEL.ROI_HEADS.NUM_CLASSES=1",
             ],
         )
-        seen = set(itertools.chain(*take(build_detection_train_loader(cfg, mapper=dict), 6)))
+        seen = set(itertools.chain(*take(build_detection_train_loader(cfg, mapper=as_given), 6)))
         assert seen == {1, 5}  # no objects (0, 2, 3) or only a crowd region (4): dropped
         test = build_detection_test_loader(cfg, "tiny_sparse", mapper=dict)
         assert [batch[0]["image_id"] for batch in test] == list(range(6))
@@ -107,10 +113,10 @@ def test_images_without_objects_are_dropped_from_training_only() -> None:
 
 def test_loaders_take_plain_arguments_without_a_config_or_a_catalog() -> None:
     dicts = fake_dicts()
-    expected = take(TrainingBatches(dicts, dict, 2, seed=9), 6)
-    loader = build_detection_train_loader(dicts, dict, total_batch_size=2, seed=9)
+    expected = take(TrainingBatches(dicts, as_given, 2, seed=9), 6)
+    loader = build_detection_train_loader(dicts, as_given, total_batch_size=2, seed=9)
     assert take(loader, 6) == expected
-    resumed = build_detection_train_loader(dicts, dict, 3, total_batch_size=2, seed=9)
+    resumed = build_detection_train_loader(dicts, as_given, 3, total_batch_size=2, seed=9)
     assert take(resumed, 3) == expected[3:]
     test = build_detection_test_loader(dicts[:5], mapper=dict)
     assert [batch[0]["image_id"] for batch in test] == [0, 1, 2, 3, 4]
@@ -118,8 +124,30 @@ def test_loaders_take_plain_arguments_without_a_config_or_a_catalog() -> None:
 
 def test_plain_loaders_say_what_they_miss() -> None:
     with pytest.raises(TypeError, match="needs a mapper and a total_batch_size"):
-        build_detection_train_loader(fake_dicts(), dict)
+        build_detection_train_loader(fake_dicts(), as_given)
     with pytest.raises(ValueError, match="the dataset is empty"):
-        build_detection_train_loader([], dict, total_batch_size=2)
+        build_detection_train_loader([], as_given, total_batch_size=2)
     with pytest.raises(TypeError, match=r"needs a mapper"):
         build_detection_test_loader(fake_dicts())
+
+
+def test_the_mapper_is_given_one_generator_per_batch_seeded_by_seed_rank_and_batch() -> None:
+    def mapper(record: dict, rng: np.random.Generator) -> tuple[int, int]:
+        return record["image_id"], int(rng.integers(1 << 30))
+
+    dicts = fake_dicts()
+    straight = list(itertools.islice(TrainingBatches(dicts, mapper, 2, seed=3), 6))
+    for number, batch in enumerate(straight):  # the images of a batch draw in turn from one
+        rng = np.random.default_rng([3, 0, number])
+        assert [draw for _, draw in batch] == [int(rng.integers(1 << 30)) for _ in batch]
+    workers = build_detection_train_loader(dicts, mapper, total_batch_size=2, seed=3, num_workers=2)
+    assert [[tuple(item) for item in batch] for batch in itertools.islice(workers, 6)] == straight
+    resumed = TrainingBatches(dicts, mapper, 2, seed=3, start_iter=4)
+    assert list(itertools.islice(resumed, 2)) == straight[4:]
+
+
+def test_a_training_mapper_that_takes_no_generator_is_refused_saying_how_it_is_called() -> None:
+    with pytest.raises(TypeError, match=r"calls its mapper as mapper\(record, rng\).*\(record\)"):
+        build_detection_train_loader(
+            fake_dicts(), lambda record: record, total_batch_size=2, seed=0
+        )

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from detkit.data.mapper import BadImageError, DatasetMapper
+from detkit.data.mapper import BadImageError, DatasetMapper, model_image, read_record_image
 from detkit.data.transforms import RandomFlip, ResizeShortestEdge, resize_scale
 
 
@@ -68,6 +68,20 @@ def test_resize_and_flip(tmp_path: Path) -> None:
     ]
     image = out["image"]
     assert image[0, 0, -1] == 255 and image[0, 0, 0] == 0  # the blue half moved right
+
+
+def test_the_mapper_draws_its_augmentations_from_the_generator_it_is_given(tmp_path: Path) -> None:
+    mapper = DatasetMapper(True, [ResizeShortestEdge([60, 120, 240], 1000), RandomFlip()], seed=0)
+    item = record(write_image(tmp_path / "a.png", 100, 200))
+    shapes = set()
+    for seed in range(8):
+        image, rng = read_record_image(item), np.random.default_rng(seed)
+        for transform in mapper.transforms:  # the same draws, by hand
+            image, _ = transform(image, rng)
+        mapped = mapper(item, np.random.default_rng(seed))
+        np.testing.assert_array_equal(mapped["image"].numpy(), model_image(image, "BGR").numpy())
+        shapes.add((tuple(mapped["image"].shape), int(mapped["image"][0, 0, 0])))
+    assert len(shapes) > 3  # several sizes, flipped and not
 
 
 def test_test_mapper_keeps_no_instances_and_rgb(tmp_path: Path) -> None:

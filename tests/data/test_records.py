@@ -105,9 +105,11 @@ def test_cached_records_equal_the_loaders_and_are_made_once(tmp_path, caplog) ->
     assert caplog.text.count("dropped 1 boxes without area") == 2  # said on every use
     assert list(first) == list(second) == load_coco_json(path, tmp_path)
     assert isinstance(first, SerializedList) and first.folder == second.folder
+    # each annotation keeps its id; 2, without area, is dropped
+    assert [[a["id"] for a in record["annotations"]] for record in first] == [[1, 3], []]
     for name in ("cached_a", "cached_b"):
         metadata = MetadataCatalog.get(name)
-        assert metadata.thing_classes == ["cat"] and metadata.dropped_annotation_ids == [2]
+        assert metadata.thing_classes == ["cat"]
         assert metadata.thing_dataset_id_to_contiguous_id == {7: 0}
         MetadataCatalog.remove(name)
 

@@ -19,7 +19,8 @@ from pathlib import Path
 from doc_blocks import REPO, isolated
 
 from detkit.config import ConfigError
-from detkit.engine import default_argument_parser, parse_overrides
+from detkit.engine import default_argument_parser
+from detkit.engine.tool_setup import parse_command_line
 
 # Commands that are not detkit's, by their first words, and why they are fine in the docs.
 ALLOWED = {
@@ -158,22 +159,24 @@ def script_parser(script: Path) -> Callable[[], argparse.ArgumentParser] | None:
 
 
 def parse_options(command: str, parser: argparse.ArgumentParser, words: list[str]) -> str:
-    """Parses ``words`` with ``parser`` (and a train_net's config overrides as train_net
-    does); returns the error, or ``""``."""
+    """Parses ``words`` with ``parser`` as the command does (a command that takes config
+    overrides with :func:`detkit.engine.tool_setup.parse_command_line`, as every tool that reads
+    a config does); returns the error, or ``""``."""
+    takes_overrides = any(action.dest == "opts" for action in parser._actions)
     stderr = io.StringIO()
     try:
         with contextlib.redirect_stderr(stderr), contextlib.redirect_stdout(io.StringIO()):
-            args = parser.parse_args(words)
+            if takes_overrides:
+                parse_command_line(parser, words)
+            else:
+                parser.parse_args(words)
     except SystemExit as stop:
         if stop.code in (0, None):  # --help
             return ""
         message = stderr.getvalue().strip().splitlines()
         return f"{command}: {message[-1] if message else f'exit status {stop.code}'}"
-    if isinstance(getattr(args, "opts", None), list):
-        try:
-            parse_overrides(args.opts)
-        except ConfigError as error:
-            return f"{command}: {error}"
+    except ConfigError as error:
+        return f"{command}: {error}"
     return ""
 
 

@@ -31,7 +31,7 @@ def train_then_fail_on_rank_one(
     own OUTPUT_DIR, so whatever a rank writes can be told apart); then rank 1 fails."""
     from detkit.config import load_config
     from detkit.data import DatasetCatalog, load_coco_json
-    from detkit.engine import DefaultTrainer, default_setup
+    from detkit.engine import DefaultTrainer, default_setup, resolve_run_state
     from detkit.utils import comm
 
     rank = comm.get_rank()
@@ -51,8 +51,8 @@ def train_then_fail_on_rank_one(
             f"OUTPUT_DIR={result_dir}/output_rank{rank}",
         ],
     )
-    default_setup(cfg)
-    trainer = DefaultTrainer(cfg)
+    run_state = resolve_run_state(cfg, resume=False)
+    trainer = DefaultTrainer(default_setup(cfg, None, run_state), run_state)
     trainer.resume_or_load(resume=False)
     results = trainer.train()
     torch.save(

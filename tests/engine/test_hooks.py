@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from detkit.checkpoint import DetectionCheckpointer
+from detkit.config import get_default_config
 from detkit.engine import (
     EvalHook,
     HookBase,
@@ -18,6 +19,10 @@ from detkit.engine import (
     ReseedEachIteration,
     TrainerBase,
 )
+from detkit.modeling import ShapeSpec
+from detkit.modeling.roi_heads import build_roi_heads
+from detkit.modeling.sampling import sampling_generator
+from detkit.structures import Boxes, Instances
 from detkit.utils.events import EventWriter
 
 
@@ -58,6 +63,50 @@ def test_reseeding_makes_each_step_depend_on_the_iteration_only() -> None:
     other.train(0, 4)
     assert other.draws[2] != straight.draws[2]
     assert straight.draws[0] != straight.draws[1]
+
+
+class SamplingTrainer(TrainerBase):
+    """Samples the RoIs of one image per step as the RoI heads do, after a draw from torch's
+    default generator (as dropout makes one); with ``reference``, as detkit sampled before each
+    step had a sampling generator: the sampler drawing from torch's default generator."""
+
+    def __init__(self, reference: bool = False) -> None:
+        super().__init__()
+        cfg = get_default_config()
+        cfg.MODEL.ROI_HEADS.NUM_CLASSES = 1
+        cfg.MODEL.ROI_HEADS.BATCH_SIZE_PER_IMAGE = 8  # 2 of 11 foreground, 6 of 10 background
+        cfg.MODEL.ROI_BOX_HEAD.FC_DIM = 8
+        self.heads = build_roi_heads(cfg, {"c4": ShapeSpec(channels=2, stride=16)}).train()
+        self.reference = reference
+        self.picks: dict[int, list] = {}
+
+    def run_step(self) -> None:
+        shifts = [*range(10), *range(30, 40)]  # IoU with the object above 0.5, then in [0.1, 0.5)
+        boxes = torch.tensor([[20.0 + s, 20, 80 + s, 80] for s in shifts])
+        proposals = [Instances((160, 160), proposal_boxes=Boxes(boxes))]
+        targets = [
+            Instances((160, 160), gt_boxes=Boxes(torch.tensor([[20.0, 20, 80, 80]])),
+                      gt_classes=torch.tensor([0]))
+        ]  # fmt: skip
+        if self.reference:
+            (labelled,) = self.heads.label_proposals(proposals, targets)
+            (index,) = self.heads.sampler([labelled])  # no context: torch's default generator
+            picked = labelled[index]
+        else:
+            torch.rand(4)
+            features = {"c4": torch.zeros(1, 2, 10, 10)}
+            (picked,) = self.heads.label_and_sample_proposals(proposals, targets, features)
+        self.picks[self.iter] = picked.proposal_boxes.tensor.tolist()
+
+
+def test_each_step_samples_with_its_own_generator_what_the_reseeded_default_one_drew() -> None:
+    reference, trainer = SamplingTrainer(reference=True), SamplingTrainer()
+    for each in (reference, trainer):
+        each.register_hooks([ReseedEachIteration(2015)])
+        each.train(0, 4)
+    assert trainer.picks == reference.picks  # the draws of runs before the generator existed
+    assert len({str(picks) for picks in trainer.picks.values()}) == 4
+    assert sampling_generator() is None  # none is left behind for code outside training
 
 
 def test_periodic_checkpointer_saves_every_period_and_final(tmp_path: Path) -> None:

@@ -134,7 +134,8 @@ def test_an_unseeded_run_resumes_with_the_seed_it_drew(make_config, tmp_path: Pa
     state = resolve_run_state(cfg, resume=True)
     assert state == RunState(drawn, K, str(output / f"model_{K - 1:07d}.pth"))
     second = DefaultTrainer(cfg, state)
-    assert second.seed == cfg.SEED == drawn  # settled before the hooks and the loader are built
+    # settled before the hooks and the loader are built, in the trainer's read-only config
+    assert second.seed == second.cfg.SEED == drawn and cfg.SEED == -1  # cfg itself unchanged
     second.resume_or_load(resume=True)
     assert second.start_iter == K
 
@@ -161,3 +162,7 @@ def test_a_checkpoint_other_than_the_settled_one_is_refused(make_config, tmp_pat
     trainer = DefaultTrainer(cfg, resolve_run_state(cfg, resume=False))  # settled: iteration 0
     with pytest.raises(ConfigError, match="settled to start at iteration 0 with seed 7"):
         trainer.resume_or_load(resume=True)
+    resumed = DefaultTrainer(cfg, resolve_run_state(cfg, resume=True))  # settled: iteration K
+    with pytest.raises(ConfigError, match=f"settled to start at iteration {K} from .*afresh"):
+        resumed.resume_or_load(resume=False)
+    assert resumed.start_iter == K and not resumed.optimizer.state  # nothing was loaded

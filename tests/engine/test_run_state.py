@@ -6,17 +6,20 @@ cannot be resumed (another seed, another optimizer layout) stops it with one lin
 from __future__ import annotations
 
 import argparse
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ReadonlyConfigError
 from torch import nn
 
 from detkit.checkpoint import DetectionCheckpointer, read_training_state
 from detkit.config import ConfigError, get_default_config, load_config
-from detkit.engine import DefaultTrainer, HookBase, default_setup, run_train_net
+from detkit.engine import DefaultTrainer, HookBase, cli, default_setup, run_train_net
 from detkit.engine import defaults as engine_defaults
 from detkit.engine.run_state import RunState, resolve_run_state
 from detkit.utils.logger import restored_logging
@@ -162,10 +165,9 @@ def test_default_setup_settles_the_seed_for_a_trainer_built_the_detectron2_way(
         train_net(tmp_path, "SEED=-1", trainer_class=KilledTrainer)
     drawn = load_config(tmp_path / "config.yaml").SEED
 
-    cfg = default_setup(
-        make_config(tmp_path, "SEED=-1", f"SOLVER.MAX_ITER={2 * K}"),
-        argparse.Namespace(resume=True, eval_only=False),
-    )
+    given = make_config(tmp_path, "SEED=-1", f"SOLVER.MAX_ITER={2 * K}")
+    args = argparse.Namespace(resume=True, eval_only=False)
+    cfg = default_setup(given, args, resolve_run_state(given, resume=args.resume))
     assert cfg.SEED == drawn == load_config(tmp_path / "config.yaml").SEED
     trainer = DefaultTrainer(cfg)  # the seed is the settled one, not a new draw
     trainer.resume_or_load(resume=True)
@@ -207,3 +209,104 @@ def test_resuming_a_checkpoint_of_another_optimizer_layout_stops_with_one_line(
     (line,) = [line for line in stderr.splitlines() if line.startswith("train_net:")]
     assert f"{path}: its optimizer state has {len(per_parameter)} parameter groups" in line
     assert f"this optimizer has {len(groups)} parameter groups" in line
+
+
+def count_reads(monkeypatch: pytest.MonkeyPatch, path: Path) -> dict[str, int]:
+    """How often the checkpoint ``path`` has its records' checksums verified (a read of the
+    whole file), is loaded in full, and has only its index read (a memory-mapped load)."""
+    reads = {"checksums": 0, "loads": 0, "index": 0}
+    testzip, load = zipfile.ZipFile.testzip, torch.load
+
+    def counting_testzip(archive: zipfile.ZipFile):
+        reads["checksums"] += Path(archive.filename) == path
+        return testzip(archive)
+
+    def counting_load(file, *args, **options):
+        if isinstance(file, str | Path) and Path(file) == path:
+            reads["index" if options.get("mmap") else "loads"] += 1
+        return load(file, *args, **options)
+
+    monkeypatch.setattr(zipfile.ZipFile, "testzip", counting_testzip)
+    monkeypatch.setattr(torch, "load", counting_load)
+    return reads
+
+
+class RecordingTrainer(DefaultTrainer):
+    """Records the config and the run state it was given, and its own config."""
+
+    built: ClassVar[list[tuple[DictConfig, RunState | None, DictConfig]]] = []
+
+    def __init__(self, cfg: DictConfig, run_state: RunState | None = None) -> None:
+        super().__init__(cfg, run_state)
+        RecordingTrainer.built.append((cfg, run_state, self.cfg))
+
+
+def test_resume_reads_the_checkpoint_once_and_trains_on_a_read_only_config(
+    train_net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with pytest.raises(SimulatedKillError):
+        train_net(tmp_path, "SEED=-1", trainer_class=KilledTrainer)
+    drawn = load_config(tmp_path / "config.yaml").SEED
+    reads = count_reads(monkeypatch, tmp_path / f"model_{K - 1:07d}.pth")
+    RecordingTrainer.built.clear()
+    assert train_net(tmp_path, "--resume", "SEED=-1", trainer_class=RecordingTrainer) == 0
+    # the run state and the load share one read: checksummed once, loaded once, nothing else
+    assert reads == {"checksums": 1, "loads": 1, "index": 0}
+    assert f"Resuming at iteration {K} with seed {drawn}" in (tmp_path / "log.txt").read_text()
+
+    ((given, state, used),) = RecordingTrainer.built
+    assert state.start_iter == K and state.seed == drawn  # resolved in train_net, passed on
+    assert used == given and OmegaConf.is_readonly(used) and drawn == used.SEED
+    with pytest.raises(ReadonlyConfigError):
+        used.SOLVER.BASE_LR = 1.0
+
+
+def test_set_up_takes_the_run_state_and_returns_a_read_only_config(
+    make_config, tmp_path: Path, restore_logging
+) -> None:
+    given = make_config(tmp_path, "SEED=-1")
+    with pytest.raises(TypeError, match="run_state"):
+        default_setup(given, None)  # resolved once before set-up, not by it
+    state = resolve_run_state(given, resume=False)
+    cfg = default_setup(given, None, state)
+    assert cfg.SEED == state.seed == load_config(tmp_path / "config.yaml").SEED >= 0
+    assert given.SEED == -1 and not OmegaConf.is_readonly(given)  # the given config unchanged
+    with pytest.raises(ReadonlyConfigError):
+        cfg.SOLVER.BASE_LR = 1.0
+    with pytest.raises(ReadonlyConfigError):
+        cfg.DATASETS.TRAIN.append("other")
+
+
+def test_a_trainer_built_the_detectron2_way_has_a_read_only_config_with_its_seed(
+    make_config, tmp_path: Path
+) -> None:
+    given = make_config(tmp_path, "SEED=-1")
+    trainer = DefaultTrainer(given)  # resolves a fresh start itself
+    assert trainer.run_state == RunState(trainer.seed) and trainer.seed >= 0
+    assert trainer.seed == trainer.cfg.SEED and OmegaConf.is_readonly(trainer.cfg)
+    assert given.SEED == -1 and not OmegaConf.is_readonly(given)
+    with pytest.raises(ReadonlyConfigError):
+        trainer.cfg.SOLVER.MAX_ITER = 1
+
+
+@pytest.mark.parametrize("seed", [7, 12345], ids=["its-seed", "another-seed"])
+def test_several_processes_resuming_are_checked_from_the_checkpoint_index_before_they_start(
+    train_net, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys, seed: int
+) -> None:
+    with pytest.raises(SimulatedKillError):
+        train_net(tmp_path, trainer_class=KilledTrainer)  # SEED=7
+    reads = count_reads(monkeypatch, tmp_path / f"model_{K - 1:07d}.pth")
+    started: list[tuple] = []
+    monkeypatch.setattr(cli, "launch", lambda *args, **options: started.append(args))
+    capsys.readouterr()
+    status = train_net(tmp_path, "--resume", "--num-gpus=2", f"SEED={seed}")
+    # the launcher reads the index only; each process reads the file once when it starts
+    assert reads == {"checksums": 0, "loads": 0, "index": 1}
+    if seed == 7:
+        assert status == 0 and len(started) == 1
+        return
+    assert status == 2 and not started
+    stderr = capsys.readouterr().err
+    assert "Traceback" not in stderr
+    (line,) = [line for line in stderr.splitlines() if line.startswith("train_net:")]
+    assert "SEED=12345" in line and "model_0000002.pth" in line and "trained with seed 7" in line

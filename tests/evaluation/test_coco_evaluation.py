@@ -334,11 +334,13 @@ def test_errors_name_the_problem(tmp_path, unique_name, backend) -> None:
         evaluator.evaluate()
 
 
-def test_perfect_detections_score_100_where_the_loader_dropped_a_box(
-    tmp_path, unique_name, backend
+@pytest.mark.parametrize("loaded", ["never", "after the evaluator", "before the evaluator"])
+def test_perfect_detections_score_100_where_the_loader_drops_a_box(
+    tmp_path, unique_name, backend, loaded
 ):
     """A box without area, which the loader drops, is no object left to find: the ground truth
-    COCOeval queries by image and category leaves it out too."""
+    COCOeval queries by image and category leaves it out too, by the loader's own rule, whether
+    or when the dataset is loaded."""
     boxes = {1: [10, 10, 20, 30], 2: [50, 20, 40, 40]}  # image id: XYWH
 
     def annotation(ann_id: int, image_id: int, box: list[float]) -> dict:
@@ -362,12 +364,15 @@ def test_perfect_detections_score_100_where_the_loader_dropped_a_box(
     )
     name = unique_name()
     register_coco_instances(name, {}, gt_json, tmp_path)
-    dicts = DatasetCatalog.get(name)  # as an evaluation does before building its evaluator
-    assert MetadataCatalog.get(name).dropped_annotation_ids == [9]
+    if loaded == "before the evaluator":
+        DatasetCatalog.get(name)
     evaluator = COCOEvaluator(name, distributed=False, backend=backend)
-    for record in dicts:
-        x, y, w, h = boxes[record["image_id"]]
-        evaluator.process([record], [output([[x, y, x + w, y + h]], [1.0], [0], size=(80, 100))])
+    if loaded == "after the evaluator":
+        records = DatasetCatalog.get(name)  # records keep each annotation's id; 9 is dropped
+        assert [[a["id"] for a in r["annotations"]] for r in records] == [[1], [2]]
+    for image_id, (x, y, w, h) in boxes.items():
+        image = {"image_id": image_id, "height": 80, "width": 100, "file_name": f"{image_id}.png"}
+        evaluator.process([image], [output([[x, y, x + w, y + h]], [1.0], [0], size=(80, 100))])
     results = evaluator.evaluate()["bbox"]
     for metric in ("AP", "AP50", "AP75", "APs", "APm", "AP-square"):
         assert results[metric] == pytest.approx(100.0), metric

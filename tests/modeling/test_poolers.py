@@ -12,7 +12,7 @@ import torchvision
 from torch import nn
 
 from detkit import layers
-from detkit.config import load_config
+from detkit.config import ConfigError, check_config, load_config
 from detkit.layers import roi_pool
 from detkit.modeling import (
     BACKBONE_REGISTRY,
@@ -24,6 +24,7 @@ from detkit.modeling import (
     assign_boxes_to_levels,
     build_model,
     dedup_boxes,
+    pooler_class,
 )
 from detkit.structures import Boxes, Instances
 
@@ -382,10 +383,68 @@ def test_from_config_assigns_levels_by_the_configs_canonical_size_and_level(
 
 
 def test_unknown_pooler_type_names_the_registered_ones() -> None:
-    with pytest.raises(ValueError, match=r"unknown pooler type 'ROIMagic'.*ROIAlign, ROIAlignV2, "):
+    known = "no 'ROIMagic' in the ROI_POOLER registry; registered: ROIAlign, ROIAlignV2, ROIPool"
+    with pytest.raises(ValueError, match=re.escape(f"ROIPooler: pooler_type: {known}")):
         ROIPooler(7, [1 / 16], 0, "ROIMagic")
     with pytest.raises(ValueError, match=r"MODEL.ROI_BOX_HEAD.POOLER_TYPE: .*'ROIMagic'.*ROIPool"):
         heads_from_config(TWO_MAPS, "MODEL.ROI_BOX_HEAD.POOLER_TYPE=ROIMagic")
+
+
+def test_the_config_check_the_heads_and_the_pooler_say_the_same_of_an_unknown_type() -> None:
+    """One check, pooler_class: the up-front config check, the heads built from the config and
+    ROIPooler built by hand give the same message, with the closest registered name."""
+    unknown = (
+        "no 'ROIAlignV3' in the ROI_POOLER registry; registered: ROIAlign, ROIAlignV2, ROIPool; "
+        "did you mean 'ROIAlignV2'?"
+    )
+    with pytest.raises(ValueError) as by_name:
+        pooler_class("ROIAlignV3")
+    assert str(by_name.value) == unknown
+    with pytest.raises(ValueError, match=re.escape(f"ROIPooler: pooler_type: {unknown}")):
+        ROIPooler(7, [1 / 16], 0, "ROIAlignV3")
+    cfg = small_config("MODEL.ROI_BOX_HEAD.POOLER_TYPE=ROIAlignV3")
+    with pytest.raises(ConfigError) as checked:
+        check_config(cfg)
+    assert f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: {unknown}" in str(checked.value).split("\n  ")
+    with pytest.raises(ValueError) as built:
+        heads_from_config(TWO_MAPS, "MODEL.ROI_BOX_HEAD.POOLER_TYPE=ROIAlignV3")
+    assert str(built.value).endswith(f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: {unknown}")
+
+
+class TorchvisionAlignedPooler(torchvision.ops.RoIAlign):
+    """A pooler type that no registry holds: torchvision's RoIAlign with the offset."""
+
+    def __init__(self, output_size, spatial_scale, sampling_ratio):
+        super().__init__(output_size, spatial_scale, sampling_ratio, aligned=True)
+
+
+def test_a_pooler_type_given_as_a_class_is_built_once_per_map() -> None:
+    pooler = ROIPooler(5, [1 / 8, 1 / 16], 2, TorchvisionAlignedPooler)
+    assert [type(op) for op in pooler.level_poolers] == [TorchvisionAlignedPooler] * 2
+    assert [op.spatial_scale for op in pooler.level_poolers] == [1 / 8, 1 / 16]
+    feature = torch.randn(1, 4, 12, 14, generator=torch.Generator().manual_seed(2))
+    rois = torch.tensor([[0.0, 3.3, 4.1, 60.7, 80.2]])
+    expected = torchvision.ops.roi_align(feature, rois, 5, 1 / 16, 2, aligned=True)
+    torch.testing.assert_close(pooler.level_poolers[1](feature, rois), expected)
+    assert pooler_class(TorchvisionAlignedPooler) is TorchvisionAlignedPooler
+    assert pooler_class("ROIAlignV2") is ROI_POOLER_REGISTRY.get("ROIAlignV2")
+
+
+def test_anything_but_a_name_or_a_pooler_class_is_refused_saying_what_a_pooler_type_is() -> None:
+    class TwoArguments(nn.Module):
+        def __init__(self, output_size, spatial_scale):
+            super().__init__()
+
+    with pytest.raises(ValueError, match=r"ROIPooler: pooler_type: .*is not a torch.nn.Module"):
+        ROIPooler(7, [1 / 16], 0, lambda scale: layers.ROIPool(7, scale))
+    with pytest.raises(ValueError, match=r"constructor of TwoArguments does not take \(output_"):
+        ROIPooler(7, [1 / 16], 0, TwoArguments)
+    for entry in (TwoArguments, lambda cfg, scale: layers.ROIPool(7, scale)):
+        with pytest.raises(TypeError, match=r"ROI_POOLER registry: cannot register .*An entry "
+                           r"must be an nn.Module class whose constructor takes \(output_size, "
+                           r"spatial_scale, sampling_ratio\)"):
+            ROI_POOLER_REGISTRY.register(name="NotAPoolerType")(entry)
+    assert "NotAPoolerType" not in ROI_POOLER_REGISTRY
 
 
 def test_in_features_default_to_every_map_finest_first_and_are_checked() -> None:

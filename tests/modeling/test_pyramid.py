@@ -1,5 +1,6 @@
-"""Multi-scale testing (paper §2.4): the scale each RoI is pooled from, and the pyramid path of
-the model against the single-scale one."""
+"""Multi-scale testing (paper §2.4): the scale each RoI is pooled from, the pyramid wrapper
+(:class:`~detkit.modeling.PyramidInference`) against the single-scale model, and where the
+inference path is chosen."""
 
 from __future__ import annotations
 
@@ -13,8 +14,8 @@ import torch
 from detkit.config import ConfigError, check_config, load_config
 from detkit.data.loaders import evaluation_mapper
 from detkit.data.mapper import DatasetMapper
-from detkit.data.pyramid import PyramidMapper
-from detkit.modeling import build_model
+from detkit.data.transforms import ResizeShortestEdge, resize_shortest_edge
+from detkit.modeling import PyramidInference, build_inference_model, build_model
 from detkit.modeling.poolers import assign_boxes_to_scales
 from detkit.structures import Instances
 
@@ -63,6 +64,20 @@ def model_and_config(*overrides: str):
     return build_model(cfg).eval(), cfg
 
 
+def as_read(record: dict) -> dict:
+    """The model's input for ``record`` at the image's own size, as the pyramid takes it."""
+    return DatasetMapper(False, [])(dict(record))
+
+
+def pyramid_factors(sizes: list[int], max_size: int, height: int = 90, width: int = 120):
+    """The (x, y) factor of each scale of a ``height`` x ``width`` image, as resized."""
+    factors = []
+    for size in sizes:
+        resized, _ = resize_shortest_edge(np.zeros((height, width, 3), np.uint8), size, max_size)
+        factors.append((resized.shape[1] / width, resized.shape[0] / height))
+    return factors
+
+
 def detections(model, inputs):
     with torch.no_grad():
         return model([inputs])[0]["instances"]
@@ -80,7 +95,7 @@ def assert_same_detections(pyramid, single) -> None:
 def test_a_one_scale_pyramid_gives_the_single_scale_detections(record) -> None:
     model, cfg = model_and_config("INPUT.MIN_SIZE_TEST=200", "INPUT.MAX_SIZE_TEST=400")
     single = detections(model, DatasetMapper.from_config(cfg, is_train=False)(dict(record)))
-    pyramid = detections(model, PyramidMapper([200], 400)(dict(record)))
+    pyramid = detections(PyramidInference(model, [200], 400).eval(), as_read(record))
     assert_same_detections(pyramid, single)
 
 
@@ -89,36 +104,51 @@ def test_rois_are_pooled_from_their_scale(record) -> None:
     # without the whole-image box, every proposal's area is nearest 224² at 300 (x3.33), not 90
     record["proposal_boxes"] = np.delete(record["proposal_boxes"], 3, axis=0)
     record["proposal_objectness_logits"] = np.zeros(4, np.float32)
-    pyramid_inputs = PyramidMapper([90, 300], 1000)(dict(record))
-    boxes = pyramid_inputs["proposals"].proposal_boxes.tensor
-    assert assign_boxes_to_scales(boxes, pyramid_inputs["pyramid_factors"]).tolist() == [1] * 4
+    inputs = as_read(record)
+    boxes = inputs["proposals"].proposal_boxes.tensor
+    assert assign_boxes_to_scales(boxes, pyramid_factors([90, 300], 1000)).tolist() == [1] * 4
     single = detections(model, DatasetMapper.from_config(cfg, is_train=False)(dict(record)))
-    assert_same_detections(detections(model, pyramid_inputs), single)
+    assert_same_detections(detections(PyramidInference(model, [90, 300], 1000), inputs), single)
     # and the other way: pooled from the 90 scale, they give the 90 scale's detections
-    small_inputs = PyramidMapper([90, 1200], 1600)(dict(record))
-    assert assign_boxes_to_scales(boxes, small_inputs["pyramid_factors"]).tolist() == [0] * 4
+    assert assign_boxes_to_scales(boxes, pyramid_factors([90, 1200], 1600)).tolist() == [0] * 4
     cfg.INPUT.MIN_SIZE_TEST = 90
     single = detections(model, DatasetMapper.from_config(cfg, is_train=False)(dict(record)))
-    assert_same_detections(detections(model, small_inputs), single)
+    assert_same_detections(detections(PyramidInference(model, [90, 1200], 1600), inputs), single)
 
 
-def test_the_test_loader_maps_a_pyramid_when_test_min_sizes_lists_one() -> None:
-    _, cfg = model_and_config(
+def test_a_config_with_test_min_sizes_is_inferred_by_the_pyramid_wrapper() -> None:
+    model, cfg = model_and_config(
         "TEST.MIN_SIZES=[480, 576, 688, 864, 1200]", "INPUT.MAX_SIZE_TEST=2000"
     )
-    mapper = evaluation_mapper(cfg)
-    assert isinstance(mapper, PyramidMapper)
-    assert (mapper.min_sizes, mapper.max_size) == ([480, 576, 688, 864, 1200], 2000)
-    _, cfg = model_and_config()
-    assert isinstance(evaluation_mapper(cfg), DatasetMapper)
+    inference = build_inference_model(cfg, model)
+    assert isinstance(inference, PyramidInference) and inference.model is model
+    assert (inference.min_sizes, inference.max_size) == ([480, 576, 688, 864, 1200], 2000)
+    assert build_inference_model(cfg, inference) is inference
+    assert evaluation_mapper(cfg).transforms == []  # the wrapper resizes, the mapper does not
+    # the wrapper adds no weights: a checkpoint is the model's, whichever the path
+    assert inference.state_dict().keys() == {f"model.{k}" for k in model.state_dict()}
+    model, cfg = model_and_config()
+    assert build_inference_model(cfg, model) is model
+    (resize,) = evaluation_mapper(cfg).transforms
+    assert isinstance(resize, ResizeShortestEdge) and resize.short_edges == [256]
 
 
 def test_sizes_that_are_not_positive_are_refused_before_any_work() -> None:
-    _, cfg = model_and_config("TEST.MIN_SIZES=[480, 0]")
+    model, cfg = model_and_config("TEST.MIN_SIZES=[480, 0]")
     with pytest.raises(ConfigError, match=r"TEST.MIN_SIZES must hold positive .* \[480, 0\]"):
         check_config(cfg)
-    with pytest.raises(ValueError, match="PyramidMapper: needs positive sizes"):
-        PyramidMapper([480, -1], 1000)
+    with pytest.raises(ValueError, match="PyramidInference: needs positive sizes"):
+        PyramidInference(model, [480, -1], 1000)
+
+
+def test_a_resized_image_or_training_is_refused(record) -> None:
+    model, cfg = model_and_config("INPUT.MIN_SIZE_TEST=200", "INPUT.MAX_SIZE_TEST=400")
+    pyramid = PyramidInference(model, [90, 300], 1000).eval()
+    resized = DatasetMapper.from_config(cfg, is_train=False)(dict(record))
+    with pytest.raises(ValueError, match=r"made from the image at its own size, 90x120, .*200x267"):
+        detections(pyramid, resized)
+    with pytest.raises(ValueError, match="runs inference only"):
+        pyramid.train()([as_read(record)])
 
 
 def test_rois_of_different_scales_are_decoded_against_their_own_proposals(record) -> None:
@@ -141,7 +171,7 @@ def test_rois_of_different_scales_are_decoded_against_their_own_proposals(record
     model, cfg = model_and_config(
         "MODEL.ROI_HEADS.NMS_THRESH_TEST=1.0", f"INPUT.MAX_SIZE_TEST={max_size}"
     )
-    pyramid = detections(model, PyramidMapper(sizes, max_size)(dict(record)))
+    pyramid = detections(PyramidInference(model, sizes, max_size), as_read(record))
     expected = []
     for box, size in zip(boxes, scale_of, strict=True):
         cfg.INPUT.MIN_SIZE_TEST = size

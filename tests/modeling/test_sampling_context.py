@@ -1,5 +1,6 @@
-"""What a sampler sees: every labelled proposal, per-RoI losses of the current heads, and the
-checks on what it returns; the predictor's per-RoI losses and its decoupled (pair) input."""
+"""What a sampler sees: every labelled proposal, per-RoI losses of the current heads, the step's
+generator, and the checks on what it returns; the counts of what it picked, recorded where it
+picks; the predictor's per-RoI losses and its decoupled (pair) input."""
 
 from __future__ import annotations
 
@@ -10,9 +11,17 @@ import torch
 from torch.nn import functional
 
 from detkit.config import get_default_config
-from detkit.modeling import SAMPLER_REGISTRY, Box2BoxTransform, FastRCNNOutputLayers, ShapeSpec
+from detkit.modeling import (
+    SAMPLER_REGISTRY,
+    Box2BoxTransform,
+    FastRCNNOutputLayers,
+    FastRCNNSampler,
+    SamplingContext,
+    ShapeSpec,
+)
 from detkit.modeling.roi_heads import build_roi_heads
 from detkit.structures import Boxes, Instances
+from detkit.utils.events import EventStorage
 
 IMAGE = (160, 160)
 PROPOSALS = [[0.0, 0, 50, 50], [4, 4, 52, 50], [0, 0, 100, 100], [120, 120, 150, 150]]
@@ -122,6 +131,37 @@ def test_the_context_scores_rois_with_the_current_heads_without_gradient(registe
     kept = labelled.match_labels >= 0  # the ignored RoI is not trained on
     torch.testing.assert_close(losses["loss_cls"], expected["loss_cls"][kept].mean())
     assert losses["loss_cls"].requires_grad
+
+
+def test_the_sampler_draws_from_the_generator_its_context_carries_only() -> None:
+    labels = torch.tensor([1] * 12 + [0] * 40 + [-1] * 5)
+    images = [Instances(IMAGE, match_labels=labels), Instances(IMAGE, match_labels=labels.flip(0))]
+    sampler = FastRCNNSampler(16, 0.25)
+
+    def picks(global_seed: int, seed: int = 5) -> list[list[int]]:
+        torch.manual_seed(global_seed)  # whatever else the step drew from the default generator
+        context = SamplingContext(lambda rois: {}, 3, torch.Generator().manual_seed(seed))
+        return [index.tolist() for index in sampler(images, context)]
+
+    generator = torch.Generator().manual_seed(5)  # one stream for both images, in order
+    drawn = [sampler.sample_labels(image.match_labels, generator) for image in images]
+    expected = [torch.cat(pair).tolist() for pair in drawn]
+    assert picks(0) == picks(1) == expected
+    assert picks(0, seed=6) != expected
+
+
+def test_sampling_records_the_foreground_and_background_rois_per_image_it_picked() -> None:
+    roi_heads = heads()
+    _, (proposals,), (targets,) = inputs()
+    features = {"c4": torch.randn(2, 4, 10, 10, generator=torch.Generator().manual_seed(1))}
+    # per image: labels [1, 1, 0, -1, 1] (see above): 3 foreground RoIs, 1 background one
+    with EventStorage() as storage:
+        sampled = roi_heads.label_and_sample_proposals([proposals] * 2, [targets] * 2, features)
+        recorded = {name: value for name, (value, _) in storage.latest().items()}
+    assert recorded == {"roi_head/num_fg_samples": 3.0, "roi_head/num_bg_samples": 1.0}
+    with EventStorage() as storage:  # the losses record the predictor's accuracy only
+        roi_heads.box_predictor.losses(*roi_heads.predict(features, sampled), sampled)
+        assert set(storage.latest()) == {"fast_rcnn/cls_accuracy", "fast_rcnn/fg_cls_accuracy"}
 
 
 class PicksIgnored:

@@ -20,7 +20,7 @@ import pytest
 from reliability_helpers import SHAPES_CONFIG, TinyRun, run_tool
 
 from detkit.config import ConfigError, check_config, load_config
-from detkit.data import MetadataCatalog
+from detkit.data import MetadataCatalog, setup_datasets
 from detkit.data.loaders import evaluation_dataset_dicts, train_dataset_dicts
 
 
@@ -265,9 +265,9 @@ def test_test_data_with_other_classes(tiny_shapes) -> None:
     DatasetCatalog.register(name, lambda: DatasetCatalog.get(tiny_shapes.name))
     MetadataCatalog.get(name).set(thing_classes=["a", "b", "c", "d"])
     try:
-        cfg = load_config(
-            SHAPES_CONFIG, [f"DATASETS.TEST=[{name}]", "DATASETS.PROPOSAL_FILES_TEST=[]"]
-        )
+        overrides = [f"DATASETS.TEST=[{name}]", "DATASETS.PROPOSAL_FILES_TEST=[]"]
+        # set up as every tool does: the model's classes are those of DATASETS.TRAIN
+        cfg = setup_datasets(load_config(SHAPES_CONFIG, overrides))
         with pytest.raises(ConfigError, match=f"are not the classes of dataset '{name}'"):
             evaluation_dataset_dicts(cfg, name)
     finally:

@@ -9,13 +9,15 @@ or the override. A list key takes a list of plain values (`[10, 20: 30]` holds a
 The only interpolation is `${oc.env:VAR}` (or `${oc.env:VAR,default}`): it is replaced by the
 variable's value as the config is loaded, so an unset variable is refused naming the key and
 the variable, and the run's `config.yaml` holds the values used; a reference to another key
-or any other resolver is refused. A `DATASETS.REGISTER` entry's fields are checked as it is
+or any other resolver is refused. Loading a config reads its YAML files and nothing else; the
+set-up step after it (`detkit.data.setup_datasets`, run by every tool) registers its
+`DATASETS.REGISTER` entries and reads the class names. An entry's fields are checked as it is
 read: `NAME`, `FORMAT` (any case), the paths and `SPLIT` are text, `YEAR` an integer,
 `CLASS_NAMES` a list of text. Relative paths are read from the working directory, as every
 path in a config but `_BASE_`; a file that is missing, a folder, not JSON or not a COCO file is
 refused naming the entry, the field and the path it resolved to, when its class names are read
 or, for `train_net`, before any work. A COCO file's class names are those of its top-level
-`categories`.
+`categories`; the built-in COCO sets carry COCO 2017's from their registration.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import yaml
 from reliability_helpers import SHAPES_CONFIG, TinyRun, run_tool
 
 from detkit.config import ConfigError, load_config
-from detkit.data import MetadataCatalog
+from detkit.data import MetadataCatalog, setup_datasets
 from detkit.data.config_datasets import unregister_config_datasets
 from detkit.engine.defaults import write_config
 
@@ -77,6 +79,11 @@ def config_with(tmp_path: Path, text: str) -> Path:
 def register(entry: str, *lines: str) -> str:
     """Config text declaring the one dataset ``entry`` (a YAML flow mapping)."""
     return "DATASETS:\n  REGISTER:\n    - " + entry + "\n" + "".join(f"{line}\n" for line in lines)
+
+
+def set_up(path: Path):
+    """The config of ``path`` loaded and set up, as every tool does."""
+    return setup_datasets(load_config(path), path)
 
 
 def coco_json(path: Path, categories: list) -> Path:
@@ -295,7 +302,7 @@ def test_worked_example_from_another_folder(tmp_path, monkeypatch) -> None:
     elsewhere.mkdir()
     monkeypatch.chdir(elsewhere)
     with pytest.raises(ConfigError) as error:
-        load_config(config)
+        set_up(config)
     message = str(error.value)
     assert "DATASETS.REGISTER[0] (wx_train): JSON_FILE my_data/train.json" in message
     assert str(elsewhere / "my_data" / "train.json") in message and "working directory" in message
@@ -364,7 +371,7 @@ def test_unusable_json_file(tmp_path, make, expected: str) -> None:
         ),
     )
     with pytest.raises(ConfigError) as error:
-        load_config(config)
+        set_up(config)
     assert "DATASETS.REGISTER[0] (wx_bad): JSON_FILE" in str(error.value)
     assert expected in str(error.value)
 
@@ -412,7 +419,7 @@ def test_format_in_capitals(tmp_path, forget) -> None:
             "MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 0",
         ),
     )
-    assert list(load_config(config).MODEL.ROI_HEADS.CLASS_NAMES) == ["cat"]
+    assert list(set_up(config).MODEL.ROI_HEADS.CLASS_NAMES) == ["cat"]
     assert MetadataCatalog.get("wx_caps").get("evaluator_type") == "coco"
 
 
@@ -433,4 +440,4 @@ def test_categories_inside_info(tmp_path, forget) -> None:
             "MODEL:\n  ROI_HEADS:\n    NUM_CLASSES: 0",
         ),
     )
-    assert list(load_config(config).MODEL.ROI_HEADS.CLASS_NAMES) == ["right"]
+    assert list(set_up(config).MODEL.ROI_HEADS.CLASS_NAMES) == ["right"]

@@ -16,7 +16,8 @@ counted: a box without area. Clipped and counted: a box passing the border by le
 without a size gets the size of its file (EXIF orientation applied), counted. What was
 dropped, clipped or sized is reported in one warning at the end of loading. The VOC evaluator
 scores the loaded dataset; the COCO evaluator scores the JSON file itself, less the boxes the
-loader dropped (their ids are in the metadata's `dropped_annotation_ids`). `train_net` loads
+loader drops, by the loader's own rule (built before the dataset is loaded or without it); the
+records keep each COCO annotation's `id`. `train_net` loads
 every test set, with its proposal file, before the first iteration, so a refused one ends the
 run before training, not after it.
 """
@@ -131,7 +132,7 @@ def test_negative_size_box(tmp_path: Path) -> None:
 
 
 def test_box_without_area_is_dropped_and_counted(tmp_path: Path, caplog) -> None:
-    """A box of width 0 → dropped, counted in one warning, its id in the metadata."""
+    """A box of width 0 → dropped, counted in one warning, the others kept with their ids."""
     anns = [*coco()["annotations"], annotation(9, [5, 5, 0, 10])]
     path = write_json(tmp_path, coco(annotations=anns))
     try:
@@ -142,7 +143,7 @@ def test_box_without_area_is_dropped_and_counted(tmp_path: Path, caplog) -> None
         assert len(warnings) == 1
         assert "dropped 1 boxes without area (e.g. " in warnings[0].getMessage()
         assert "annotation 9 of image 1" in warnings[0].getMessage()
-        assert MetadataCatalog.get("reliability_zero_area").dropped_annotation_ids == [9]
+        assert [[a["id"] for a in d["annotations"]] for d in dicts] == [[1], [2]]
     finally:
         MetadataCatalog.remove("reliability_zero_area")
 
@@ -392,7 +393,7 @@ def test_voc_evaluation_ground_truth_is_the_loaded_dataset(tmp_path: Path) -> No
 
 
 def test_coco_evaluation_ground_truth_leaves_out_dropped_boxes(tmp_path: Path) -> None:
-    """A COCO box the loader drops → left out of COCOeval's ground truth as well."""
+    """A COCO box the loader drops → left out of COCOeval's ground truth too, before loading."""
     from detkit.data import DatasetCatalog, register_coco_instances
     from detkit.evaluation.coco_evaluation import COCOEvaluator
 
@@ -401,10 +402,9 @@ def test_coco_evaluation_ground_truth_leaves_out_dropped_boxes(tmp_path: Path) -
         "reliability_coco", {}, write_json(tmp_path, coco(annotations=anns)), tmp_path
     )
     try:
+        evaluator = COCOEvaluator("reliability_coco", distributed=False)  # nothing loaded yet
         dicts = DatasetCatalog.get("reliability_coco")
-        evaluator = COCOEvaluator("reliability_coco", distributed=False)
-        assert sum(len(d["annotations"]) for d in dicts) == 2
-        assert MetadataCatalog.get("reliability_coco").dropped_annotation_ids == [9]
+        assert [[a["id"] for a in d["annotations"]] for d in dicts] == [[1], [2]]  # 9 dropped
         # by image and category, as COCOeval queries it: through the index built from the boxes
         assert sorted(evaluator._coco_gt.getAnnIds(imgIds=[1, 2], catIds=[3])) == sorted(
             a["id"] for a in anns if a["id"] != 9
@@ -426,11 +426,12 @@ def test_train_net_refuses_a_broken_coco_file(tiny_run: TinyRun, tmp_path: Path)
         DATASETS__TRAIN="[coco_2017_val]",
         DATASETS__TEST="[]",
         DATASETS__PROPOSAL_FILES_TEST="[]",
+        MODEL__ROI_HEADS__NUM_CLASSES=80,  # COCO's classes, known from the registration
     )
     result = run_tool("train_net.py", "--config-file", SHAPES_CONFIG, *overrides, root=root)
     assert result.returncode == 2, result.stderr[-2000:]
     assert "Traceback" not in result.stderr
-    # the classes check before work starts may read the file first: either names the line
+    # the file is read when the data is loaded, before the first iteration: it names the line
     assert re.search(
         r"instances_val2017\.json(:\d+:\d+: not valid JSON|: .*line \d+)", result.stderr
     )

@@ -47,7 +47,7 @@ from detkit.data import (
     build_detection_train_loader,
     load_coco_json,
 )
-from detkit.data.loaders import index_batches
+from detkit.data.loaders import evaluation_mapper, index_batches
 from detkit.data.mapper import (
     BadImageError,
     DatasetMapper,
@@ -55,7 +55,6 @@ from detkit.data.mapper import (
     read_image,
     read_record_image,
 )
-from detkit.data.pyramid import PyramidMapper
 
 
 def pattern(height: int = 48, width: int = 64) -> np.ndarray:
@@ -481,7 +480,7 @@ def test_mapper_applies_the_configured_pixel_limit(tmp_path: Path) -> None:
     with pytest.raises(BadImageError, match=r"a\.png: it is 64x48 .*MAX_IMAGE_PIXELS=3000"):
         DatasetMapper.from_config(cfg, is_train=False)({**record, "image_id": 0})
     with pytest.raises(BadImageError, match=r"a\.png: it is 64x48 .*MAX_IMAGE_PIXELS=3000"):
-        PyramidMapper.from_config(cfg)({**record, "image_id": 0})
+        evaluation_mapper(cfg)({**record, "image_id": 0})  # a test pyramid's mapper
 
 
 def test_negative_pixel_limit() -> None:

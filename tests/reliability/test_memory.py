@@ -75,7 +75,9 @@ def test_unpicklable_record_is_refused(bench: ModuleType) -> None:
     records = bench.synthetic_records(3, proposals=0)
     records[2]["reader"] = lambda: None
     with pytest.raises(ValueError, match=r"record 2 \(images/000000000002\.jpg\).*key 'reader'"):
-        build_detection_train_loader(records, len, total_batch_size=1, seed=0)
+        build_detection_train_loader(
+            records, lambda record, rng: len(record), total_batch_size=1, seed=0
+        )
 
 
 def test_train_loader_mapper_changes_do_not_leak(bench: ModuleType) -> None:
@@ -83,7 +85,7 @@ def test_train_loader_mapper_changes_do_not_leak(bench: ModuleType) -> None:
     records = bench.synthetic_records(4, proposals=10)
     seen = []
 
-    def mapper(record: dict) -> int:
+    def mapper(record: dict, rng: object) -> int:
         seen.append(len(record["annotations"]))
         record["annotations"].clear()
         return record["image_id"]

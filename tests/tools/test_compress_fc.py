@@ -15,8 +15,7 @@ import pytest
 import torch
 
 from detkit.checkpoint import DetectionCheckpointer
-from detkit.config import load_config
-from detkit.engine import parse_overrides
+from detkit.config import load_config, parse_overrides
 from detkit.modeling import build_model
 
 REPO = Path(__file__).resolve().parents[2]

@@ -122,15 +122,15 @@ def test_a_folder_stands_for_its_images_and_key_value_pairs_work(
     out = tmp_path / "out"
     argv = ["--config-file", str(CONFIG), "--min-size", "0", "--input", str(folder)]
     pairs = [word for override in TINY for word in override.split("=", 1)]
-    assert demo.main([*argv, "MODEL.WEIGHTS", weights, "--output", str(out), *pairs]) == 0
+    assert demo.main([*argv, "--output", str(out), "MODEL.WEIGHTS", weights, *pairs]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["tall.png", "wide.png"]
 
 
 def test_max_detections_caps_what_is_drawn(demo, weights: str, tmp_path: Path, capsys) -> None:
     inputs = write_images(tmp_path)
     argv = ["--config-file", str(CONFIG), "--confidence-threshold", "0.0", "--min-size", "0"]
-    argv += ["--output", str(tmp_path / "out"), "--input", inputs[0], *TINY]
-    assert demo.main([*argv, "--max-detections", "1", f"MODEL.WEIGHTS={weights}"]) == 0
+    argv += ["--output", str(tmp_path / "out"), "--max-detections", "1", "--input", inputs[0]]
+    assert demo.main([*argv, *TINY, f"MODEL.WEIGHTS={weights}"]) == 0
     (line,) = capsys.readouterr().out.splitlines()
     found = int(line.split(" of ")[1].split()[0])
     assert ": 1 of " in line and found > 1, line

@@ -17,8 +17,7 @@ import pytest
 import torch
 
 from detkit.checkpoint import DetectionCheckpointer
-from detkit.config import load_config
-from detkit.engine import parse_overrides
+from detkit.config import load_config, parse_overrides
 from detkit.export import SingleImageDetector, load, mismatch, random_boxes
 from detkit.modeling import build_model
 
@@ -118,3 +117,23 @@ def test_export_without_weights_is_refused(tool, tmp_path, capsys) -> None:
     assert tool.main(argv) == 2
     assert "MODEL.WEIGHTS is empty" in capsys.readouterr().err
     assert not (tmp_path / "m.pt2").exists()
+
+
+def test_a_config_with_a_test_pyramid_is_refused_in_one_line(tmp_path) -> None:
+    """The paper's multi-scale config: its test pyramid resizes outside any traceable graph, so
+    the tool says so in one line (exit status 2) before reading the weights, nothing written."""
+    config = REPO / "configs" / "PascalVOC" / "fast_rcnn_VGG16_multiscale.yaml"
+    output = tmp_path / "m.pt2"
+    run = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "export_model.py"), "--config-file", str(config),
+         "--output", str(output), "MODEL.ROI_BOX_HEAD.FC_DIM=32",
+         f"MODEL.WEIGHTS={tmp_path / 'never_read.pth'}"],
+        env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=180,
+    )  # fmt: skip
+    assert run.returncode == 2
+    assert run.stderr.splitlines() == [
+        "export_model: the test image pyramid (TEST.MIN_SIZES=[480, 576, 688, 864, 1200]) "
+        "cannot be exported or traced: it resizes each image to its scales with OpenCV, outside "
+        "the graph; export the single-scale model (TEST.MIN_SIZES=[]), whose detections differ"
+    ]
+    assert not list(tmp_path.iterdir())

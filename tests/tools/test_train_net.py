@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from detkit.config import ConfigError, load_config
+from detkit.config import ConfigError, load_config, parse_overrides
 from detkit.data.datasets.shapes import ensure_shapes
-from detkit.engine import default_argument_parser, parse_overrides
+from detkit.engine import default_argument_parser
 from detkit.evaluation import format_results_table
 
 REPO = Path(__file__).resolve().parents[2]

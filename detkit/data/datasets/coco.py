@@ -16,6 +16,7 @@ from ..validation import (
     DatasetError,
     DatasetFileNotFoundError,
     LoadSummary,
+    box_has_area,
     check_box,
     record_size,
     refuse_duplicates,
@@ -38,8 +39,8 @@ def load_coco_json(
     ``images``, ``annotations`` or ``categories`` list, a category id given twice, an
     annotation without an ``id``, with id 0 or an id given twice (``COCOeval``, which scores
     against this file, would mismatch them), and annotations of images or categories the file
-    does not list. The ids of dropped boxes are kept in the metadata as
-    ``dropped_annotation_ids``.
+    does not list. Each annotation keeps its ``id``; a box without area is dropped
+    (:func:`coco_annotation_has_area`, by which the COCO evaluator leaves it out too).
 
     A registered COCO dataset (:func:`register_coco_instances`) is read through
     :func:`cached_coco_records` instead, which converts the file once.
@@ -85,7 +86,7 @@ def cached_coco_records(
 @dataclass
 class _CocoContents:
     records: list[dict]
-    facts: dict  # thing_classes, dataset_ids (in contiguous order), dropped_annotation_ids
+    facts: dict  # thing_classes, dataset_ids (in contiguous order)
     summary: str | None  # what the loader dropped, clipped or sized, in one line
 
 
@@ -95,12 +96,8 @@ def _read_coco(json_file: str | Path, image_root: str | Path) -> _CocoContents:
     contiguous = {coco_id: index for index, coco_id in enumerate(sorted(names))}
     summary = LoadSummary(json_file)
     records = _image_records(data["images"], json_file, image_root, summary)
-    dropped = _add_annotations(data["annotations"], records, contiguous, json_file, summary)
-    facts = {
-        "thing_classes": [names[i] for i in sorted(names)],
-        "dataset_ids": sorted(names),
-        "dropped_annotation_ids": dropped,
-    }
+    _add_annotations(data["annotations"], records, contiguous, json_file, summary)
+    facts = {"thing_classes": [names[i] for i in sorted(names)], "dataset_ids": sorted(names)}
     in_id_order = sorted(
         records.values(), key=lambda r: (isinstance(r["image_id"], str), r["image_id"])
     )
@@ -111,7 +108,6 @@ def _set_metadata(dataset_name: str, facts: dict) -> None:
     MetadataCatalog.get(dataset_name).set(
         thing_classes=list(facts["thing_classes"]),
         thing_dataset_id_to_contiguous_id={i: n for n, i in enumerate(facts["dataset_ids"])},
-        dropped_annotation_ids=list(facts["dropped_annotation_ids"]),
     )
 
 
@@ -179,16 +175,16 @@ def _image_records(images: list, json_file, image_root, summary: LoadSummary) ->
 
 def _add_annotations(
     annotations: list, records: dict, contiguous: dict, json_file, summary: LoadSummary
-) -> list:
-    """Adds each annotation to its image's dict; returns the ids of the boxes dropped."""
-    seen, unknown_images, dropped = set(), [], []
+) -> None:
+    """Adds each annotation with a box to its image's dict (the others are counted)."""
+    seen, unknown_images = set(), []
     for ann in annotations:
         _check_annotation_fields(ann, json_file, seen)
         record = records.get(ann["image_id"])
         if record is None:
             unknown_images.append(ann)
             continue
-        where = f"{json_file}: annotation {ann['id']} of image {ann['image_id']!r}"
+        where = _where(ann, json_file)
         if ann["category_id"] not in contiguous:
             raise DatasetError(
                 f"{json_file}: annotation {ann['id']} of image {ann['image_id']} has category "
@@ -198,10 +194,10 @@ def _add_annotations(
             _xyxy(ann["bbox"], where), record["width"], record["height"], where, summary
         )
         if box is None:
-            dropped.append(ann["id"])
             continue
         record["annotations"].append(
             {
+                "id": ann["id"],
                 "bbox": box,
                 "category_id": contiguous[ann["category_id"]],
                 "iscrowd": int(ann.get("iscrowd", 0)),
@@ -213,7 +209,18 @@ def _add_annotations(
             f"list, e.g. annotation {unknown_images[0]['id']} of image "
             f"{unknown_images[0]['image_id']!r}; add the images or remove the annotations"
         )
-    return dropped
+
+
+def coco_annotation_has_area(ann: dict, json_file: str | Path) -> bool:
+    """Whether the box of annotation ``ann`` of the COCO file ``json_file`` has area: the rule
+    by which :func:`load_coco_json` keeps or drops it (``validation.box_has_area``); what the
+    loader refuses is refused here too, naming the annotation."""
+    where = _where(ann, json_file)
+    return box_has_area(_xyxy(ann.get("bbox"), where), where)
+
+
+def _where(ann: dict, json_file: str | Path) -> str:
+    return f"{json_file}: annotation {ann.get('id')} of image {ann.get('image_id')!r}"
 
 
 def _check_annotation_fields(ann: object, json_file, seen: set) -> None:

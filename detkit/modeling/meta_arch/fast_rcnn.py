@@ -28,7 +28,8 @@ class FastRCNN(nn.Module):
     ``proposal_boxes``), in training ``"instances"`` (``gt_boxes``, ``gt_classes``), and
     optionally ``"height"``/``"width"``, the size to report detections at. Training returns
     ``{"loss_cls", "loss_box_reg"}``; evaluation one ``{"instances": Instances(pred_boxes,
-    scores, pred_classes)}`` per image.
+    scores, pred_classes)}`` per image. The test image pyramid (``TEST.MIN_SIZES``) is not a
+    mode of it but a wrapper, :class:`~detkit.modeling.PyramidInference`.
     """
 
     def __init__(
@@ -66,8 +67,6 @@ class FastRCNN(nn.Module):
         return self.pixel_mean.device
 
     def forward(self, batched_inputs: list[dict]) -> dict[str, Tensor] | list[dict]:
-        if not self.training and batched_inputs and "pyramid" in batched_inputs[0]:
-            return self.inference_pyramid(batched_inputs)
         images = self.preprocess_images(batched_inputs)
         features = self.backbone(images)
         proposals = [x["proposals"].to(self.device) for x in batched_inputs]
@@ -81,20 +80,6 @@ class FastRCNN(nn.Module):
             {"instances": rescale_detections(r, x.get("height"), x.get("width"))}
             for r, x in zip(results, batched_inputs, strict=True)
         ]
-
-    def inference_pyramid(self, batched_inputs: list[dict]) -> list[dict]:
-        """Detections of images given as pyramids (``"pyramid"``, ``"pyramid_factors"`` and
-        ``"proposals"`` in original pixels, from :class:`~detkit.data.pyramid.PyramidMapper`):
-        the backbone runs once per scale, the RoI heads pool each RoI from one scale."""
-        outputs = []
-        for x in batched_inputs:
-            features = [
-                self.backbone(self.preprocess_images([{"image": image}])) for image in x["pyramid"]
-            ]
-            proposals = x["proposals"].to(self.device)
-            result = self.roi_heads.inference_pyramid(features, proposals, x["pyramid_factors"])
-            outputs.append({"instances": result})
-        return outputs
 
     def preprocess_images(self, batched_inputs: list[dict]) -> Tensor:
         """Normalised images, zero-padded at the bottom and right to one batch whose height and

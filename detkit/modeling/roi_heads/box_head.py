@@ -6,6 +6,7 @@ from collections.abc import Mapping, Sequence
 
 from torch import Tensor, nn
 
+from ...config import ConfigError
 from ...utils.registry import Registry
 from .svd import truncated_linear
 
@@ -30,11 +31,9 @@ class FastRCNNFCHead(nn.Module):
         svd_ranks: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
-        if num_fc < 1 or fc_dim < 1 or not 0.0 <= dropout < 1.0:
-            raise ValueError(
-                f"FastRCNNFCHead: needs num_fc >= 1, fc_dim >= 1, dropout in [0, 1); got "
-                f"{num_fc}, {fc_dim}, {dropout}"
-            )
+        problems = fc_head_problems(num_fc, fc_dim, dropout)
+        if problems:
+            raise ValueError("FastRCNNFCHead: " + "; ".join(problems))
         channels, height, width = input_shape
         size = channels * height * width
         self.fc_names = [f"fc{6 + i}" for i in range(num_fc)]
@@ -58,6 +57,9 @@ class FastRCNNFCHead(nn.Module):
     @classmethod
     def from_config(cls, cfg, input_shape: tuple[int, int, int]) -> FastRCNNFCHead:
         head = cfg.MODEL.ROI_BOX_HEAD
+        problems = svd_rank_problems(head.SVD_RANKS, head.NUM_FC)
+        if problems:
+            raise ConfigError(problems[0])
         return cls(
             input_shape,
             num_fc=head.NUM_FC,
@@ -92,6 +94,38 @@ class FastRCNNFCHead(nn.Module):
         for name in self.fc_names:
             x = self.dropout(getattr(self, name)(x).relu_())
         return x
+
+
+def fc_head_problems(
+    num_fc: int,
+    fc_dim: int,
+    dropout: float,
+    names: tuple[str, str, str] = ("num_fc", "fc_dim", "dropout"),
+) -> list[str]:
+    """Why :class:`FastRCNNFCHead` cannot be built with these sizes, one message per problem
+    naming each as ``names`` gives (the arguments; ``check_config`` gives the config keys);
+    empty when it can."""
+    problems = [
+        f"{name} must be positive, got {value}"
+        for name, value in zip(names[:2], (num_fc, fc_dim), strict=True)
+        if value < 1
+    ]
+    if not 0.0 <= dropout < 1.0:
+        problems.append(f"{names[2]} must be in [0, 1), got {dropout}")
+    return problems
+
+
+def svd_rank_problems(ranks: Sequence[int], num_fc: int) -> list[str]:
+    """Why ``ranks`` (``MODEL.ROI_BOX_HEAD.SVD_RANKS``: a rank per fc layer, 0 for a whole
+    one) cannot factor a head of ``num_fc`` fc layers; empty when they can. Whether a rank fits
+    its layer's size is :func:`~.svd.truncated_linear`'s rule, checked as the layer is built."""
+    ranks = [int(rank) for rank in ranks]
+    if len(ranks) > num_fc or any(rank < 0 for rank in ranks):
+        return [
+            f"MODEL.ROI_BOX_HEAD.SVD_RANKS {ranks}: at most one rank per fully connected layer "
+            f"(NUM_FC={num_fc}), each 0 (whole) or positive"
+        ]
+    return []
 
 
 def svd_ranks_by_layer(ranks: Sequence[int]) -> dict[str, int]:

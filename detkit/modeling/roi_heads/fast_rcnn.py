@@ -107,9 +107,7 @@ class FastRCNNOutputLayers(nn.Module):
             return {"loss_cls": loss_cls, "loss_box_reg": loss_box}
         storage = current_event_storage()
         if storage is not None:
-            put_classification_metrics(
-                storage, scores, gt_classes, self.num_classes, len(proposals)
-            )
+            put_classification_metrics(storage, scores, gt_classes, self.num_classes)
         if gt_classes.numel() == 0:  # no RoI at all: zero losses (the mean would be NaN)
             loss_cls = scores.sum() * 0.0
         loss_box = functional.smooth_l1_loss(
@@ -166,12 +164,12 @@ def per_class_nms(
 
 @torch.no_grad()
 def put_classification_metrics(
-    storage: EventStorage, scores: Tensor, gt_classes: Tensor, num_classes: int, num_images: int
+    storage: EventStorage, scores: Tensor, gt_classes: Tensor, num_classes: int
 ) -> None:
     """The mini-batch's classification accuracy over its labelled RoIs and over the foreground
-    ones, and the foreground / background RoIs per image, under detectron2's names
-    (``fast_rcnn/cls_accuracy``, ``fast_rcnn/fg_cls_accuracy``, ``roi_head/num_fg_samples``,
-    ``roi_head/num_bg_samples``); an accuracy over no RoI is recorded as 0."""
+    ones, under detectron2's names (``fast_rcnn/cls_accuracy``, ``fast_rcnn/fg_cls_accuracy``);
+    an accuracy over no RoI is recorded as 0. (The RoIs per image are recorded where they are
+    sampled, :meth:`StandardROIHeads.label_and_sample_proposals`.)"""
     labelled = gt_classes >= 0
     foreground = labelled & (gt_classes < num_classes)
     correct = scores.argmax(dim=1) == gt_classes
@@ -180,9 +178,6 @@ def put_classification_metrics(
         storage.put_scalar(
             f"fast_rcnn/{name}", float(correct[chosen].sum()) / count if count else 0.0
         )
-    images = max(num_images, 1)
-    storage.put_scalar("roi_head/num_fg_samples", int(foreground.sum()) / images)
-    storage.put_scalar("roi_head/num_bg_samples", int((gt_classes == num_classes).sum()) / images)
 
 
 def _feature_sizes(input_size: int | tuple[int, int]) -> tuple[int, int]:

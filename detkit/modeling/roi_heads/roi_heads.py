@@ -8,17 +8,12 @@ import torch
 from torch import Tensor, nn
 
 from ...structures import Boxes, Instances, pairwise_iou
+from ...utils.events import current_event_storage
 from ...utils.registry import Registry
 from ..backbone import ShapeSpec
 from ..matcher import Matcher
-from ..poolers import (
-    ROI_POOLER_REGISTRY,
-    ROIPooler,
-    assign_boxes_to_scales,
-    dedup_boxes,
-    unknown_pooler_type,
-)
-from ..sampling import SamplingContext, build_sampler
+from ..poolers import ROIPooler, assign_boxes_to_scales, dedup_boxes
+from ..sampling import SamplingContext, build_sampler, sampling_generator
 from .box_head import build_box_head
 from .fast_rcnn import FastRCNNOutputLayers
 
@@ -75,19 +70,12 @@ class StandardROIHeads(nn.Module):
     def from_config(cls, cfg, input_shape: dict[str, ShapeSpec]) -> StandardROIHeads:
         heads, box = cfg.MODEL.ROI_HEADS, cfg.MODEL.ROI_BOX_HEAD
         in_features, shapes = _in_features(heads.IN_FEATURES, input_shape)
-        problems = []
-        if box.POOLER_TYPE not in ROI_POOLER_REGISTRY:
-            problems.append(
-                f"MODEL.ROI_BOX_HEAD.POOLER_TYPE: {unknown_pooler_type(box.POOLER_TYPE)}"
-            )
         if len({s.channels for s in shapes}) > 1:
             channels = {f: s.channels for f, s in zip(in_features, shapes, strict=True)}
-            problems.append(
-                f"MODEL.ROI_HEADS.IN_FEATURES: the maps pooled from must have the same number "
-                f"of channels, got {channels}"
+            raise ValueError(
+                f"StandardROIHeads: MODEL.ROI_HEADS.IN_FEATURES: the maps pooled from must have "
+                f"the same number of channels, got {channels}"
             )
-        if problems:
-            raise ValueError("StandardROIHeads: " + "; ".join(problems))
         try:
             pooler = ROIPooler.from_config(cfg, [1.0 / s.stride for s in shapes])
         except ValueError as error:
@@ -142,7 +130,8 @@ class StandardROIHeads(nn.Module):
         proposals: Instances,
         factors: Sequence[tuple[float, float]],
     ) -> Instances:
-        """Detections of one image from its pyramid (paper §2.4): ``features`` of each scale,
+        """Detections of one image from its pyramid (paper §2.4; run by
+        :class:`~detkit.modeling.PyramidInference`): ``features`` of each scale,
         ``proposals`` in the original image's pixels, ``factors`` the (x, y) resize factor of
         each scale. Each RoI is pooled from the scale ``assign_boxes_to_scales`` gives it, with
         duplicates removed on that scale's grid; boxes are decoded in the
@@ -229,7 +218,10 @@ class StandardROIHeads(nn.Module):
     ) -> list[Instances]:
         """Per image, the RoIs the sampler picks from :meth:`label_proposals`' output (with
         its fields). ``features`` let the sampler score RoIs with the current heads
-        (:class:`~detkit.modeling.sampling.SamplingContext`); without them it cannot."""
+        (:class:`~detkit.modeling.sampling.SamplingContext`); without them it cannot. The
+        sampler draws from the step's generator (``sampling.sampling_generator()``); the
+        foreground and background RoIs it picked per image are recorded as
+        ``roi_head/num_fg_samples`` and ``roi_head/num_bg_samples``."""
         labelled = self.label_proposals(proposals, targets)
 
         def roi_losses(rois: list[Instances]) -> dict[str, Tensor]:
@@ -239,7 +231,7 @@ class StandardROIHeads(nn.Module):
                 )
             return self.roi_losses(features, rois)
 
-        context = SamplingContext(roi_losses, self.box_predictor.num_classes)
+        context = SamplingContext(roi_losses, self.box_predictor.num_classes, sampling_generator())
         with torch.no_grad():
             picked = self.sampler(labelled, context)
         if len(picked) != len(labelled):
@@ -253,7 +245,22 @@ class StandardROIHeads(nn.Module):
                 f"sampler {type(self.sampler).__name__} picked RoIs the matcher ignores "
                 "(match_labels == -1); it must pick foreground (1) and background (0) only"
             )
+        self._record_sample_counts(sampled)
         return sampled
+
+    def _record_sample_counts(self, sampled: list[Instances]) -> None:
+        """The mini-batch's foreground and background RoIs per image, under detectron2's names,
+        in the current event storage (none outside a trainer)."""
+        storage = current_event_storage()
+        if storage is None or not sampled:
+            return
+        gt_classes = torch.cat([image.gt_classes for image in sampled])
+        background = self.box_predictor.num_classes
+        foreground = int(((gt_classes >= 0) & (gt_classes < background)).sum())
+        storage.put_scalar("roi_head/num_fg_samples", foreground / len(sampled))
+        storage.put_scalar(
+            "roi_head/num_bg_samples", int((gt_classes == background).sum()) / len(sampled)
+        )
 
 
 def _in_features(
