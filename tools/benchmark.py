@@ -255,7 +255,9 @@ def benchmark(cfg, args, device: torch.device) -> tuple[dict, list[ModelResult]]
     with torch.no_grad():
         mine = model(test_inputs)[0]["instances"]
         theirs = peer(images[:1], proposals[:1])[0]
-    problem = torchvision_peer.detection_mismatch(mine, theirs)
+    problem = torchvision_peer.detection_mismatch(
+        mine, theirs, kept_at_most=cfg.TEST.DETECTIONS_PER_IMAGE
+    )
     if problem:
         raise BenchmarkError(
             f"detkit and the torchvision-built model detect differently with the same weights "

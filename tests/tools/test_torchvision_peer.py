@@ -166,3 +166,37 @@ def test_samples_have_foreground_proposals_inside_the_image(peer) -> None:
     best = box_iou(boxes[:10], sample.gt_boxes).max(dim=1).values
     assert (best > 0.5).sum() >= 5  # the jittered quarter mostly overlaps its object
     assert set(sample.gt_classes.tolist()) <= {0, 1, 2}
+
+
+def _detections(scores: list[float], classes: list[int], boxes: list[list[float]]):
+    """detkit's and torchvision's forms of one detection set."""
+    from detkit.structures import Boxes, Instances
+
+    mine = Instances((100, 100))
+    mine.pred_boxes = Boxes(torch.tensor(boxes))
+    mine.scores = torch.tensor(scores)
+    mine.pred_classes = torch.tensor(classes)
+    theirs = {
+        "boxes": torch.tensor(boxes),
+        "scores": torch.tensor(scores),
+        "labels": torch.tensor(classes) + 1,
+    }
+    return mine, theirs
+
+
+def test_ties_at_the_cut_may_keep_other_boxes_of_the_same_classes(peer) -> None:
+    """Three detections kept of more, the last two tied in score: which tied boxes survive the
+    cut is the model's choice, not other work; other classes at the cut, or a tie below a cut
+    that was not made, are a difference."""
+    above = [[0.0, 0.0, 10.0, 10.0]]
+    mine, _ = _detections([0.9, 0.4, 0.4], [1, 2, 2], [*above, [1, 1, 5, 5], [2, 2, 6, 6]])
+    _, theirs = _detections([0.9, 0.4, 0.4], [1, 2, 2], [*above, [3, 3, 9, 9], [4, 4, 8, 8]])
+    assert peer.detection_mismatch(mine, theirs, kept_at_most=3) is None
+    assert peer.detection_mismatch(mine, theirs, kept_at_most=4) is not None
+    assert peer.detection_mismatch(mine, theirs) is not None
+    _, other_classes = _detections([0.9, 0.4, 0.4], [1, 2, 0], [*above, [3, 3, 9, 9], [4, 4, 8, 8]])
+    assert "classes" in peer.detection_mismatch(mine, other_classes, kept_at_most=3)
+    _, other_top = _detections(
+        [0.9, 0.4, 0.4], [1, 2, 2], [[0, 0, 20, 20], [1, 1, 5, 5], [2, 2, 6, 6]]
+    )
+    assert peer.detection_mismatch(mine, other_top, kept_at_most=3) is not None

@@ -47,7 +47,6 @@ def make_sample(height: int, width: int, num_proposals: int, num_classes: int, s
     return Sample(image, torch.cat([jittered, others]), gt_boxes, gt_classes)
 
 
-
 def detkit_inputs(samples: list[Sample], device: torch.device) -> list[dict]:
     inputs = []
     for s in samples:
@@ -124,24 +123,50 @@ def calibrate_head(model: nn.Module, inputs: list[dict]) -> None:
     standardise_outputs(cls_score, features, LOGIT_STD)
 
 
-def detection_mismatch(mine: Instances, theirs: dict[str, Tensor]) -> str | None:
+def detection_mismatch(
+    mine: Instances, theirs: dict[str, Tensor], kept_at_most: int | None = None
+) -> str | None:
     """Why two detection sets differ, or ``None`` when each detection of one has its own
     counterpart in the other: the same class, score and box to float tolerance (matched as
-    sets, since detections of equal score may come in either order)."""
+    sets, since detections of equal score may come in either order).
+
+    When both sets hold ``kept_at_most`` detections (``TEST.DETECTIONS_PER_IMAGE``: the cut
+    was made), detections tied at the lowest kept score are compared by their count per class
+    only: which of several equally scored boxes survive the cut is a tie either model may
+    break its own way."""
     if len(mine) != len(theirs["scores"]):
         return f"{len(mine)} detections against torchvision's {len(theirs['scores'])}"
-    same_class = mine.pred_classes[:, None] == (theirs["labels"] - 1)[None, :]
-    close_score = torch.isclose(
-        mine.scores[:, None], theirs["scores"][None, :], rtol=1e-4, atol=1e-6
+    my_scores, my_classes, my_boxes = mine.scores, mine.pred_classes, mine.pred_boxes.tensor
+    their_scores, their_classes, their_boxes = (
+        theirs["scores"],
+        theirs["labels"] - 1,
+        theirs["boxes"],
     )
-    box_error = (mine.pred_boxes.tensor[:, None] - theirs["boxes"][None, :]).abs().amax(dim=2)
-    scale = theirs["boxes"].abs().amax(dim=1).clamp(min=1.0)[None, :]
+    if kept_at_most is not None and 0 < len(mine) == kept_at_most:
+        lowest = torch.minimum(my_scores.min(), their_scores.min())
+        my_cut = torch.isclose(my_scores, lowest, rtol=1e-4, atol=1e-6)
+        their_cut = torch.isclose(their_scores, lowest, rtol=1e-4, atol=1e-6)
+        size = int(max(my_classes.max(), their_classes.max())) + 1
+        if not torch.equal(
+            torch.bincount(my_classes[my_cut], minlength=size),
+            torch.bincount(their_classes[their_cut], minlength=size),
+        ):
+            return "the detections tied at the lowest kept score differ in their classes"
+        my_scores, my_classes, my_boxes = my_scores[~my_cut], my_classes[~my_cut], my_boxes[~my_cut]
+        their_scores, their_classes, their_boxes = (
+            their_scores[~their_cut],
+            their_classes[~their_cut],
+            their_boxes[~their_cut],
+        )
+    same_class = my_classes[:, None] == their_classes[None, :]
+    close_score = torch.isclose(my_scores[:, None], their_scores[None, :], rtol=1e-4, atol=1e-6)
+    box_error = (my_boxes[:, None] - their_boxes[None, :]).abs().amax(dim=2)
+    scale = their_boxes.abs().amax(dim=1).clamp(min=1.0)[None, :]
     candidates = same_class & close_score & (box_error <= 1e-2 + 1e-4 * scale)
-    taken = torch.zeros(len(mine), dtype=torch.bool)
+    taken = torch.zeros(len(their_scores), dtype=torch.bool)
     for row in candidates:
         free = torch.nonzero(row & ~taken).flatten()
         if free.numel() == 0:
             return "some detections have no counterpart of the same class, score and box"
         taken[free[0]] = True
     return None
-
