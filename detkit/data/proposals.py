@@ -18,6 +18,8 @@ or boxes and logits of different lengths are refused naming the file and the ima
 from __future__ import annotations
 
 import logging
+import pickle
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,7 @@ import numpy as np
 
 from ..structures import BoxMode
 from ..utils.errors import UserError
+from ..utils.file_io import write_atomically
 from ..utils.plain_pickle import PlainDataUnpickler, RefusedGlobalError
 from ..utils.registry import Registry
 
@@ -76,6 +79,26 @@ _MAT_FIXES = {
     "(x, y, w, h)": "this layout holds 1-based (y1, x1, y2, x2) rows: convert them, or write "
     f"detectron2's pickle layout with bbox_mode {_XYWH.value} ({_XYWH.name})",
 }
+
+
+def write_detectron2_pickle(
+    path: str | Path,
+    ids: Sequence,
+    boxes: Sequence[np.ndarray],
+    objectness_logits: Sequence[np.ndarray],
+) -> Path:
+    """Writes a proposal file in detectron2's pickle layout: per image (``ids[i]``) the
+    ``[n, 4]`` absolute XYXY ``boxes[i]`` and the ``[n]`` ``objectness_logits[i]``, as float32,
+    and ``bbox_mode`` 0 as a plain number (readers unpickle no class). The file appears only
+    when complete (:func:`~detkit.utils.file_io.write_atomically`)."""
+    data = {
+        "ids": list(ids),
+        "boxes": [np.asarray(b, np.float32).reshape(-1, 4) for b in boxes],
+        "objectness_logits": [np.asarray(s, np.float32).reshape(-1) for s in objectness_logits],
+        "bbox_mode": int(_XYXY),
+    }
+    write_atomically(path, lambda file: pickle.dump(data, file))
+    return Path(path)
 
 
 @PROPOSAL_LOADER_REGISTRY.register()

@@ -7,7 +7,6 @@ import hashlib
 import json
 import logging
 import os
-import pickle
 import shutil
 import zlib
 from multiprocessing import get_context
@@ -17,10 +16,9 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from ..structures import BoxMode
 from ..utils.file_io import write_bytes_atomically
 from .mapper import MAX_IMAGE_PIXELS, read_image
-from .proposals import PROPOSAL_LOADER_REGISTRY, detectron2_pickle
+from .proposals import PROPOSAL_LOADER_REGISTRY, detectron2_pickle, write_detectron2_pickle
 
 logger = logging.getLogger(__name__)
 
@@ -150,16 +148,8 @@ def compute_proposal_file(
                 _one_image(job)
                 progress.update()
     boxes = [np.load(job[-1]) for job in jobs]
-    data = {
-        "ids": [record["image_id"] for record in dataset_dicts],
-        "boxes": boxes,
-        "objectness_logits": [-np.arange(len(b), dtype=np.float32) for b in boxes],
-        "bbox_mode": int(BoxMode.XYXY_ABS),  # a plain number: readers unpickle no class
-    }
-    temporary = out_file.with_name(out_file.name + ".tmp")
-    with open(temporary, "wb") as file:
-        pickle.dump(data, file)
-    os.replace(temporary, out_file)
+    ids = [record["image_id"] for record in dataset_dicts]
+    write_detectron2_pickle(out_file, ids, boxes, [-np.arange(len(b)) for b in boxes])
     shutil.rmtree(parts)
     return out_file
 

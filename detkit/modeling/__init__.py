@@ -5,7 +5,14 @@ from .backbone import BACKBONE_REGISTRY, Backbone, ShapeSpec, build_backbone
 from .box_regression import Box2BoxTransform
 from .build import build_inference_model, build_model
 from .matcher import Matcher
-from .meta_arch import META_ARCH_REGISTRY, FastRCNN, PyramidInference
+from .meta_arch import (
+    META_ARCH_REGISTRY,
+    BackboneModel,
+    FastRCNN,
+    PyramidInference,
+    batch_images,
+    rescale_detections,
+)
 from .poolers import (
     ROI_POOLER_REGISTRY,
     ROIPooler,
@@ -30,6 +37,7 @@ __all__ = [
     "ROI_POOLER_REGISTRY",
     "SAMPLER_REGISTRY",
     "Backbone",
+    "BackboneModel",
     "Box2BoxTransform",
     "FastRCNN",
     "FastRCNNFCHead",
@@ -42,10 +50,12 @@ __all__ = [
     "ShapeSpec",
     "StandardROIHeads",
     "assign_boxes_to_levels",
+    "batch_images",
     "build_backbone",
     "build_inference_model",
     "build_model",
     "build_sampler",
     "dedup_boxes",
     "pooler_class",
+    "rescale_detections",
 ]
