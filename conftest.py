@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -83,6 +86,55 @@ def write_proposal_file() -> Callable[..., Path]:
     """``write_proposal_file(annotations_json, path, seed=0)``: a proposal pickle for a COCO
     annotation file, made from its ground truth (see ``_write_proposal_file``)."""
     return _write_proposal_file
+
+
+REPO = Path(__file__).resolve().parent
+
+
+def _docs_example(page: str, heading: str) -> tuple[str, list[list[str]]]:
+    """The YAML config and the shell commands (as word lists) of the first ```yaml and ```bash
+    blocks of the section ``heading`` of ``docs/<page>``."""
+    text = (REPO / "docs" / page).read_text()
+    section = text[text.index(heading) :]
+    section = section[: section.index("\n## ", len(heading))]
+    yaml_block = re.search(r"```yaml\n(.*?)```", section, re.S)[1]
+    bash_block = re.search(r"```bash\n(.*?)```", section, re.S)[1]
+    commands = [shlex.split(line) for line in bash_block.splitlines() if line.strip()]
+    return yaml_block, commands
+
+
+@pytest.fixture(scope="session")
+def docs_example() -> Callable[[str, str], tuple[str, list[list[str]]]]:
+    """``docs_example(page, heading)``: a worked example's config and commands, as written in
+    the docs (see ``_docs_example``)."""
+    return _docs_example
+
+
+def _write_my_data(root: Path) -> None:
+    """``root/my_data/`` as docs/datasets.md's worked example draws it: ``images/`` and COCO
+    ``train.json`` / ``val.json`` (8 + 4 generated shapes images)."""
+    shapes = ensure_shapes(root / "generated", "example", num_images=12, seed=5)
+    coco = json.loads((shapes / "annotations.json").read_text())
+    images = root / "my_data" / "images"
+    images.mkdir(parents=True)
+    for image in coco["images"]:
+        name = Path(image["file_name"]).name
+        cv2.imwrite(str(images / name), cv2.imread(str(shapes / image["file_name"])))
+        image["file_name"] = name
+    for split, chosen in (("train", coco["images"][:8]), ("val", coco["images"][8:])):
+        ids = {image["id"] for image in chosen}
+        part = {
+            **coco,
+            "images": chosen,
+            "annotations": [a for a in coco["annotations"] if a["image_id"] in ids],
+        }
+        (root / "my_data" / f"{split}.json").write_text(json.dumps(part))
+
+
+@pytest.fixture(scope="session")
+def write_my_data() -> Callable[[Path], None]:
+    """``write_my_data(root)``: the worked example's folder of images with COCO files."""
+    return _write_my_data
 
 
 @dataclass(frozen=True)

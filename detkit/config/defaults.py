@@ -222,7 +222,9 @@ class ROIBoxHeadConfig:
 @dataclass
 class ModelConfig:
     META_ARCHITECTURE: str = key(
-        "FastRCNN", "meta-architecture, by name in `META_ARCH_REGISTRY`: `FastRCNN`"
+        "FastRCNN",
+        "meta-architecture, by name in `META_ARCH_REGISTRY`: `FastRCNN`, or a project's "
+        "(`ProposalNetwork` of projects/RPN)",
     )
     DEVICE: str = key(
         "auto",

@@ -6,16 +6,13 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shlex
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
-import cv2
 import yaml
-
-from detkit.data.datasets.shapes import ensure_shapes
 
 REPO = Path(__file__).resolve().parents[2]
 SECTION = "## Your own data, without Python"
@@ -23,37 +20,6 @@ SECTION = "## Your own data, without Python"
 TINY = ["SOLVER.MAX_ITER", "4", "MODEL.SMALL_CONVNET.CHANNELS", "[8, 16]",
         "MODEL.ROI_BOX_HEAD.FC_DIM", "32", "DATALOADER.NUM_WORKERS", "0",
         "INPUT.MIN_SIZE_TRAIN", "[96]", "INPUT.MIN_SIZE_TEST", "96"]  # fmt: skip
-
-
-def example_blocks() -> tuple[str, list[list[str]]]:
-    """The section's YAML config and its shell commands (as word lists)."""
-    text = (REPO / "docs" / "datasets.md").read_text()
-    section = text[text.index(SECTION) :]
-    section = section[: section.index("\n## ", len(SECTION))]
-    yaml_block = re.search(r"```yaml\n(.*?)```", section, re.S)[1]
-    bash_block = re.search(r"```bash\n(.*?)```", section, re.S)[1]
-    commands = [shlex.split(line) for line in bash_block.splitlines() if line.strip()]
-    return yaml_block, commands
-
-
-def write_folder(root: Path) -> None:
-    """my_data/ as the docs draw it: images/ and COCO train.json / val.json (8 + 4 images)."""
-    shapes = ensure_shapes(root / "generated", "example", num_images=12, seed=5)
-    coco = json.loads((shapes / "annotations.json").read_text())
-    images = root / "my_data" / "images"
-    images.mkdir(parents=True)
-    for image in coco["images"]:
-        name = Path(image["file_name"]).name
-        cv2.imwrite(str(images / name), cv2.imread(str(shapes / image["file_name"])))
-        image["file_name"] = name
-    for split, chosen in (("train", coco["images"][:8]), ("val", coco["images"][8:])):
-        ids = {image["id"] for image in chosen}
-        part = {
-            **coco,
-            "images": chosen,
-            "annotations": [a for a in coco["annotations"] if a["image_id"] in ids],
-        }
-        (root / "my_data" / f"{split}.json").write_text(json.dumps(part))
 
 
 def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -67,9 +33,11 @@ def run(command: list[str], cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
-def test_the_worked_example_runs_as_documented(tmp_path: Path) -> None:
-    config, commands = example_blocks()
-    write_folder(tmp_path)
+def test_the_worked_example_runs_as_documented(
+    tmp_path: Path, docs_example: Callable, write_my_data: Callable
+) -> None:
+    config, commands = docs_example("datasets.md", SECTION)
+    write_my_data(tmp_path)
     (tmp_path / "configs").symlink_to(REPO / "configs")
     (tmp_path / "my_data.yaml").write_text(config)
     assert [c[1] for c in commands] == [

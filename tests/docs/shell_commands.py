@@ -35,7 +35,7 @@ _REDIRECTIONS = {">", ">>", "<", ">&", "&>", "<&"}
 _PYTHON = re.compile(r"(.*/)?python(\d+(\.\d+)?)?")
 _ASSIGNMENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=")
 # detkit's scripts, as the repository-relative path after any folder prefix ("./", "../")
-_SCRIPT = re.compile(r"(?:.*/)?((?:tools/\w+|benchmarks/\w+|projects/[^/]+/train_net)\.py)")
+_SCRIPT = re.compile(r"(?:.*/)?((?:tools/\w+|benchmarks/\w+|projects/[^/]+/\w+)\.py)")
 
 
 def command_lines(code: str) -> list[str]:
