@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import re
 import shlex
 import shutil
@@ -21,6 +20,7 @@ import torch
 from detkit.data import DatasetCatalog, MetadataCatalog, load_coco_json
 from detkit.data.cache import CACHE_VARIABLE
 from detkit.data.datasets.shapes import ensure_shapes
+from detkit.data.proposals import write_detectron2_pickle
 
 TINY_DATASET = "tiny_shapes"
 
@@ -68,17 +68,7 @@ def _write_proposal_file(annotations_json: Path, path: Path, seed: int = 0) -> P
             )
         ids.append(image["id"])
         boxes.append(np.asarray(rows, np.float32))
-    with open(path, "wb") as file:
-        pickle.dump(
-            {
-                "ids": ids,
-                "boxes": boxes,
-                "objectness_logits": [np.zeros(len(b), np.float32) for b in boxes],
-                "bbox_mode": 0,
-            },
-            file,
-        )
-    return path
+    return write_detectron2_pickle(path, ids, boxes, [np.zeros(len(b)) for b in boxes])
 
 
 @pytest.fixture(scope="session")

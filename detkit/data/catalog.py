@@ -42,8 +42,9 @@ class _DatasetCatalog:
         if checked:
             self._checked.add(name)
 
-    def get(self, name: str) -> Sequence[dict]:
-        """Loads and returns the dataset dicts of ``name``."""
+    def check_registered(self, name: str) -> None:
+        """Raises :class:`UnknownDatasetError` (with the closest registered name) unless ``name``
+        is registered; loads nothing, so a command can check its datasets before its work."""
         if name not in self._loaders:
             close = difflib.get_close_matches(name, self._loaders, n=1)
             hint = f"; did you mean {close[0]!r}?" if close else ""
@@ -51,6 +52,10 @@ class _DatasetCatalog:
             raise UnknownDatasetError(
                 f"dataset {name!r} is not registered{hint} Registered: {known}"
             )
+
+    def get(self, name: str) -> Sequence[dict]:
+        """Loads and returns the dataset dicts of ``name``."""
+        self.check_registered(name)
         dicts = self._loaders[name]()
         if name in self._checked:
             return dicts

@@ -72,11 +72,7 @@ def compute(args: argparse.Namespace) -> int:
         )
     if not cfg.MODEL.WEIGHTS:
         raise ConfigError("give the trained RPN's weights as MODEL.WEIGHTS=FILE")
-    if args.dataset not in DatasetCatalog.list():
-        raise ConfigError(
-            f"--dataset {args.dataset!r} is not registered; registered: "
-            f"{', '.join(sorted(DatasetCatalog.list()))}"
-        )
+    DatasetCatalog.check_registered(args.dataset)
     device = chosen_device(cfg.MODEL.DEVICE)
     launch(
         write_proposals,

@@ -164,4 +164,7 @@ def test_compute_proposals_refuses_an_unknown_dataset(datasets_root: Path, train
         f"MODEL.WEIGHTS={trained / 'model_final.pth'}",
     )
     assert result.returncode == 2
-    assert "compute_proposals: --dataset 'shapes_vall' is not registered" in result.stderr
+    assert (
+        "compute_proposals: dataset 'shapes_vall' is not registered; did you mean 'shapes_val'?"
+        in result.stderr
+    )
